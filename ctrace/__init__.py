@@ -1,0 +1,3 @@
+"""ctrace: from a process, container or pod to a bpftrace uprobe command that fires."""
+
+__version__ = "0.1.0"

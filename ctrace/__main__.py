@@ -1,0 +1,3 @@
+from ctrace.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""bpftrace argv and shell lines; pure, and the only place that quotes anything.
+
+Two quoting layers, each closed here:
+- the bpftrace program: a path or symbol goes in bare only if it is a plain
+  identifier, else inside "..." only if it holds printable ASCII without '"'
+  or '\\' (bpftrace 0.17 reads escapes inside quotes), else the probe falls
+  back to a numeric address, which nothing can smuggle code through;
+- the shell: ``shlex.join`` of the argv, which ``shlex.split`` turns back
+  into the same argv.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ctrace.model import Command, Symbol
+
+_BARE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_BARE_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*\Z")
+_QUOTABLE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+\Z")  # printable ASCII but " and \
+
+STACK_ACTION = 'printf("%s\\n", ustack);'
+
+
+@dataclass(frozen=True)
+class Site:
+    """How bpftrace is told where to attach: a (quoted) name or an address."""
+
+    text: str
+    kind: str  # "name" or "address"
+    unsafe: bool = False  # bpftrace 0.17 wants --unsafe for unverifiable addresses
+
+
+def quote(text: str, bare: re.Pattern[str]) -> str | None:
+    """``text`` as it may stand in an attach point, or None if it cannot."""
+    if bare.match(text):
+        return text
+    if _QUOTABLE.match(text):
+        return f'"{text}"'
+    return None
+
+
+def quote_path(path: str) -> str | None:
+    return quote(path, _BARE_PATH)
+
+
+class NameIndex:
+    """Sorted symbol names, to tell whether a name with '*' expands to itself only.
+
+    bpftrace 0.17 expands '*' in a function name even inside quotes, so
+    ``"pkg.(*T).m"`` would also attach to ``pkg.(*OtherT).m``.
+    """
+
+    def __init__(self, symbols: Sequence[Symbol]) -> None:
+        self.names = sorted({s.name for s in symbols})
+        self.count: dict[str, int] = {}
+        for s in symbols:
+            self.count[s.name] = self.count.get(s.name, 0) + 1
+
+    def glob_hits(self, name: str) -> int:
+        prefix = name.split("*", 1)[0]
+        rx = re.compile(".*".join(re.escape(p) for p in name.split("*")) + r"\Z", re.S)
+        lo = bisect.bisect_left(self.names, prefix)
+        hits = 0
+        for cand in self.names[lo:]:
+            if not cand.startswith(prefix):
+                break
+            if rx.match(cand):
+                hits += self.count[cand]
+        return hits
+
+    def unique(self, name: str) -> bool:
+        """Whether attaching by this name reaches exactly one function."""
+        if "*" in name:
+            return self.glob_hits(name) == 1
+        return self.count.get(name, 0) == 1
+
+
+def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:
+    """Name the function by name when that is exact and safe, else by address.
+
+    On an unstripped file bpftrace 0.17 checks an address against the symbol
+    table and takes the virtual address; on a stripped one it cannot check,
+    wants --unsafe and reads the number as a file offset.
+    """
+    quoted = quote(sym.name, _BARE_SYMBOL)
+    if quoted is not None and index.unique(sym.name):
+        return Site(quoted, "name")
+    if not stripped:
+        return Site(hex(sym.address), "address")
+    if file_offset is None:
+        return None
+    return Site(hex(file_offset), "address", unsafe=True)
+
+
+def program(path: str, where: Site, action: str = STACK_ACTION) -> str:
+    return f"uprobe:{path}:{where.text} {{ {action} }}"
+
+
+def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION) -> Command | None:
+    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted."""
+    literal = quote_path(path)
+    if literal is None:
+        return None
+    argv = ["bpftrace"]
+    if where.unsafe:
+        argv.append("--unsafe")
+    argv += ["-p", str(pid), "-e", program(literal, where, action)]
+    return Command(form, tuple(argv), shlex.join(argv))

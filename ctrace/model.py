@@ -1,0 +1,90 @@
+"""Frozen result types; render.py turns them into text, JSON or YAML."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Symbol(NamedTuple):
+    """A traceable function: FUNC or IFUNC with a nonzero address.
+
+    A NamedTuple, not a dataclass: a big Go binary has 100k of them and a
+    frozen dataclass costs three times as much to build.
+    """
+
+    name: str
+    address: int
+    size: int
+    source: str  # "symtab", "dynsym"; later "pclntab", "debuglink", ...
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    image: str
+    runtime: str  # "docker", "containerd", "cri-o", "podman"
+    init_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    uid: str
+    container: str
+    node: str
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process (thread group), keyed by its host PID."""
+
+    pid: int
+    nspid: tuple[int, ...]
+    comm: str
+    exe: str  # path as the process sees it, "(deleted)" suffix stripped
+    deleted: bool = False
+    runtime: str = "host"
+    container: Container | None = None
+    pod: Pod | None = None
+    init: bool = False  # the container's init process
+
+
+@dataclass(frozen=True)
+class Binary:
+    path: str  # inside the process's mount namespace, symlinks resolved
+    host_path: str  # a path bpftrace can open from the host
+    merged_path: str | None
+    build_id: str | None
+    stripped: bool
+    language: str
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Command:
+    """One runnable command and the path form it uses (seed 2.5.1-2.5.3)."""
+
+    form: str  # "proc-root", "exe", "merged", "pid-path"
+    argv: tuple[str, ...]
+    shell: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A matched function and the commands that probe it, the recommended first."""
+
+    symbol: str
+    address: int
+    commands: tuple[Command, ...]
+    attach: str  # how the function is named to bpftrace: "name" or "address"
+
+
+@dataclass(frozen=True)
+class Target:
+    process: Process
+    binary: Binary
+    probes: tuple[Probe, ...] = ()
+    warnings: tuple[str, ...] = field(default=())

@@ -1,0 +1,183 @@
+"""Pure parsers of /proc text, and thin readers that translate OS errors.
+
+Every reader takes ``proc_root`` (default ``/proc``) so ctrace can run in a pod
+that mounts the host's /proc elsewhere (psutil's PROCFS_PATH, STYLE.md habit 4).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ctrace.errors import EnvironmentProblem, NotFound, NotTraceable
+
+PROC = "/proc"
+DELETED = " (deleted)"
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    tgid: int
+    ppid: int
+    state: str
+    nspid: tuple[int, ...]
+    nstgid: tuple[int, ...]
+    nspgid: tuple[int, ...]
+    nssid: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    offset: int
+    inode: int
+    path: str
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in value.split())
+
+
+def parse_status(text: str) -> Status:
+    """Parse /proc/PID/status; NS* lines list the PID from the host inwards."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value.strip()
+    tgid = int(fields.get("Tgid", "0"))
+    # Kernels before 4.1 have no NS* lines: the process is in one namespace.
+    nspid = _ints(fields["NSpid"]) if "NSpid" in fields else (int(fields.get("Pid", tgid)),)
+    return Status(
+        name=fields.get("Name", ""),
+        tgid=tgid,
+        ppid=int(fields.get("PPid", "0")),
+        state=fields.get("State", "?")[:1],
+        nspid=nspid,
+        nstgid=_ints(fields["NStgid"]) if "NStgid" in fields else (tgid,),
+        nspgid=_ints(fields.get("NSpgid", "")),
+        nssid=_ints(fields.get("NSsid", "")),
+    )
+
+
+def parse_maps(text: str) -> list[Mapping]:
+    """Parse /proc/PID/maps; the path keeps embedded spaces and '(deleted)'."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        start, _, end = parts[0].partition("-")
+        out.append(
+            Mapping(
+                start=int(start, 16),
+                end=int(end, 16),
+                perms=parts[1],
+                offset=int(parts[2], 16),
+                inode=int(parts[4]),
+                path=parts[5] if len(parts) > 5 else "",
+            )
+        )
+    return out
+
+
+def parse_cgroup(text: str) -> list[str]:
+    """The cgroup paths of /proc/PID/cgroup, v1 and v2 lines alike."""
+    return [line.split(":", 2)[2] for line in text.splitlines() if line.count(":") >= 2]
+
+
+def parse_ns_link(link: str) -> int:
+    """'pid:[4026531836]' -> 4026531836."""
+    return int(link[link.index("[") + 1 : link.index("]")])
+
+
+@contextmanager
+def translated(pid: int, what: str) -> Iterator[None]:
+    """Turn an OSError from /proc/PID/... into a CtraceError (psutil's wrap_exceptions)."""
+    try:
+        yield
+    except (FileNotFoundError, ProcessLookupError) as err:
+        raise NotFound(f"process {pid} does not exist (or exited)", "list processes with 'ctrace ps'") from err
+    except PermissionError as err:
+        raise EnvironmentProblem(f"permission denied reading {what} of process {pid}") from err
+    except OSError as err:
+        if err.errno == errno.ESRCH:
+            raise NotFound(f"process {pid} exited while it was read") from err
+        raise
+
+
+def pid_dir(pid: int, proc_root: str = PROC) -> str:
+    return f"{proc_root}/{pid}"
+
+
+def read_text(pid: int, name: str, proc_root: str = PROC) -> str:
+    with translated(pid, name), open(f"{proc_root}/{pid}/{name}", "rb") as f:
+        return f.read().decode("utf-8", "surrogateescape")
+
+
+def read_status(pid: int, proc_root: str = PROC) -> Status:
+    return parse_status(read_text(pid, "status", proc_root))
+
+
+def read_exe(pid: int, proc_root: str = PROC) -> tuple[str, bool]:
+    """The process's binary as it sees it, and whether the file was deleted.
+
+    The kernel prints the path relative to the process's own mount namespace
+    root when the reader cannot reach it, so for a container this is the
+    in-container path.
+    """
+    try:
+        with translated(pid, "exe"):
+            link = os.readlink(f"{proc_root}/{pid}/exe")
+    except NotFound:
+        if os.path.isdir(f"{proc_root}/{pid}"):
+            raise NotTraceable(
+                f"process {pid} is a kernel thread: it has no user-space binary to probe",
+                "pick a user-space process ('ctrace ps' lists them)",
+            ) from None
+        raise
+    if link.endswith(DELETED):
+        return link[: -len(DELETED)], True
+    return link, False
+
+
+def read_argv0(pid: int, proc_root: str = PROC) -> str:
+    try:
+        raw = read_text(pid, "cmdline", proc_root)
+    except NotFound:
+        return ""
+    return raw.split("\0", 1)[0]
+
+
+def namespaces(pid: int, proc_root: str = PROC) -> dict[str, int]:
+    """Namespace ids from /proc/PID/ns/* (the numbers `lsns` shows)."""
+    base = f"{proc_root}/{pid}/ns"
+    with translated(pid, "ns"):
+        names = sorted(os.listdir(base))
+    out = {}
+    for name in names:
+        try:
+            with translated(pid, f"ns/{name}"):
+                out[name] = parse_ns_link(os.readlink(f"{base}/{name}"))
+        except EnvironmentProblem:
+            raise
+        except (NotFound, ValueError):
+            continue
+    return out
+
+
+def pids(proc_root: str = PROC) -> list[int]:
+    """Thread-group ids; /proc lists no thread ids, so threads never show."""
+    try:
+        names = os.listdir(proc_root)
+    except OSError as err:
+        raise EnvironmentProblem(
+            f"cannot list {proc_root}: {err.strerror}", "point --proc-root at the host's /proc"
+        ) from err
+    return sorted(int(n) for n in names if n.isdigit())

@@ -1,0 +1,33 @@
+"""All resolvers, and the one place that picks which resolves a target.
+
+Order (STYLE.md habit 2): an explicit ``--runtime``, then target syntax
+(``pid:``), then each resolver's cheap claim; a plain name falls back to the
+host resolver, which matches process names.
+"""
+
+from __future__ import annotations
+
+from ctrace.errors import UsageError
+from ctrace.resolvers import host
+from ctrace.resolvers.base import Context, Resolver
+
+RESOLVERS: dict[str, Resolver] = {
+    "host": host,
+}
+
+
+def choose(target: str, ctx: Context, runtime: str | None = None) -> Resolver:
+    if runtime is not None:
+        try:
+            return RESOLVERS[runtime]
+        except KeyError:
+            raise UsageError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RESOLVERS)}") from None
+    if not target.strip():
+        raise UsageError("the target is empty", "give a process name, pid:N or a container name")
+    for resolver in RESOLVERS.values():
+        if resolver.claims(target, ctx):
+            return resolver
+    return host
+
+
+__all__ = ["RESOLVERS", "Context", "Resolver", "choose"]

@@ -1,0 +1,3 @@
+module github.com/cilium/cilium
+
+go 1.19

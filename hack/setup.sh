@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what ctrace's demo and tests need on a fresh Debian machine (as root),
+# then create .venv with ctrace installed. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v bpftrace >/dev/null || need+=(bpftrace)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
+command -v g++ >/dev/null || need+=(g++)
+command -v go >/dev/null || need+=(golang-go)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v nm >/dev/null || need+=(binutils)
+command -v make >/dev/null || need+=(make)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "hack/setup.sh: missing ${need[*]}; run as root to install them" >&2
+        exit 3
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# bpftrace cleans up through tracefs; mount it where the kernel expects it.
+if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then
+    mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    if ! "$PY" -m venv .venv 2>/dev/null; then
+        apt-get install -y -qq python3-venv >/dev/null
+        "$PY" -m venv .venv
+    fi
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+fi

@@ -1,0 +1,185 @@
+"""Shared fixtures: binaries compiled in this session, processes running them,
+and helpers to run ctrace and the bpftrace commands it prints.
+
+Integration tests skip with a printed reason where docker, bpftrace or root is
+missing; under CI=true such a skip is a failure, so a green CI means they ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = Path(__file__).resolve().parent / "fixtures" / "src"
+CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false; under CI=true fail instead."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"CI=true and {reason}: integration tests must run, not skip")
+    pytest.skip(reason)
+
+
+def need_bpftrace() -> None:
+    need(shutil.which("bpftrace") is not None, "bpftrace is not installed")
+    need(os.geteuid() == 0, "bpftrace needs root")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def ctrace(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Result:
+    """Run the real CLI in a child process, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctrace", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run(argv: Sequence[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), check=True, capture_output=True, text=True, **kw)
+
+
+@dataclass(frozen=True)
+class Firing:
+    fired: bool
+    stacks: list[list[str]]
+    stderr: str
+
+
+def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1) -> Firing:
+    """Run a printed bpftrace command until ``want`` stacks starting at ``symbol`` arrive."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    stacks: list[list[str]] = []
+    current: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(stacks) < want:
+            if not sel.select(timeout=0.2):
+                if proc.poll() is not None:
+                    break
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            text = line.strip()
+            if text:
+                current.append(text)
+            elif current:
+                if current[0].startswith(symbol + "+"):
+                    stacks.append(current)
+                current = []
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    return Firing(bool(stacks), stacks, err)
+
+
+@dataclass(frozen=True)
+class Built:
+    """Paths of the fixture binaries compiled for this session."""
+
+    dir: Path
+
+    def __getitem__(self, name: str) -> Path:
+        return self.dir / name
+
+
+# Names given to the functions of names.c after linking.
+STAR_T = "pkg.(*T).m"
+STAR_UT = "pkg.(*UT).m"  # what "pkg.(*T).m" also matches as a bpftrace glob
+PWNED = "/tmp/ctrace-pwned"
+HOSTILE = f'x"; system("touch {PWNED}"); "'
+
+
+def _compile(out: Path) -> None:
+    cc = ["gcc", "-O0", "-g0"]
+    fp = "-fno-omit-frame-pointer"
+    run([*cc, "-static", fp, "-o", out / "hello", SRC / "hello.c"])
+    run([*cc, fp, "-rdynamic", "-o", out / "hello-dyn", SRC / "hello.c"])
+    run([*cc, "-static", fp, "-o", out / "stack-unwind", SRC / "stack_unwind.c"])
+    run([*cc, "-static", "-fomit-frame-pointer", "-o", out / "stack-unwind-nofp", SRC / "stack_unwind.c"])
+    run(["g++", "-O0", fp, "-o", out / "acme", SRC / "acme.cpp"])
+    for name in ("hello", "hello-dyn"):
+        shutil.copy(out / name, out / f"{name}-stripped")
+        run(["strip", "-s", out / f"{name}-stripped"])
+    run([*cc, "-static", fp, "-o", out / "names.o", SRC / "names.c"])
+    renames = {"star_t": STAR_T, "star_ut": STAR_UT, "hostile": HOSTILE}
+    run(["objcopy", *(f"--redefine-sym={k}={v}" for k, v in renames.items()), out / "names.o", out / "names"])
+    (out / "names.o").unlink()
+    env = {**os.environ, "GOCACHE": str(out / "gocache"), "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    go = ROOT / "demo" / "cilium-agent"
+    run(["go", "build", "-o", out / "cilium-agent", "."], cwd=go, env=env)
+    run(["go", "build", "-ldflags=-s -w", "-o", out / "cilium-agent-stripped", "."], cwd=go, env=env)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    for tool in ("gcc", "g++", "go", "strip"):
+        need(shutil.which(tool) is not None, f"{tool} is not installed (make test installs it)")
+    out = tmp_path_factory.mktemp("bin")
+    _compile(out)
+    return Built(out)
+
+
+class Processes:
+    """Start fixture binaries; all are killed at the end of the session."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, path: Path | str, *args: str, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([str(path), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+        self.procs.append(proc)
+        time.sleep(0.2)
+        assert proc.poll() is None, f"{path} exited at once"
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def processes() -> Iterator[Processes]:
+    ps = Processes()
+    yield ps
+    ps.stop_all()

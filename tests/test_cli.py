@@ -1,0 +1,214 @@
+"""The CLI as a user meets it: JSON contract, exit codes, one-line errors with hints."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctrace.cli import program_name
+from tests.conftest import Built, Processes, ctrace
+
+
+def assert_clean_error(res: object, code: int, *words: str) -> None:
+    assert res.code == code, res  # type: ignore[attr-defined]
+    err = res.err  # type: ignore[attr-defined]
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("ctrace: error: "), err
+    assert len(lines) == 2 and lines[1].startswith("hint: "), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in err
+
+
+@pytest.mark.parametrize(
+    ("argv0", "name"),
+    [("/usr/local/bin/ctrace", "ctrace"), ("/root/.krew/bin/kubectl-ctrace", "kubectl ctrace"), ("", "ctrace")],
+)
+def test_program_name(argv0: str, name: str) -> None:
+    assert program_name(argv0) == name
+
+
+def test_target_json_contract(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["hello"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-o", "json")
+    assert res.code == 0, res.err
+    (t,) = res.json()["targets"]
+    assert {"runtime", "pid", "nspid", "comm", "container", "pod", "binary", "probes"} <= set(t)
+    assert (t["runtime"], t["pid"], t["nspid"], t["comm"]) == ("host", proc.pid, [proc.pid], "hello")
+    assert t["container"] is None and t["pod"] is None
+    b = t["binary"]
+    assert b["path"] == str(built["hello"])
+    assert b["host_path"] == f"/proc/{proc.pid}/root{built['hello']}"
+    assert b["merged_path"] is None and b["stripped"] is False and b["language"] == "c"
+    assert len(b["build_id"]) == 40
+    (p,) = t["probes"]
+    assert p["symbol"] == "hello" and isinstance(p["address"], int)
+    assert p["argv"][:3] == ["bpftrace", "-p", str(proc.pid)]
+    assert f"uprobe:{b['host_path']}:hello " in p["argv"][-1]
+
+
+def test_name_finds_every_process_of_that_name(built: Built, processes: Processes, tmp_path: Path) -> None:
+    # Two copies under another name so no other test's processes match.
+    exe = tmp_path / "twin-hello"
+    exe.write_bytes(built["hello"].read_bytes())
+    exe.chmod(0o755)
+    a, b = processes.start(exe), processes.start(exe)
+    res = ctrace("target", "twin-hello", "--func", "hello", "-o", "json")
+    assert res.code == 0, res.err
+    assert sorted(t["pid"] for t in res.json()["targets"]) == sorted([a.pid, b.pid])
+
+
+def test_thread_id_reports_its_process(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["cilium-agent"])
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{proc.pid}/task") if int(t) != proc.pid)
+    assert tids, "a Go program runs several threads"
+    res = ctrace("target", str(tids[0]), "--func", "regenerate", "-o", "json")
+    assert res.code == 0, res.err
+    assert [t["pid"] for t in res.json()["targets"]] == [proc.pid]
+
+
+def test_deleted_binary_uses_proc_exe(built: Built, processes: Processes, tmp_path: Path) -> None:
+    exe = tmp_path / "doomed"
+    exe.write_bytes(built["hello"].read_bytes())
+    exe.chmod(0o755)
+    proc = processes.start(exe)
+    exe.unlink()
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-o", "json")
+    assert res.code == 0, res.err
+    (t,) = res.json()["targets"]
+    assert t["binary"]["host_path"] == f"/proc/{proc.pid}/exe"
+    assert t["binary"]["deleted"] is True
+    assert any("deleted" in w for w in t["warnings"])
+
+
+def test_no_match_shows_closest(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["hello"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "helo")
+    assert_clean_error(res, 1, "no function matches 'helo'", "closest names: hello")
+
+
+def test_stripped_binary_says_so(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["hello-stripped"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello")
+    assert_clean_error(res, 1, "stripped", ".dynsym")
+
+
+def test_stripped_rdynamic_still_traceable(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["hello-dyn-stripped"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-o", "json")
+    assert res.code == 0, res.err
+    (t,) = res.json()["targets"]
+    assert t["binary"]["stripped"] is True
+    assert any("stripped" in w for w in t["warnings"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["target", "no-such-process-xyz", "--func", "main"], 1, ["no process named"]),
+        (["target", "pid:999999999", "--func", "main"], 1, ["does not exist"]),
+        (["target", "pid:abc", "--func", "main"], 2, ["not a PID"]),
+        (["target", "pid:0", "--func", "main"], 2, ["not a PID"]),
+        (["target", "pid:2", "--func", "main"], 1, ["kernel thread"]),
+        (["target", "pid:1", "--func", ""], 2, ["--func"]),
+        (["target", "", "--func", "main"], 2, ["empty"]),
+        (["target", "x"], 2, ["--func"]),
+        (["target", "x", "--func", "m", "--runtime", "lxc"], 2, ["unknown runtime"]),
+        (["target", "x", "--func", "m", "-o", "xml"], 2, ["invalid choice"]),
+        (["nosuchcommand"], 2, ["invalid choice"]),
+        (["ns", "abc"], 2, ["not a PID"]),
+        (["ns", "999999999"], 1, ["does not exist"]),
+        (["--proc-root", "/tmp", "ps"], 3, ["not a proc filesystem"]),
+        (["symbols", "/no/such/file"], 1, ["does not exist"]),
+        (["symbols", "/etc/hostname"], 1, ["not an ELF"]),
+        (["symbols", "/etc"], 1, ["directory"]),
+    ],
+)
+def test_bad_input(args: list[str], code: int, words: list[str]) -> None:
+    if args[1:2] == ["pid:2"] and "kthreadd" not in Path("/proc/2/comm").read_text():
+        pytest.skip("PID 2 is not kthreadd here")
+    assert_clean_error(ctrace(*args), code, *words)
+
+
+def test_symbols_json(built: Built) -> None:
+    res = ctrace("symbols", str(built["stack-unwind"]), "--func", "func_*", "-o", "json")
+    assert res.code == 0, res.err
+    data = res.json()
+    assert data["binary"]["stripped"] is False
+    assert [s["name"] for s in data["symbols"]] == ["func_c", "func_b", "func_a"]
+    assert all(set(s) == {"name", "address", "size", "source"} for s in data["symbols"])
+
+
+def test_symbols_of_a_target(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["acme"])
+    res = ctrace("symbols", f"pid:{proc.pid}", "--func", "handshake", "-o", "json")
+    assert res.code == 0, res.err
+    assert [s["name"] for s in res.json()["symbols"]] == ["_ZN4acme3net4Conn9handshakeEi"]
+
+
+def test_ns_json_on_host_process() -> None:
+    res = ctrace("ns", str(os.getpid()), "-o", "json")
+    assert res.code == 0, res.err
+    d = res.json()
+    assert d["pid"] == os.getpid() and d["nspid"] == [os.getpid()]
+    assert d["in_child_pid_namespace"] is False
+    assert d["namespaces"]["pid"] == os.stat("/proc/self/ns/pid").st_ino
+    assert {"nstgid", "nspgid", "nssid"} <= set(d)
+
+
+def test_ns_in_child_pid_namespace() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("unshare --pid needs root")
+    child = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sleep", "30"])
+    try:
+        import time
+
+        for _ in range(50):
+            kids = Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()
+            if kids:
+                break
+            time.sleep(0.05)
+        inner = int(kids[0])
+        for _ in range(50):  # the forked child execs sleep
+            if Path(f"/proc/{inner}/comm").read_text().strip() == "sleep":
+                break
+            time.sleep(0.05)
+        d = ctrace("ns", str(inner), "-o", "json").json()
+        assert d["nspid"] == [inner, 1]
+        assert d["in_child_pid_namespace"] is True
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_ps_json(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["stack-unwind"])
+    res = ctrace("ps", "stack-unwind", "-o", "json")
+    assert res.code == 0, res.err
+    rows = {p["pid"]: p for p in res.json()["processes"]}
+    assert rows[proc.pid]["exe"] == str(built["stack-unwind"])
+    assert rows[proc.pid]["nspid"] == [proc.pid]
+    assert set(rows[proc.pid]) >= {"pid", "comm", "exe", "nspid", "container", "pod"}
+
+
+def test_console_scripts_name_themselves() -> None:
+    bindir = Path(sys.executable).parent
+    for script, prog in (("ctrace", "ctrace"), ("kubectl-ctrace", "kubectl ctrace")):
+        exe = bindir / script
+        if not exe.exists():
+            pytest.skip(f"{script} is not installed in this environment (pip install -e .)")
+        out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+        assert out.startswith(f"usage: {prog} ")
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys; from ctrace.cli import main; main(['target', 'pid:1', '--func', 'x']); print(sorted(sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    for heavy in ("docker", "kubernetes", "elftools", "psutil"):
+        assert f"'{heavy}'" not in out
