@@ -37,20 +37,33 @@ def build_parser(prog: str) -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    p = sub.add_parser("target", parents=[common], help="bpftrace commands for functions of a running target")
-    p.add_argument("target", help="process name, pid:N or N")
+    k8s = Parser(add_help=False)
+    g = k8s.add_argument_group("Kubernetes (kubectl's meaning)")
+    g.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
+    g.add_argument("-A", "--all-namespaces", action="store_true", help="with -l: pods of every namespace")
+    g.add_argument("-l", "--selector", help="pods matching this label selector")
+    g.add_argument("-c", "--container", help="container of the pod (default: kubectl's default container)")
+    g.add_argument("--context", help="kubeconfig context")
+    g.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)")
+    g.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="API timeout (default 10)")
+
+    p = sub.add_parser("target", parents=[common, k8s], help="bpftrace commands for functions of a running target")
+    p.add_argument("target", nargs="?", default="", help="process name, pid:N, N, pod/NAME, deploy/NAME, ds/NAME")
     p.add_argument(
         "--func", action="append", required=True, metavar="PATTERN", help="name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="resolver to use (host)")
+    p.add_argument("--runtime", help="resolver to use (host, k8s)")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
     )
+    p.add_argument("--run", action="store_true", help="run the bpftrace command (Ctrl-C stops it, exit 130)")
+    p.add_argument("--duration", type=float, metavar="S", help="with --run: stop after S seconds")
+    p.add_argument("--all", action="store_true", help="with --run: probe every target in one bpftrace program")
 
-    p = sub.add_parser("symbols", parents=[common], help="traceable functions of a binary or a target")
+    p = sub.add_parser("symbols", parents=[common, k8s], help="traceable functions of a binary or a target")
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="resolver to use (host)")
+    p.add_argument("--runtime", help="resolver to use (host, k8s)")
 
     p = sub.add_parser("ns", parents=[common], help="PID chain and namespaces of a process")
     p.add_argument("pid", metavar="PID")
@@ -67,6 +80,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     debug = "--debug" in args_list
     try:
         args = build_parser(prog).parse_args(args_list)
+        args.under_kubectl = prog.startswith("kubectl ")
         from ctrace import commands
 
         return commands.run(args, out)

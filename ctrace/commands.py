@@ -6,18 +6,35 @@ import argparse
 import os
 from typing import TextIO
 
-from ctrace import plan, procfs, render
+from ctrace import emit, plan, procfs, render, runner
 from ctrace.errors import NotFound, UsageError
 from ctrace.match import match
-from ctrace.model import Process
+from ctrace.model import Command, Process
 from ctrace.resolvers import Context, host
+from ctrace.resolvers.base import K8sOptions
 
 
 def context(args: argparse.Namespace) -> Context:
     root = args.proc_root.rstrip("/") or "/"
     if not os.path.isdir(f"{root}/self") and not os.path.isdir(f"{root}/1"):
         raise_env(root)
-    return Context(proc_root=root, self_pid=os.getpid())
+    return Context(proc_root=root, self_pid=os.getpid(), k8s=k8s_options(args))
+
+
+def k8s_options(args: argparse.Namespace) -> K8sOptions:
+    get = vars(args).get
+    if get("request_timeout", 10.0) <= 0:
+        raise UsageError("--request-timeout must be positive")
+    return K8sOptions(
+        namespace=get("namespace"),
+        all_namespaces=bool(get("all_namespaces")),
+        context=get("context"),
+        kubeconfig=get("kubeconfig"),
+        container=get("container"),
+        selector=get("selector"),
+        under_kubectl=bool(get("under_kubectl")),
+        request_timeout=get("request_timeout") or 10.0,
+    )
 
 
 def raise_env(root: str) -> None:
@@ -28,19 +45,44 @@ def raise_env(root: str) -> None:
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
     ctx = context(args)
-    handler = {"target": target, "symbols": symbols, "ns": ns, "ps": ps}[args.command]
+    if args.command == "target":
+        return target(args, ctx, out)
+    handler = {"symbols": symbols, "ns": ns, "ps": ps}[args.command]
     handler(args, ctx, out)
     return 0
 
 
-def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
-    found = plan.targets(args.target, args.func, ctx, args.runtime, args.max_funcs)
+    if not args.target and not args.selector:
+        raise UsageError("the target is empty", "give a process name, pid:N, pod/NAME or -l SELECTOR")
+    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs)
+    if args.run:
+        return runner.run(chosen_command(result, args.all).argv, args.duration)
     if args.output == "json":
-        render.dump({"targets": [render.target_dict(t) for t in found]}, out)
+        render.dump(render.plan_dict(result), out)
     else:
-        render.targets_text(found, out)
+        render.plan_text(result, out)
+    return 0
+
+
+def chosen_command(result: plan.Plan, everything: bool) -> Command:
+    """The single command --run starts; several probes need --all (one program)."""
+    probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
+    if result.remote:
+        if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
+            return result.remote[0].command
+        raise UsageError("--run cannot run pods on other nodes from here", "run the printed kubectl exec commands")
+    if len(probes) == 1:
+        return probes[0][1].commands[0]
+    if not everything:
+        raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
+    sites = [(pid, p.path, emit.Site(p.site, p.attach, p.unsafe)) for pid, p in probes]
+    cmd = emit.combined(sites)
+    if cmd is None:
+        raise UsageError("these probes cannot be combined into one program", "run the printed commands one by one")
+    return cmd
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

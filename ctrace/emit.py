@@ -17,7 +17,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ctrace.model import Command, Symbol
+from ctrace.model import Command, Pod, Symbol
 
 _BARE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BARE_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*\Z")
@@ -101,6 +101,32 @@ def program(path: str, where: Site, action: str = STACK_ACTION) -> str:
     return f"uprobe:{path}:{where.text} {{ {action} }}"
 
 
+def combined(parts: Sequence[tuple[int, str, Site]], action: str = STACK_ACTION) -> Command | None:
+    """One bpftrace program for several (pid, path, site) probes, for ``--run``.
+
+    One PID is bound with -p; several get a ``pid ==`` filter, since a uprobe on
+    a shared file fires for every process that maps it.
+    """
+    points = []
+    for _, path, where in parts:
+        literal = quote_path(path)
+        if literal is None:
+            return None
+        points.append(f"uprobe:{literal}:{where.text}")
+    pids = sorted({pid for pid, _, _ in parts})
+    argv = ["bpftrace"]
+    if any(where.unsafe for _, _, where in parts):
+        argv.append("--unsafe")
+    prog = ", ".join(points)
+    if len(pids) == 1:
+        argv += ["-p", str(pids[0])]
+        prog += f" {{ {action} }}"
+    else:
+        prog += " /" + " || ".join(f"pid == {p}" for p in pids) + f"/ {{ {action} }}"
+    argv += ["-e", prog]
+    return Command("combined", tuple(argv), shlex.join(argv))
+
+
 def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION) -> Command | None:
     """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted."""
     literal = quote_path(path)
@@ -111,3 +137,23 @@ def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACT
         argv.append("--unsafe")
     argv += ["-p", str(pid), "-e", program(literal, where, action)]
     return Command(form, tuple(argv), shlex.join(argv))
+
+
+AGENT_NAMESPACE = "ctrace-system"
+
+
+def agent_command(pod: Pod, agent: str, funcs: Sequence[str], context: str | None = None) -> Command:
+    """``kubectl exec`` into the node agent on the pod's node, running ctrace there.
+
+    The agent has the node's PID namespace, so ctrace finds the container's host
+    PID itself; a PID found here would mean nothing on that node.
+    """
+    argv = ["kubectl"]
+    if context:
+        argv += ["--context", context]
+    argv += ["exec", "-it", "-n", AGENT_NAMESPACE, agent, "-c", "agent", "--"]
+    argv += ["ctrace", "target", f"pod/{pod.name}", "-n", pod.namespace, "-c", pod.container]
+    for func in funcs:
+        argv += ["--func", func]
+    argv.append("--run")
+    return Command("agent", tuple(argv), shlex.join(argv))

@@ -35,6 +35,7 @@ class Pod:
     uid: str
     container: str
     node: str
+    agent: str | None = None  # the ctrace node agent pod on that node, if any
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Process:
     container: Container | None = None
     pod: Pod | None = None
     init: bool = False  # the container's init process
+    remote: bool = False  # a pod on another node: no PID means anything here
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,9 @@ class Probe:
     address: int
     commands: tuple[Command, ...]
     attach: str  # how the function is named to bpftrace: "name" or "address"
+    site: str = ""  # that name (quoted) or address, as it stands in the attach point
+    unsafe: bool = False  # bpftrace needs --unsafe for it
+    path: str = ""  # the path of the recommended command
 
 
 @dataclass(frozen=True)
@@ -88,3 +93,12 @@ class Target:
     binary: Binary
     probes: tuple[Probe, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A pod on another node: the command that runs ctrace there, through the node agent."""
+
+    pod: Pod
+    command: Command | None  # None when no agent runs on that node
+    note: str

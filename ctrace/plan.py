@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ctrace import elf, emit, match, paths
 from ctrace.elf.reader import open_elf
 from ctrace.errors import NotFound, UsageError
-from ctrace.model import Binary, Command, Probe, Process, Symbol, Target
+from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
 from ctrace.resolvers import Context, choose
 
 DEFAULT_MAX_FUNCS = 100
@@ -119,21 +119,50 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Prob
         cmds = [emit.command(form, loaded.process.pid, path, where) for form, path in forms]
         usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
         if usable:
-            out.append(Probe(sym.name, sym.address, usable, where.kind))
+            path = next(p for f, p in forms if f == usable[0].form)
+            out.append(Probe(sym.name, sym.address, usable, where.kind, where.text, where.unsafe, path))
     return out
 
 
-def targets(
+@dataclass(frozen=True)
+class Plan:
+    targets: list[Target]
+    remote: list[Remote]
+
+
+def plan(
     target: str,
     patterns: Sequence[str],
     ctx: Context,
     runtime: str | None = None,
     max_funcs: int = DEFAULT_MAX_FUNCS,
-) -> list[Target]:
+) -> Plan:
+    """Targets on this host, and pods elsewhere with the command to run there."""
     for pattern in patterns:
         match.check_pattern(pattern)
+    procs = processes(target, ctx, runtime)
+    remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
+    local = [p for p in procs if not p.remote]
+    return Plan(targets(local, patterns, ctx, max_funcs) if local else [], remote)
+
+
+def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
+    pod = proc.pod
+    assert pod is not None
+    if pod.agent is None:
+        return Remote(pod, None, f"no ctrace agent runs on node {pod.node}: kubectl apply -f manifests/")
+    cmd = emit.agent_command(pod, pod.agent, patterns, ctx.k8s.context)
+    return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}")
+
+
+def targets(
+    procs: Sequence[Process],
+    patterns: Sequence[str],
+    ctx: Context,
+    max_funcs: int = DEFAULT_MAX_FUNCS,
+) -> list[Target]:
     cache = ElfCache()
-    loaded = [load(p, ctx, cache) for p in processes(target, ctx, runtime)]
+    loaded = [load(p, ctx, cache) for p in procs]
     out = []
     failures = []
     for item in loaded:

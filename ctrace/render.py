@@ -8,7 +8,8 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from ctrace import elf, procfs
-from ctrace.model import Binary, Probe, Process, Symbol, Target
+from ctrace.model import Binary, Probe, Process, Remote, Symbol, Target
+from ctrace.plan import Plan
 
 
 def binary_dict(b: Binary) -> dict[str, Any]:
@@ -46,6 +47,31 @@ def target_dict(t: Target) -> dict[str, Any]:
     out["probes"] = [probe_dict(p) for p in t.probes]
     out["warnings"] = list(t.warnings)
     return out
+
+
+def remote_dict(r: Remote) -> dict[str, Any]:
+    cmd = r.command
+    return {
+        "pod": asdict(r.pod),
+        "note": r.note,
+        "argv": list(cmd.argv) if cmd else None,
+        "shell": cmd.shell if cmd else None,
+    }
+
+
+def plan_dict(p: Plan) -> dict[str, Any]:
+    return {"targets": [target_dict(t) for t in p.targets], "remote": [remote_dict(r) for r in p.remote]}
+
+
+def plan_text(p: Plan, out: TextIO) -> None:
+    targets_text(p.targets, out)
+    for i, r in enumerate(p.remote):
+        if i or p.targets:
+            out.write("\n")
+        out.write(f"pod {r.pod.namespace}/{r.pod.name}  container {r.pod.container}  node {r.pod.node}\n")
+        out.write(f"  {r.note}\n")
+        if r.command:
+            out.write(f"  {r.command.shell}\n")
 
 
 def dump(obj: Any, out: TextIO) -> None:

@@ -13,6 +13,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v nm >/dev/null || need+=(binutils)
 command -v make >/dev/null || need+=(make)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+[ -x /bin/busybox ] || need+=(busybox-static)   # a shell and unshare for FROM-scratch test images
+command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "hack/setup.sh: missing ${need[*]}; run as root to install them" >&2

@@ -8,21 +8,24 @@ host resolver, which matches process names.
 from __future__ import annotations
 
 from ctrace.errors import UsageError
-from ctrace.resolvers import host
+from ctrace.resolvers import host, kubernetes
 from ctrace.resolvers.base import Context, Resolver
 
+# Claims are tried in this order; a name nobody claims is a host process name.
 RESOLVERS: dict[str, Resolver] = {
+    "k8s": kubernetes,
     "host": host,
 }
+ALIASES = {"kubernetes": "k8s"}
 
 
 def choose(target: str, ctx: Context, runtime: str | None = None) -> Resolver:
     if runtime is not None:
         try:
-            return RESOLVERS[runtime]
+            return RESOLVERS[ALIASES.get(runtime, runtime)]
         except KeyError:
             raise UsageError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RESOLVERS)}") from None
-    if not target.strip():
+    if not target.strip() and ctx.k8s.selector is None:
         raise UsageError("the target is empty", "give a process name, pid:N or a container name")
     for resolver in RESOLVERS.values():
         if resolver.claims(target, ctx):

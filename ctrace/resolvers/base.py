@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ctrace.model import Process
 from ctrace.procfs import PROC
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    """kubectl's flags, with kubectl's meaning (None: kubectl's default)."""
+
+    namespace: str | None = None
+    all_namespaces: bool = False
+    context: str | None = None
+    kubeconfig: str | None = None
+    container: str | None = None
+    selector: str | None = None
+    under_kubectl: bool = False  # run as `kubectl ctrace`: a bare NAME is a pod
+    request_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -15,6 +29,7 @@ class Context:
 
     proc_root: str = PROC
     self_pid: int = 0  # ctrace's own PID, never a target
+    k8s: K8sOptions = field(default_factory=K8sOptions)
 
 
 class Resolver(Protocol):

@@ -1,0 +1,212 @@
+"""Pods, deployments, daemonsets and selectors through the official client.
+
+``kubernetes`` is imported only here and only inside functions: it costs about
+300 ms, which ``ctrace --help`` and host targets must not pay. Raw JSON is read
+(``_preload_content=False``) into the TypedDicts of resolvers/pods.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ctrace import procfs
+from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
+from ctrace.model import Container, Pod, Process
+from ctrace.resolvers import host, pods
+from ctrace.resolvers.base import Context, K8sOptions
+
+NAME = "k8s"
+AGENT_NAMESPACE = "ctrace-system"
+AGENT_SELECTOR = "app.kubernetes.io/name=ctrace-agent"
+SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def claims(target: str, ctx: Context) -> bool:
+    if pods.split_target(target) is not None or ctx.k8s.selector is not None:
+        return True
+    return ctx.k8s.under_kubectl and host.parse_pid(target) is None
+
+
+def resolve(target: str, ctx: Context) -> list[Process]:
+    api = Api(ctx.k8s)
+    found = api.find_pods(target)
+    if not found:
+        raise NotFound(f"no pods match {target or api.opts.selector!r} in namespace {api.namespace}", api.get_hint())
+    out: list[Process] = []
+    for pod in found:
+        out.extend(_processes(api, pod, ctx))
+    return out
+
+
+def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
+    name, _note = pods.choose_container(pod, ctx.k8s.container)
+    runtime, cid = pods.container_id(pod, name)
+    meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    node = spec.get("nodeName", "")
+    image = next((c.get("image", "") for c in spec.get("containers", []) if c.get("name") == name), "")
+    container = Container(id=cid, name=name, image=image, runtime=runtime)
+    local = container_pids(cid, ctx.proc_root)
+    info = Pod(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), name, node)
+    if not local:
+        remote = Pod(info.namespace, info.name, info.uid, name, node, api.agent_on(node))
+        return [Process(0, (), name, "", runtime="k8s", container=container, pod=remote, remote=True)]
+    procs = []
+    for pid in local:
+        try:
+            proc = host.process(pid, ctx)
+        except CtraceError:
+            continue  # exited, or a kernel thread
+        procs.append(
+            Process(
+                proc.pid, proc.nspid, proc.comm, proc.exe, proc.deleted, "k8s", container, info, proc.nspid[-1] == 1
+            )
+        )
+    return procs
+
+
+def container_pids(container_id: str, proc_root: str) -> list[int]:
+    """Host PIDs whose cgroup path names the container (any runtime, kind's nesting too)."""
+    out = []
+    for pid in procfs.pids(proc_root):
+        try:
+            text = procfs.read_text(pid, "cgroup", proc_root)
+        except CtraceError:
+            continue
+        if container_id in text:
+            out.append(pid)
+    return out
+
+
+class Api:
+    """The two API groups ctrace reads, with every client error translated where it happens."""
+
+    def __init__(self, opts: K8sOptions) -> None:
+        self.opts = opts
+        self.client, self.namespace = _load(opts)
+        self._agents: dict[str, str | None] = {}
+
+    def get_hint(self) -> str:
+        return f"list them with 'kubectl get pods -n {self.namespace}'"
+
+    def call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes import client
+
+        group = client.AppsV1Api if "deployment" in method or "daemon_set" in method or "stateful" in method else None
+        api = (group or client.CoreV1Api)(self.client)
+        try:
+            resp = getattr(api, method)(
+                *args, _preload_content=False, _request_timeout=self.opts.request_timeout, **kwargs
+            )
+            return json.loads(resp.data)
+        except Exception as err:
+            raise _translate(err, what, self) from err
+
+    def find_pods(self, target: str) -> list[pods.PodJSON]:
+        split = pods.split_target(target) if target else None
+        if split is None and target and not self.opts.selector:
+            split = ("pod", target)
+        if split is None:
+            return self.select(self.opts.selector or "")
+        kind, name = split
+        if kind == "pod":
+            pod: pods.PodJSON = self.call(f"pod {self.namespace}/{name}", "read_namespaced_pod", name, self.namespace)
+            return [pod]
+        method = {"deployment": "deployment", "daemonset": "daemon_set", "statefulset": "stateful_set"}[kind]
+        workload = self.call(f"{kind} {self.namespace}/{name}", f"read_namespaced_{method}", name, self.namespace)
+        return self.select(pods.selector_string(workload.get("spec", {}).get("selector", {})))
+
+    def select(self, selector: str) -> list[pods.PodJSON]:
+        if self.opts.all_namespaces:
+            data = self.call("pods", "list_pod_for_all_namespaces", label_selector=selector)
+        else:
+            data = self.call(
+                f"pods in {self.namespace}", "list_namespaced_pod", self.namespace, label_selector=selector
+            )
+        items: list[pods.PodJSON] = data.get("items", [])
+        return items
+
+    def agent_on(self, node: str) -> str | None:
+        """The ctrace node agent pod on ``node`` (manifests/agent.yaml), if one runs."""
+        if node not in self._agents:
+            try:
+                data = self.call(
+                    "agent pods",
+                    "list_namespaced_pod",
+                    AGENT_NAMESPACE,
+                    label_selector=AGENT_SELECTOR,
+                    field_selector=f"spec.nodeName={node}",
+                )
+                names = [p["metadata"]["name"] for p in data.get("items", [])]
+            except (NotFound, EnvironmentProblem):
+                names = []
+            self._agents[node] = names[0] if names else None
+        return self._agents[node]
+
+
+def _load(opts: K8sOptions) -> tuple[Any, str]:
+    """An ApiClient and the namespace to use, as kubectl would choose them."""
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    try:
+        if opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+            config.load_kube_config(config_file=opts.kubeconfig, context=opts.context, client_configuration=cfg)
+            namespace = opts.namespace or _context_namespace(opts)
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)
+            namespace = opts.namespace or _read(SA_NAMESPACE) or "default"
+        else:
+            raise EnvironmentProblem(
+                "no kubeconfig found and not running in a pod", "pass --kubeconfig or set KUBECONFIG"
+            )
+    except config.ConfigException as err:
+        raise EnvironmentProblem(f"kubeconfig: {err}", "check --kubeconfig and --context") from err
+    cfg.retries = 0  # fail fast: a down API server is an answer, not something to wait out
+    return client.ApiClient(cfg), namespace
+
+
+def _context_namespace(opts: K8sOptions) -> str:
+    from kubernetes import config
+
+    contexts, active = config.list_kube_config_contexts(opts.kubeconfig)
+    chosen = next((c for c in contexts if c.get("name") == opts.context), active) if opts.context else active
+    ns: str = (chosen or {}).get("context", {}).get("namespace") or "default"
+    return ns
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _translate(err: Exception, what: str, api: Api) -> CtraceError:
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(err, ApiException):
+        if err.status == 404:
+            return NotFound(f"{what} not found", api.get_hint())
+        if err.status == 401:
+            return EnvironmentProblem(
+                "the API server rejected the credentials (401 Unauthorized)", "refresh the token in your kubeconfig"
+            )
+        if err.status == 403:
+            return EnvironmentProblem(
+                f"the API server forbids reading {what} (403 Forbidden)",
+                "ctrace needs get and list on pods (manifests/rbac.yaml)",
+            )
+        return EnvironmentProblem(f"the API server answered {err.status} {err.reason} for {what}")
+    if "timed out" in str(err).lower() or "timeout" in type(err).__name__.lower():
+        return EnvironmentProblem(
+            f"the API server did not answer within {api.opts.request_timeout:g}s",
+            "check the cluster, or --request-timeout",
+        )
+    if isinstance(err, (OSError, ValueError)) or "urllib3" in type(err).__module__:
+        return EnvironmentProblem(
+            f"cannot reach the API server: {err}", "check --kubeconfig, --context and the network"
+        )
+    return EnvironmentProblem(f"unexpected error reading {what}: {type(err).__name__}: {err}")

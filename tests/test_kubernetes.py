@@ -1,0 +1,224 @@
+"""The Kubernetes path with the real client and real kubectl against tests/k8s_api.py.
+
+Pods served by the local API server point at real docker containers started
+here, so pod lookup, container ID -> host PID, the binary and the firing
+bpftrace command are all real; only the API server is a stand-in (no cluster
+can be created on this machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Built, Result, ctrace, fire, need, need_bpftrace, run
+from tests.k8s_api import ApiServer, pod, workload
+
+REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
+NS = "kube-system"
+
+
+@dataclass(frozen=True)
+class Containers:
+    agent_a: str  # docker IDs
+    agent_b: str
+    nested: str  # the agent one PID namespace deeper, as kind runs pods
+
+
+def docker_id(name: str) -> str:
+    return run(["docker", "inspect", "-f", "{{.Id}}", name]).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def containers(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containers]:
+    need(shutil.which("docker") is not None, "docker is not installed")
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
+    need(os.path.exists("/bin/busybox"), "busybox-static is not installed (make test installs it)")
+    ctx = tmp_path_factory.mktemp("k8s-image")
+    shutil.copy(built["cilium-agent"], ctx / "cilium-agent")
+    shutil.copy("/bin/busybox", ctx / "busybox")
+    (ctx / "Dockerfile").write_text(
+        "FROM scratch\nCOPY cilium-agent /usr/bin/cilium-agent\nCOPY busybox /bin/busybox\n"
+        'ENTRYPOINT ["/usr/bin/cilium-agent"]\n'
+    )
+    tag = f"ctrace-test/k8s-agent:{uuid.uuid4().hex[:8]}"
+    run(["docker", "build", "-q", "-t", tag, str(ctx)])
+    prefix = f"ctrace-k8s-{uuid.uuid4().hex[:6]}"
+    names = [f"{prefix}-a", f"{prefix}-b", f"{prefix}-nested"]
+    try:
+        run(["docker", "run", "-d", "--name", names[0], tag])
+        run(["docker", "run", "-d", "--name", names[1], tag])
+        run(
+            # unshare needs CAP_SYS_ADMIN; --privileged is refused in this sandbox ("unable to apply caps").
+            ["docker", "run", "-d", "--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined",
+             "--security-opt", "apparmor=unconfined", "--name", names[2], "--entrypoint", "/bin/busybox", tag,
+             "unshare", "--pid", "--fork", "--mount-proc", "/usr/bin/cilium-agent"]
+        )  # fmt: skip
+        yield Containers(*(docker_id(n) for n in names))
+    finally:
+        subprocess.run(["docker", "rm", "-f", *names], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def api(containers: Containers) -> Iterator[ApiServer]:
+    server = ApiServer()
+    labels = {"k8s-app": "cilium"}
+    server.pods = [
+        pod("cilium-x7k2p", NS, f"docker://{containers.agent_a}", "node-a", labels),
+        pod("cilium-9qz4m", NS, f"docker://{containers.agent_b}", "node-a", labels),
+        # A replica on another node: its container is not on this machine.
+        pod("cilium-remote", NS, f"containerd://{'ab' * 32}", "node-b", labels),
+        pod("kind-like", NS, f"docker://{containers.nested}", "node-a"),
+        pod("two-containers", NS, f"docker://{containers.agent_a}", "node-a", containers=("cilium-agent", "sidecar")),
+        pod("ctrace-agent-node-b", "ctrace-system", "containerd://" + "cd" * 32, "node-b",
+            {"app.kubernetes.io/name": "ctrace-agent"}),
+    ]  # fmt: skip
+    server.workloads = [
+        workload("DaemonSet", "cilium", NS, labels),
+        workload("Deployment", "cilium-operator", NS, labels),
+    ]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def kubeconfig(api: ApiServer, tmp_path: Path) -> Path:
+    api.answer = None
+    return api.kubeconfig(tmp_path / "config", namespace=NS)
+
+
+def k(kubeconfig: Path, *args: str) -> Result:
+    return ctrace(*args, "--kubeconfig", str(kubeconfig), env={**os.environ, "KUBECONFIG": ""})
+
+
+def targets_of(res: Result) -> list[dict[str, Any]]:
+    assert res.code == 0, res.err
+    found: list[dict[str, Any]] = res.json()["targets"]
+    return found
+
+
+def test_pod_to_firing_command(kubeconfig: Path, containers: Containers) -> None:
+    need_bpftrace()
+    res = k(kubeconfig, "target", "pod/cilium-x7k2p", "--func", "regenerate", "-o", "json")
+    (t,) = targets_of(res)
+    assert t["runtime"] == "k8s"
+    assert t["pod"] == {
+        "namespace": NS,
+        "name": "cilium-x7k2p",
+        "uid": "uid-cilium-x7k2p",
+        "container": "cilium-agent",
+        "node": "node-a",
+        "agent": None,
+    }
+    assert t["container"]["id"] == containers.agent_a
+    host_pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", containers.agent_a]).stdout)
+    assert t["pid"] == host_pid and t["nspid"] == [host_pid, 1]
+    assert t["binary"]["path"] == "/usr/bin/cilium-agent"
+    (probe,) = t["probes"]
+    result = fire(probe["argv"], REGEN)
+    assert result.fired, result.stderr
+
+
+def test_three_pid_namespaces_deep_reports_the_host_pid(kubeconfig: Path, containers: Containers) -> None:
+    need_bpftrace()
+    (t,) = targets_of(k(kubeconfig, "target", "pod/kind-like", "--func", "regenerate", "-o", "json"))
+    assert len(t["nspid"]) == 3 and t["nspid"][-1] == 1
+    assert t["pid"] == t["nspid"][0] and t["pid"] != t["nspid"][1]
+    assert os.path.exists(f"/proc/{t['pid']}") and Path(f"/proc/{t['pid']}/comm").read_text().strip() == "cilium-agent"
+    result = fire(t["probes"][0]["argv"], REGEN)
+    assert result.fired, result.stderr
+
+
+def test_daemonset_gives_a_command_per_replica(kubeconfig: Path, containers: Containers) -> None:
+    res = k(kubeconfig, "target", "ds/cilium", "--func", "regenerate", "-o", "json")
+    assert res.code == 0, res.err
+    data = res.json()
+    assert sorted(t["pod"]["name"] for t in data["targets"]) == ["cilium-9qz4m", "cilium-x7k2p"]
+    assert {t["container"]["id"] for t in data["targets"]} == {containers.agent_a, containers.agent_b}
+    (remote,) = data["remote"]
+    assert remote["pod"]["name"] == "cilium-remote" and remote["pod"]["node"] == "node-b"
+    argv = remote["argv"]
+    assert argv[:2] == ["kubectl", "exec"] and "ctrace-agent-node-b" in argv
+    assert argv[argv.index("--") + 1 :][:3] == ["ctrace", "target", "pod/cilium-remote"]
+    assert "bpftrace" not in argv  # no host PID of another node is printed here
+
+
+def test_deployment_and_selector(kubeconfig: Path, containers: Containers) -> None:
+    for args in (["deploy/cilium-operator"], ["-l", "k8s-app=cilium"]):
+        res = k(kubeconfig, "target", *args, "--func", "regenerate", "-o", "json")
+        assert res.code == 0, res.err
+        data = res.json()
+        assert len(data["targets"]) == 2 and len(data["remote"]) == 1
+
+
+def test_default_container_and_dash_c(kubeconfig: Path, containers: Containers) -> None:
+    (t,) = targets_of(k(kubeconfig, "target", "pod/two-containers", "--func", "regenerate", "-o", "json"))
+    assert t["pod"]["container"] == "cilium-agent"
+    res = k(kubeconfig, "target", "pod/two-containers", "-c", "nope", "--func", "regenerate")
+    assert res.code == 2 and "choose one of: cilium-agent, sidecar" in res.err
+
+
+def test_namespace_comes_from_the_context(kubeconfig: Path, api: ApiServer) -> None:
+    api.requests.clear()
+    k(kubeconfig, "target", "pod/nothing-here", "--func", "x", "--context", "other")
+    assert any("/namespaces/other-ns/pods/nothing-here" in r for r in api.requests)
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "words"),
+    [
+        (401, 3, "401 Unauthorized"),
+        (403, 3, "403 Forbidden"),
+        (404, 1, "not found"),
+        ("timeout", 3, "did not answer within 1s"),
+    ],
+)
+def test_api_errors_are_one_line(kubeconfig: Path, api: ApiServer, answer: int | str, code: int, words: str) -> None:
+    api.answer = answer
+    try:
+        res = k(kubeconfig, "target", "pod/cilium-x7k2p", "--func", "regenerate", "--request-timeout", "1")
+    finally:
+        api.answer = None
+    assert res.code == code, res
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("ctrace: error: ") and lines[1].startswith("hint: ")
+    assert words in lines[0]
+
+
+def test_missing_kubeconfig(tmp_path: Path) -> None:
+    res = ctrace("target", "pod/x", "--func", "f", "--kubeconfig", str(tmp_path / "nope"))
+    assert res.code == 3 and "kubeconfig" in res.err and "Traceback" not in res.err
+
+
+def test_real_kubectl_finds_and_runs_the_plugin(kubeconfig: Path, containers: Containers) -> None:
+    need_bpftrace()
+    need(shutil.which("kubectl") is not None, "kubectl is not installed (make test installs it)")
+    bindir = Path(sys.executable).parent
+    need((bindir / "kubectl-ctrace").exists(), "kubectl-ctrace is not installed in the venv")
+    env = {**os.environ, "PATH": f"{bindir}:{os.environ['PATH']}", "KUBECONFIG": str(kubeconfig)}
+    listed = subprocess.run(["kubectl", "plugin", "list"], capture_output=True, text=True, env=env)
+    assert str(bindir / "kubectl-ctrace") in listed.stdout
+    helped = subprocess.run(["kubectl", "ctrace", "--help"], capture_output=True, text=True, env=env)
+    assert helped.stdout.startswith("usage: kubectl ctrace ")
+    # Under kubectl a bare NAME is a pod, as with `kubectl logs NAME`.
+    out = subprocess.run(
+        ["kubectl", "ctrace", "target", "cilium-x7k2p", "-n", NS, "--func", "regenerate", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    (t,) = Result(out.returncode, out.stdout, out.stderr).json()["targets"]
+    assert t["pod"]["name"] == "cilium-x7k2p"
+    result = fire(t["probes"][0]["argv"], REGEN)
+    assert result.fired, result.stderr
