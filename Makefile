@@ -18,8 +18,8 @@ setup:
 	hack/setup.sh
 
 lint:
-	$(VENV)/bin/ruff check ctrace tests benchmarks
-	$(VENV)/bin/ruff format --check ctrace tests benchmarks
+	$(VENV)/bin/ruff check ctrace tests benchmarks hack
+	$(VENV)/bin/ruff format --check ctrace tests benchmarks hack
 	$(VENV)/bin/mypy
 
 unit:

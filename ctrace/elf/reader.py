@@ -100,6 +100,8 @@ class ElfFile:
             fmt, order = self.endian + "IIQQQQQQ", (0, 1, 2, 3, 5, 6)
         else:
             fmt, order = self.endian + "IIIIIIII", (0, 6, 1, 2, 4, 5)
+        if self.phentsize < struct.calcsize(fmt) or self.phoff + self.phnum * self.phentsize > len(self.data):
+            raise NotTraceable(f"{self.name} has a program header table outside the file")
         out = []
         for i in range(self.phnum):
             r = struct.unpack_from(fmt, self.data, self.phoff + i * self.phentsize)

@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""The long fuzz run of the ELF reader: `python hack/fuzz.py --cases 100000`.
+
+Seeds: synthetic 32/64-bit, little/big-endian, non-x86 files (tests/elfgen.py)
+plus real binaries given on the command line (or found on this machine).
+Prints the report; exits 1 if any input crashed or took too long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tests import elfgen, fuzzing
+
+DEFAULT_REAL = ["/bin/true", "/lib/x86_64-linux-gnu/libm.so.6"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("binaries", nargs="*", default=[p for p in DEFAULT_REAL if os.path.exists(p)])
+    args = parser.parse_args()
+    seeds = [
+        elfgen.build([("f", 0x400010, 8), ("g", 0x400020, 8)], is64=a, big=b, machine=m, dynamic=[("d", 0x400030, 4)])
+        for a, b, m in [(True, False, 62), (False, False, 3), (True, True, 21), (False, True, 40), (True, False, 183)]
+    ]
+    seeds += [open(p, "rb").read() for p in args.binaries]
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = fuzzing.run(seeds, args.cases, args.seed, tmp)
+    took = time.monotonic() - start
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"seeds: {len(seeds)} ({len(args.binaries)} real: {', '.join(args.binaries)})")
+    print(f"cases: {report.cases} in {took:.0f} s; parsed {report.parsed}, clean errors {report.clean_errors}")
+    print(f"slowest case: {report.slowest * 1000:.1f} ms; peak RSS {rss:.0f} MiB")
+    print(f"crashes: {len(report.crashes)}")
+    for crash in report.crashes[:20]:
+        print(f"  {crash}")
+    return 1 if report.crashes else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
