@@ -61,3 +61,34 @@ def test_same_file(root: Path) -> None:
     assert same_file(real, str(root / "opt/agent/bin/../bin/agent-1.2"))
     assert not same_file(real, str(root / "usr/bin"))
     assert not same_file(real, str(root / "missing"))
+
+
+def test_kernel_agrees_with_the_walk(root: Path) -> None:
+    from ctrace.paths import RESOLVE_IN_ROOT, openat2
+
+    rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
+    try:
+        fd = openat2(rootfd, "usr/bin/agent", RESOLVE_IN_ROOT)
+        if fd is None:
+            pytest.skip("this kernel has no openat2")
+        assert os.fstat(fd).st_ino == os.stat(root / "opt/agent/bin/agent-1.2").st_ino
+        os.close(fd)
+    finally:
+        os.close(rootfd)
+
+
+def test_swapped_tree_is_caught(root: Path) -> None:
+    from ctrace.paths import verify_in_root
+
+    # As if /opt/agent/bin/agent-1.2 had been replaced by a symlink after the walk.
+    (root / "opt/agent/bin/agent-1.2").unlink()
+    (root / "opt/agent/bin/other").write_text("x")
+    os.symlink("other", root / "opt/agent/bin/agent-1.2")
+    with pytest.raises(NotTraceable, match="changed while it was resolved"):
+        verify_in_root(str(root), "/usr/bin/agent", "/opt/agent/bin/agent-1.2")
+
+
+def test_proc_root_of_a_live_process(tmp_path: Path) -> None:
+    me = os.getpid()
+    exe = os.readlink("/proc/self/exe")
+    assert resolve_in_root(f"/proc/{me}/root", exe) == os.path.realpath(exe)
