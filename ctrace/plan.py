@@ -162,7 +162,7 @@ def targets(
     max_funcs: int = DEFAULT_MAX_FUNCS,
 ) -> list[Target]:
     cache = ElfCache()
-    loaded = [load(p, ctx, cache) for p in procs]
+    loaded = _load_all(procs, ctx, cache)
     out = []
     failures = []
     for item in loaded:
@@ -180,6 +180,19 @@ def targets(
     if not out:
         raise _no_match(*failures[0])
     return out
+
+
+def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache) -> list[Loaded]:
+    """Load every process; one that exits meanwhile is dropped, unless it was the only one."""
+    loaded, errors = [], []
+    for proc in procs:
+        try:
+            loaded.append(load(proc, ctx, cache))
+        except NotFound as err:
+            errors.append(err)
+    if not loaded and errors:
+        raise errors[0]
+    return loaded
 
 
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ctrace import procfs
-from ctrace.errors import NotFound, UsageError
+from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Process
 from ctrace.resolvers.base import Context
 
@@ -43,7 +43,12 @@ def resolve(target: str, ctx: Context) -> list[Process]:
     pid = parse_pid(target)
     if pid is not None:
         return [process(pid, ctx)]
-    found = [process(p, ctx) for p in matching_pids(target, ctx)]
+    found = []
+    for pid in matching_pids(target, ctx):
+        try:
+            found.append(process(pid, ctx))
+        except (NotFound, NotTraceable):
+            continue  # exited between the scan and the read
     if not found:
         raise NotFound(f"no process named {target!r}", "list processes with 'ctrace ps'")
     return found
