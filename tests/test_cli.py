@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -52,12 +53,13 @@ def test_target_json_contract(built: Built, processes: Processes) -> None:
 
 
 def test_name_finds_every_process_of_that_name(built: Built, processes: Processes, tmp_path: Path) -> None:
-    # Two copies under another name so no other test's processes match.
-    exe = tmp_path / "twin-hello"
+    # Two copies under a name of their own, so no other process on the machine matches.
+    name = f"tw-{uuid.uuid4().hex[:8]}"
+    exe = tmp_path / name
     exe.write_bytes(built["hello"].read_bytes())
     exe.chmod(0o755)
     a, b = processes.start(exe), processes.start(exe)
-    res = ctrace("target", "twin-hello", "--func", "hello", "-o", "json")
+    res = ctrace("target", name, "--func", "hello", "-o", "json")
     assert res.code == 0, res.err
     assert sorted(t["pid"] for t in res.json()["targets"]) == sorted([a.pid, b.pid])
 
