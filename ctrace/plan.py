@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ctrace import elf, emit, match, paths
+from ctrace import elf, emit, match, paths, procfs
 from ctrace.elf.reader import open_elf
 from ctrace.errors import NotFound, UsageError
 from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
@@ -55,7 +55,8 @@ def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
         )
     else:
         try:
-            path = paths.resolve_in_root(f"{pid_dir}/root", proc.exe)
+            with procfs.translated(proc.pid, "root"):
+                path = paths.resolve_in_root(f"{pid_dir}/root", proc.exe)
         except NotFound:
             path = proc.exe
         candidate = f"{pid_dir}/root{path}"
@@ -65,7 +66,8 @@ def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
             warnings.append(
                 f"{path} inside process {proc.pid}'s root is not the running binary; using /proc/{proc.pid}/exe"
             )
-    info = cache.inspect(host_path)
+    with procfs.translated(proc.pid, "binary"):  # it may exit while we read
+        info = cache.inspect(host_path)
     binary = Binary(
         path=path,
         host_path=host_path,
