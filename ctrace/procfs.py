@@ -28,6 +28,7 @@ class Status:
     nstgid: tuple[int, ...]
     nspgid: tuple[int, ...]
     nssid: tuple[int, ...]
+    kthread: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ def parse_status(text: str) -> Status:
         nstgid=_ints(fields["NStgid"]) if "NStgid" in fields else (tgid,),
         nspgid=_ints(fields.get("NSpgid", "")),
         nssid=_ints(fields.get("NSsid", "")),
+        # "Kthread:" is in status since Linux 6.0; before, kthreadd (PID 2) and its children.
+        kthread=fields.get("Kthread", "0") == "1" or tgid == 2 or fields.get("PPid") == "2",
     )
 
 
@@ -136,15 +139,29 @@ def read_exe(pid: int, proc_root: str = PROC) -> tuple[str, bool]:
         with translated(pid, "exe"):
             link = os.readlink(f"{proc_root}/{pid}/exe")
     except NotFound:
-        if os.path.isdir(f"{proc_root}/{pid}"):
-            raise NotTraceable(
-                f"process {pid} is a kernel thread: it has no user-space binary to probe",
-                "pick a user-space process ('ctrace ps' lists them)",
-            ) from None
-        raise
+        raise _why_no_exe(pid, proc_root) from None
     if link.endswith(DELETED):
         return link[: -len(DELETED)], True
     return link, False
+
+
+def _why_no_exe(pid: int, proc_root: str) -> NotTraceable | NotFound:
+    """A process without /proc/PID/exe: a kernel thread, a zombie, or gone."""
+    try:
+        status = read_status(pid, proc_root)
+    except NotFound as err:
+        return err
+    if status.state == "Z":
+        return NotTraceable(
+            f"process {pid} is a zombie: it has exited and waits for its parent ({status.ppid}) to reap it",
+            "probe a live process; a zombie runs no code",
+        )
+    if status.kthread:
+        return NotTraceable(
+            f"process {pid} is a kernel thread: it has no user-space binary to probe",
+            "pick a user-space process ('ctrace ps' lists them)",
+        )
+    return NotFound(f"process {pid} has no executable (it is exiting)", "list processes with 'ctrace ps'")
 
 
 def read_argv0(pid: int, proc_root: str = PROC) -> str:

@@ -108,34 +108,6 @@ def test_stripped_rdynamic_still_traceable(built: Built, processes: Processes) -
     assert any("stripped" in w for w in t["warnings"])
 
 
-@pytest.mark.parametrize(
-    ("args", "code", "words"),
-    [
-        (["target", "no-such-process-xyz", "--func", "main"], 1, ["no process named"]),
-        (["target", "pid:999999999", "--func", "main"], 1, ["does not exist"]),
-        (["target", "pid:abc", "--func", "main"], 2, ["not a PID"]),
-        (["target", "pid:0", "--func", "main"], 2, ["not a PID"]),
-        (["target", "pid:2", "--func", "main"], 1, ["kernel thread"]),
-        (["target", "pid:1", "--func", ""], 2, ["--func"]),
-        (["target", "", "--func", "main"], 2, ["empty"]),
-        (["target", "x"], 2, ["--func"]),
-        (["target", "x", "--func", "m", "--runtime", "lxc"], 2, ["unknown runtime"]),
-        (["target", "x", "--func", "m", "-o", "xml"], 2, ["invalid choice"]),
-        (["nosuchcommand"], 2, ["invalid choice"]),
-        (["ns", "abc"], 2, ["not a PID"]),
-        (["ns", "999999999"], 1, ["does not exist"]),
-        (["--proc-root", "/tmp", "ps"], 3, ["not a proc filesystem"]),
-        (["symbols", "/no/such/file"], 1, ["does not exist"]),
-        (["symbols", "/etc/hostname"], 1, ["not an ELF"]),
-        (["symbols", "/etc"], 1, ["directory"]),
-    ],
-)
-def test_bad_input(args: list[str], code: int, words: list[str]) -> None:
-    if args[1:2] == ["pid:2"] and "kthreadd" not in Path("/proc/2/comm").read_text():
-        pytest.skip("PID 2 is not kthreadd here")
-    assert_clean_error(ctrace(*args), code, *words)
-
-
 def test_symbols_json(built: Built) -> None:
     res = ctrace("symbols", str(built["stack-unwind"]), "--func", "func_*", "-o", "json")
     assert res.code == 0, res.err
