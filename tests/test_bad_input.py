@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Built, Result, need
+from tests.conftest import ROOT, Result, need
 
 
 @dataclass(frozen=True)
