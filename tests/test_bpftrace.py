@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +101,20 @@ def test_hostile_symbol_fires_and_runs_nothing(built: Built, processes: Processe
     assert HOSTILE not in probe["shell"]
     assert_every_command_fires(probe, symbol=HOSTILE)
     assert not os.path.exists(PWNED)
+
+
+def test_hostile_path_falls_back_to_proc_exe(built: Built, processes: Processes, tmp_path: Path) -> None:
+    marker = Path.cwd() / "ctrace-pwned"  # where an injected `touch ctrace-pwned` would land
+    weird = tmp_path / "we\"ird $(touch ctrace-pwned) 'dir`"
+    weird.mkdir()
+    exe = weird / "hello"
+    exe.write_bytes(built["hello"].read_bytes())
+    exe.chmod(0o755)
+    proc = processes.start(exe)
+    (t,) = targets(f"pid:{proc.pid}", "hello")
+    assert t["binary"]["path"] == str(exe)
+    (probe,) = t["probes"]
+    # The path cannot stand in a bpftrace attach point, so only the /proc/PID/exe form is offered.
+    assert probe["form"] == "exe" and probe["alternatives"] == []
+    assert_every_command_fires(probe)
+    assert not marker.exists()

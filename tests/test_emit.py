@@ -109,3 +109,28 @@ def test_name_index_glob_hits() -> None:
     assert index.glob_hits("a(*T).m") == 2
     assert index.glob_hits("b") == 1
     assert not index.unique("a(*T).m")
+
+
+@pytest.mark.parametrize("func", ["$(touch /tmp/x)", "`id`", "a'b", 'a"b', "x; rm -rf /", "ünï", "}{"])
+def test_agent_command_round_trips(func: str) -> None:
+    from ctrace.model import Pod
+
+    pod = Pod("kube-system", "cilium-x7k2p", "uid", "cilium-agent", "node-b", "ctrace-agent-abcde")
+    cmd = emit.agent_command(pod, "ctrace-agent-abcde", [func, "regenerate"], context="prod")
+    assert shlex.split(cmd.shell) == list(cmd.argv)
+    assert cmd.argv[cmd.argv.index("--func") + 1] == func
+    assert cmd.argv[:3] == ("kubectl", "--context", "prod")
+
+
+def test_combined_program_filters_each_pid() -> None:
+    a = emit.Site("hello", "name")
+    b = emit.Site("0x401000", "address", unsafe=True)
+    cmd = emit.combined([(10, "/proc/10/root/bin/x", a), (20, "/proc/20/root/bin/y", b)])
+    assert cmd is not None
+    assert cmd.argv[:2] == ("bpftrace", "--unsafe") and "-p" not in cmd.argv
+    assert cmd.argv[-1] == (
+        "uprobe:/proc/10/root/bin/x:hello, uprobe:/proc/20/root/bin/y:0x401000 /pid == 10 || pid == 20/ "
+        '{ printf("%s\\n", ustack); }'
+    )
+    single = emit.combined([(10, "/bin/x", a), (10, "/bin/x", emit.Site("other", "name"))])
+    assert single is not None and single.argv[1:3] == ("-p", "10")
