@@ -70,6 +70,13 @@ def build_parser(prog: str) -> Parser:
 
     p = sub.add_parser("ps", parents=[common], help="processes with their binary and PID chain")
     p.add_argument("name", nargs="?", help="only processes of this name")
+
+    p = sub.add_parser("completion", help="print a shell completion script (source <(ctrace completion bash))")
+    p.add_argument("shell", choices=("bash", "zsh"))
+
+    p = sub.add_parser("__complete")  # what the completion scripts call; not listed in --help
+    p.add_argument("kind", choices=("targets", "funcs"))
+    p.add_argument("target", nargs="?", default="")
     return parser
 
 

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     ctx = context(args)
     if args.command == "target":
         return target(args, ctx, out)
-    handler = {"symbols": symbols, "ns": ns, "ps": ps}[args.command]
+    handler = {"symbols": symbols, "ns": ns, "ps": ps, "completion": completion, "__complete": complete}[args.command]
     handler(args, ctx, out)
     return 0
 
@@ -117,6 +117,21 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         render.dump({"processes": [_ps_dict(p) for p in procs]}, out)
     else:
         render.ps_text(procs, out)
+
+
+def completion(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+    from ctrace import completion as comp
+
+    out.write(comp.script(args.shell))
+
+
+def complete(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+    from ctrace import completion as comp
+
+    if args.kind == "targets":
+        comp.targets(ctx, out)
+    else:
+        comp.funcs(args.target, ctx, out)
 
 
 def _quiet_process(pid: int, ctx: Context) -> Process | None:
