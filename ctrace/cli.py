@@ -38,11 +38,13 @@ def build_parser(prog: str) -> Parser:
     sub.required = True
 
     p = sub.add_parser("target", parents=[common], help="bpftrace commands for functions of a running target")
-    p.add_argument("target", help="process name, pid:N or N")
+    p.add_argument("target", help="process name, pid:N, N, or a container name, ID or name prefix")
     p.add_argument(
         "--func", action="append", required=True, metavar="PATTERN", help="name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="resolver to use (host)")
+    p.add_argument("--runtime", help="resolver to use (host, docker)")
+    p.add_argument("--all", action="store_true", help="a prefix matching several containers takes them all")
+    p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
     )
@@ -50,13 +52,14 @@ def build_parser(prog: str) -> Parser:
     p = sub.add_parser("symbols", parents=[common], help="traceable functions of a binary or a target")
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="resolver to use (host)")
+    p.add_argument("--runtime", help="resolver to use (host, docker)")
 
     p = sub.add_parser("ns", parents=[common], help="PID chain and namespaces of a process")
     p.add_argument("pid", metavar="PID")
 
     p = sub.add_parser("ps", parents=[common], help="processes with their binary and PID chain")
     p.add_argument("name", nargs="?", help="only processes of this name")
+    p.add_argument("--container", metavar="NAME", help="a docker container's processes, with in-container PIDs")
     return parser
 
 

@@ -97,17 +97,30 @@ def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool)
     return Site(hex(file_offset), "address", unsafe=True)
 
 
-def program(path: str, where: Site, action: str = STACK_ACTION) -> str:
-    return f"uprobe:{path}:{where.text} {{ {action} }}"
+def program(path: str, where: Site, action: str = STACK_ACTION, pid: int | None = None) -> str:
+    predicate = f" /pid == {int(pid)}/" if pid is not None else ""
+    return f"uprobe:{path}:{where.text}{predicate} {{ {action} }}"
 
 
-def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION) -> Command | None:
-    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted."""
+def command(
+    form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION, by_filter: bool = False
+) -> Command | None:
+    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted.
+
+    ``by_filter`` binds to the PID with a ``/pid == PID/`` predicate instead:
+    for a process in another mount namespace bpftrace 0.17 reads every path
+    given with ``-p`` as inside that namespace (it prefixes ``/proc/PID/root``,
+    utils.cpp path_for_pid_mountns), so a host-only path such as MergedDir
+    must not carry ``-p``.
+    """
     literal = quote_path(path)
     if literal is None:
         return None
     argv = ["bpftrace"]
     if where.unsafe:
         argv.append("--unsafe")
-    argv += ["-p", str(pid), "-e", program(literal, where, action)]
+    if by_filter:
+        argv += ["-e", program(literal, where, action, pid)]
+    else:
+        argv += ["-p", str(pid), "-e", program(literal, where, action)]
     return Command(form, tuple(argv), shlex.join(argv))

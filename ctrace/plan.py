@@ -6,9 +6,9 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ctrace import elf, emit, match, paths
+from ctrace import elf, emit, mapped, match, paths, procfs
 from ctrace.elf.reader import open_elf
-from ctrace.errors import NotFound, UsageError
+from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Binary, Command, Probe, Process, Symbol, Target
 from ctrace.resolvers import Context, choose
 
@@ -23,6 +23,7 @@ class Loaded:
     binary: Binary
     info: elf.ElfInfo
     warnings: list[str] = field(default_factory=list)
+    lib: bool = False  # a library the process maps (--lib), not its executable
 
 
 class ElfCache:
@@ -43,43 +44,75 @@ def processes(target: str, ctx: Context, runtime: str | None = None) -> list[Pro
     return choose(target, ctx, runtime).resolve(target, ctx)
 
 
-def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
-    """Where the process's binary is, seen from inside and from the host."""
+def _locate(proc: Process, ctx: Context, lib: str | None) -> tuple[str, str, list[str]]:
+    """In-process path, a host path bpftrace can open, and warnings."""
     pid_dir = f"{ctx.proc_root}/{proc.pid}"
-    warnings = []
-    path, host_path = proc.exe, f"{pid_dir}/exe"
-    if proc.deleted:
-        warnings.append(
-            f"{proc.exe} was deleted or replaced after process {proc.pid} started; "
-            f"probing it through /proc/{proc.pid}/exe"
+    if lib is not None:
+        path, running = mapped.library(proc.pid, lib, ctx.proc_root)
+        if path.endswith(procfs.DELETED):
+            raise NotTraceable(f"{path} mapped by process {proc.pid} was deleted", "restart the process")
+    elif proc.deleted:
+        exe = f"{pid_dir}/exe"
+        return (
+            proc.exe,
+            exe,
+            [
+                f"{proc.exe} was deleted or replaced after process {proc.pid} started; probing {exe}"
+                " (ustack shows its frames as bare addresses: bpftrace 0.17 cannot open the deleted path to name them)"
+            ],
         )
     else:
-        try:
-            path = paths.resolve_in_root(f"{pid_dir}/root", proc.exe)
-        except NotFound:
-            path = proc.exe
-        candidate = f"{pid_dir}/root{path}"
-        if paths.same_file(candidate, host_path):
-            host_path = candidate
-        else:
-            warnings.append(
-                f"{path} inside process {proc.pid}'s root is not the running binary; using /proc/{proc.pid}/exe"
-            )
+        path, running = proc.exe, f"{pid_dir}/exe"
+    try:
+        path = paths.resolve_in_root(f"{pid_dir}/root", path)
+    except NotFound:
+        pass
+    candidate = f"{pid_dir}/root{path}"
+    if paths.same_file(candidate, running):
+        return path, candidate, []
+    return path, running, [f"{path} inside process {proc.pid}'s root is not the mapped file; using {running}"]
+
+
+def _merged(proc: Process, path: str, host_path: str) -> str | None:
+    """MergedDir + path, only when it is the very file the process runs (not a volume, bind mount or copy)."""
+    merged_dir = proc.container.merged_dir if proc.container else None
+    if not merged_dir or proc.deleted:
+        return None
+    candidate = merged_dir.rstrip("/") + path
+    return candidate if paths.same_file(candidate, host_path) else None
+
+
+def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool) -> list[str]:
+    others = mapped.sharers(host_path, proc.pid, ctx.proc_root, libraries=lib)
+    if not others:
+        return []
+    shown = ", ".join(str(p) for p in others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+    return [
+        f"{path} is the same file as process(es) {shown} {'map' if lib else 'run'} (a shared image layer or "
+        f"library): a uprobe on it fires in all of them; every command here is bound to PID {proc.pid}"
+    ]
+
+
+def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -> Loaded:
+    """Where the process's binary (or ``lib``) is, seen from inside and from the host."""
+    path, host_path, warnings = _locate(proc, ctx, lib)
+    warnings = [*proc.notes, *warnings, *_shared(proc, path, host_path, ctx, lib is not None)]
     info = cache.inspect(host_path)
+    deleted = proc.deleted and lib is None
     binary = Binary(
         path=path,
         host_path=host_path,
-        merged_path=None,
+        merged_path=None if deleted else _merged(proc, path, host_path),
         build_id=info.build_id,
         stripped=info.stripped,
         language=info.language,
-        deleted=proc.deleted,
+        deleted=deleted,
     )
     if info.stripped:
         warnings.append(
             f"{path} is stripped (no .symtab): only its {len(info.symbols)} .dynsym functions are traceable"
         )
-    return Loaded(proc, binary, info, warnings)
+    return Loaded(proc, binary, info, warnings, lib is not None)
 
 
 def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Symbol], list[str]]:
@@ -95,13 +128,32 @@ def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Sym
     return list(chosen.values()), missing
 
 
-def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str]]:
-    """(form, path) pairs to try, the recommended first."""
-    pid = loaded.process.pid
-    forms = [("proc-root" if not loaded.binary.deleted else "exe", loaded.binary.host_path)]
-    exe = f"{ctx.proc_root}/{pid}/exe"
-    if loaded.binary.host_path != exe:
-        forms.append(("exe", exe))
+def own_mount_ns(pid: int, ctx: Context) -> bool:
+    """Whether the process sees the same mount namespace as ctrace (and the bpftrace it prints)."""
+    try:
+        return os.readlink(f"{ctx.proc_root}/{pid}/ns/mnt") == os.readlink(f"{ctx.proc_root}/self/ns/mnt")
+    except OSError:
+        return True
+
+
+def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str, bool]]:
+    """(form, path, bind by pid filter) to try, the recommended first (seed 2.5.2, 2.5.1, 2.5.3, exe).
+
+    /proc/PID/root comes first because it works for every storage driver,
+    volume and bind mount; MergedDir only for overlay2 files of the image.
+    Host-only paths of a process in another mount namespace are bound with a
+    pid filter, not -p (see emit.command).
+    """
+    b, proc = loaded.binary, loaded.process
+    exe = f"{ctx.proc_root}/{proc.pid}/exe"
+    foreign = not own_mount_ns(proc.pid, ctx)
+    forms = [("exe", b.host_path, foreign) if b.host_path == exe else ("proc-root", b.host_path, False)]
+    if b.merged_path:
+        forms.append(("merged", b.merged_path, foreign))
+    if foreign and not b.deleted:
+        forms.append(("pid-path", b.path, False))  # -p makes bpftrace read it inside the process's root
+    if not loaded.lib and b.host_path != exe:
+        forms.append(("exe", exe, foreign))
     return forms
 
 
@@ -116,7 +168,8 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Prob
         if where is None:
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
-        cmds = [emit.command(form, loaded.process.pid, path, where) for form, path in forms]
+        pid = loaded.process.pid
+        cmds = [emit.command(form, pid, path, where, by_filter=f) for form, path, f in forms]
         usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
         if usable:
             out.append(Probe(sym.name, sym.address, usable, where.kind))
@@ -129,11 +182,12 @@ def targets(
     ctx: Context,
     runtime: str | None = None,
     max_funcs: int = DEFAULT_MAX_FUNCS,
+    lib: str | None = None,
 ) -> list[Target]:
     for pattern in patterns:
         match.check_pattern(pattern)
     cache = ElfCache()
-    loaded = [load(p, ctx, cache) for p in processes(target, ctx, runtime)]
+    loaded = [load(p, ctx, cache, lib) for p in processes(target, ctx, runtime)]
     out = []
     failures = []
     for item in loaded:

@@ -1,18 +1,20 @@
 """All resolvers, and the one place that picks which resolves a target.
 
 Order (STYLE.md habit 2): an explicit ``--runtime``, then target syntax
-(``pid:``), then each resolver's cheap claim; a plain name falls back to the
-host resolver, which matches process names.
+(``pid:``), then each resolver's cheap claim; a plain name goes to docker
+when a daemon is configured (it also matches process names, so nothing is
+lost), else to the host resolver, which matches process names.
 """
 
 from __future__ import annotations
 
 from ctrace.errors import UsageError
-from ctrace.resolvers import host
+from ctrace.resolvers import docker, host
 from ctrace.resolvers.base import Context, Resolver
 
 RESOLVERS: dict[str, Resolver] = {
-    "host": host,
+    "host": host,  # first: pid:N and bare PIDs are never containers
+    "docker": docker,
 }
 
 

@@ -15,6 +15,7 @@ class Context:
 
     proc_root: str = PROC
     self_pid: int = 0  # ctrace's own PID, never a target
+    all_matches: bool = False  # `target --all`: a prefix naming several containers takes them all
 
 
 class Resolver(Protocol):
