@@ -312,3 +312,12 @@ def test_no_daemon_falls_back_to_host(built: Built, processes: Processes, tmp_pa
     res = ctrace("target", f"{P}no-such-thing", "--func", "hello", env=env)
     assert res.code == 3 and res.err.startswith("ctrace: error: cannot talk to the docker daemon"), res.err
     assert "\nhint: " in res.err and "Traceback" not in res.err
+
+
+def test_lib_on_a_host_process(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["hello-dyn"])
+    (t,) = targets(f"pid:{proc.pid}", "--lib", "libc.so", "--func", "usleep")
+    b = t["binary"]
+    assert b["path"].endswith("/libc.so.6") and b["host_path"] == f"/proc/{proc.pid}/root{b['path']}"
+    assert any("same file" in w for w in t["warnings"])  # the host's libc: every process maps it
+    assert fire_all("--lib libc (host process)", t["probes"][0], "usleep") == ["proc-root"]

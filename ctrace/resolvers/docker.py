@@ -106,7 +106,7 @@ def select(summaries: Iterable[Summary], target: str, take_all: bool) -> list[Su
     if len(hits) > 1 and not take_all:
         raise UsageError(
             f"{target!r} matches {len(hits)} containers: {', '.join(label(s) for s in hits)}",
-            "give the full name or ID, or pass --all to trace them all",
+            "give the full name or ID, pass --all to trace them all, or --runtime host for processes of that name",
         )
     return hits
 
@@ -152,7 +152,8 @@ class Enricher:
         if ident is None or where.runtime is None:
             return None
         if ident not in self.cache:
-            found = container(self.api, ident) if (self.api and where.runtime == "docker") else None
+            asked = self.api is not None and where.runtime == "docker"
+            found = container(self.api, ident) if asked else None
             self.cache[ident] = found or Container(ident, "", "", where.runtime)
         return self.cache[ident]
 
