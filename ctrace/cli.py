@@ -48,28 +48,39 @@ def build_parser(prog: str) -> Parser:
     g.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="API timeout (default 10)")
 
     p = sub.add_parser("target", parents=[common, k8s], help="bpftrace commands for functions of a running target")
-    p.add_argument("target", nargs="?", default="", help="process name, pid:N, N, pod/NAME, deploy/NAME, ds/NAME")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="",
+        help="process name, pid:N, N, container name/ID/prefix, pod/NAME, deploy/NAME, ds/NAME",
+    )
     p.add_argument(
         "--func", action="append", required=True, metavar="PATTERN", help="name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="resolver to use (host, k8s)")
+    p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
+    p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
     )
     p.add_argument("--run", action="store_true", help="run the bpftrace command (Ctrl-C stops it, exit 130)")
     p.add_argument("--duration", type=float, metavar="S", help="with --run: stop after S seconds")
-    p.add_argument("--all", action="store_true", help="with --run: probe every target in one bpftrace program")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="take every container a prefix matches; with --run, probe every target in one bpftrace program",
+    )
 
     p = sub.add_parser("symbols", parents=[common, k8s], help="traceable functions of a binary or a target")
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="resolver to use (host, k8s)")
+    p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
 
     p = sub.add_parser("ns", parents=[common], help="PID chain and namespaces of a process")
     p.add_argument("pid", metavar="PID")
 
     p = sub.add_parser("ps", parents=[common], help="processes with their binary and PID chain")
     p.add_argument("name", nargs="?", help="only processes of this name")
+    p.add_argument("--container", metavar="NAME", help="a docker container's processes, with in-container PIDs")
 
     p = sub.add_parser("completion", help="print a shell completion script (source <(ctrace completion bash))")
     p.add_argument("shell", choices=("bash", "zsh"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from typing import TextIO
 
@@ -57,7 +58,10 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         raise UsageError("--max-funcs must be at least 1")
     if not args.target and not args.selector:
         raise UsageError("the target is empty", "give a process name, pid:N, pod/NAME or -l SELECTOR")
-    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs)
+    if args.lib is not None and not args.lib.strip():
+        raise UsageError("--lib needs a name", "e.g. --lib libc")
+    ctx = dataclasses.replace(ctx, all_matches=args.all)
+    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib)
     if args.run:
         return runner.run(chosen_command(result, args.all).argv, args.duration)
     if args.output == "json":
@@ -111,8 +115,15 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
-    pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
-    procs = [p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None]
+    from ctrace.resolvers import docker
+
+    if args.container:
+        procs = docker.members(args.container, ctx)[1]
+        if args.name:
+            procs = [p for p in procs if p.pid in set(host.matching_pids(args.name, ctx))]
+    else:
+        pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
+        procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx)
     if args.output == "json":
         render.dump({"processes": [_ps_dict(p) for p in procs]}, out)
     else:
@@ -146,6 +157,8 @@ def _ps_dict(p: Process) -> dict[str, object]:
     d = render.process_dict(p)
     d["exe"] = p.exe
     d["deleted"] = p.deleted
+    d["init"] = p.init
+    d["container_pid"] = p.nspid[-1]  # seed 7.3: the PID `docker top` does not show
     return d
 
 

@@ -14,7 +14,10 @@ from ctrace.errors import CtraceError
 from ctrace.resolvers import Context
 
 COMMANDS = "target symbols ns ps completion"
-OPTIONS = "--func --output -o --runtime --max-funcs --run --duration --all --namespace -n --container -c --context --kubeconfig --selector -l --help"
+OPTIONS = (
+    "--func --output -o --runtime --max-funcs --run --duration --all --lib --namespace -n --container -c"
+    " --context --kubeconfig --selector -l --help"
+)
 
 BASH = r"""# bash completion for ctrace: source <(ctrace completion bash)
 _ctrace() {

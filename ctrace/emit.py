@@ -97,15 +97,16 @@ def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool)
     return Site(hex(file_offset), "address", unsafe=True)
 
 
-def program(path: str, where: Site, action: str = STACK_ACTION) -> str:
-    return f"uprobe:{path}:{where.text} {{ {action} }}"
+def program(path: str, where: Site, action: str = STACK_ACTION, pid: int | None = None) -> str:
+    predicate = f" /pid == {int(pid)}/" if pid is not None else ""
+    return f"uprobe:{path}:{where.text}{predicate} {{ {action} }}"
 
 
 def combined(parts: Sequence[tuple[int, str, Site]], action: str = STACK_ACTION) -> Command | None:
     """One bpftrace program for several (pid, path, site) probes, for ``--run``.
 
-    One PID is bound with -p; several get a ``pid ==`` filter, since a uprobe on
-    a shared file fires for every process that maps it.
+    The PIDs are bound with a ``pid ==`` filter, not -p: -p takes one PID, and
+    bpftrace 0.17 reads paths given with -p as inside that PID's mount namespace.
     """
     points = []
     for _, path, where in parts:
@@ -117,25 +118,32 @@ def combined(parts: Sequence[tuple[int, str, Site]], action: str = STACK_ACTION)
     argv = ["bpftrace"]
     if any(where.unsafe for _, _, where in parts):
         argv.append("--unsafe")
-    prog = ", ".join(points)
-    if len(pids) == 1:
-        argv += ["-p", str(pids[0])]
-        prog += f" {{ {action} }}"
-    else:
-        prog += " /" + " || ".join(f"pid == {p}" for p in pids) + f"/ {{ {action} }}"
-    argv += ["-e", prog]
+    predicate = " || ".join(f"pid == {p}" for p in pids)
+    argv += ["-e", f"{', '.join(points)} /{predicate}/ {{ {action} }}"]
     return Command("combined", tuple(argv), shlex.join(argv))
 
 
-def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION) -> Command | None:
-    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted."""
+def command(
+    form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION, by_filter: bool = False
+) -> Command | None:
+    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted.
+
+    ``by_filter`` binds to the PID with a ``/pid == PID/`` predicate instead:
+    for a process in another mount namespace bpftrace 0.17 reads every path
+    given with ``-p`` as inside that namespace (it prefixes ``/proc/PID/root``,
+    utils.cpp path_for_pid_mountns), so a host-only path such as MergedDir
+    must not carry ``-p``.
+    """
     literal = quote_path(path)
     if literal is None:
         return None
     argv = ["bpftrace"]
     if where.unsafe:
         argv.append("--unsafe")
-    argv += ["-p", str(pid), "-e", program(literal, where, action)]
+    if by_filter:
+        argv += ["-e", program(literal, where, action, pid)]
+    else:
+        argv += ["-p", str(pid), "-e", program(literal, where, action)]
     return Command(form, tuple(argv), shlex.join(argv))
 
 

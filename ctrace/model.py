@@ -24,8 +24,9 @@ class Container:
     id: str
     name: str
     image: str
-    runtime: str  # "docker", "containerd", "cri-o", "podman"
+    runtime: str  # "docker", "containerd", "cri-o", "podman", "cri" (kubelet, runtime unknown)
     init_pid: int | None = None
+    merged_dir: str | None = None  # GraphDriver.Data.MergedDir (overlay2 only)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Process:
     pod: Pod | None = None
     init: bool = False  # the container's init process
     remote: bool = False  # a pod on another node: no PID means anything here
+    notes: tuple[str, ...] = ()  # resolver warnings, shown with the target
 
 
 @dataclass(frozen=True)

@@ -4,84 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ctrace import elf, emit, match, paths, procfs
+from ctrace import elf, emit, match
 from ctrace.elf.reader import open_elf
 from ctrace.errors import NotFound, UsageError
+from ctrace.locate import ElfCache, Loaded, load, path_forms
 from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
 from ctrace.resolvers import Context, choose
 
 DEFAULT_MAX_FUNCS = 100
 
 
-@dataclass
-class Loaded:
-    """A binary of one process, with what its ELF file told us."""
-
-    process: Process
-    binary: Binary
-    info: elf.ElfInfo
-    warnings: list[str] = field(default_factory=list)
-
-
-class ElfCache:
-    """One parse per file, however many processes run it (keyed by device and inode)."""
-
-    def __init__(self) -> None:
-        self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
-
-    def inspect(self, path: str) -> elf.ElfInfo:
-        st = os.stat(path)
-        key = (st.st_dev, st.st_ino)
-        if key not in self._by_inode:
-            self._by_inode[key] = elf.inspect(path)
-        return self._by_inode[key]
-
-
 def processes(target: str, ctx: Context, runtime: str | None = None) -> list[Process]:
     return choose(target, ctx, runtime).resolve(target, ctx)
-
-
-def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
-    """Where the process's binary is, seen from inside and from the host."""
-    pid_dir = f"{ctx.proc_root}/{proc.pid}"
-    warnings = []
-    path, host_path = proc.exe, f"{pid_dir}/exe"
-    if proc.deleted:
-        warnings.append(
-            f"{proc.exe} was deleted or replaced after process {proc.pid} started; "
-            f"probing it through /proc/{proc.pid}/exe"
-        )
-    else:
-        try:
-            with procfs.translated(proc.pid, "root"):
-                path = paths.resolve_in_root(f"{pid_dir}/root", proc.exe)
-        except NotFound:
-            path = proc.exe
-        candidate = f"{pid_dir}/root{path}"
-        if paths.same_file(candidate, host_path):
-            host_path = candidate
-        else:
-            warnings.append(
-                f"{path} inside process {proc.pid}'s root is not the running binary; using /proc/{proc.pid}/exe"
-            )
-    with procfs.translated(proc.pid, "binary"):  # it may exit while we read
-        info = cache.inspect(host_path)
-    binary = Binary(
-        path=path,
-        host_path=host_path,
-        merged_path=None,
-        build_id=info.build_id,
-        stripped=info.stripped,
-        language=info.language,
-        deleted=proc.deleted,
-    )
-    if info.stripped:
-        warnings.append(
-            f"{path} is stripped (no .symtab): only its {len(info.symbols)} .dynsym functions are traceable"
-        )
-    return Loaded(proc, binary, info, warnings)
 
 
 def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Symbol], list[str]]:
@@ -97,16 +33,6 @@ def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Sym
     return list(chosen.values()), missing
 
 
-def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str]]:
-    """(form, path) pairs to try, the recommended first."""
-    pid = loaded.process.pid
-    forms = [("proc-root" if not loaded.binary.deleted else "exe", loaded.binary.host_path)]
-    exe = f"{ctx.proc_root}/{pid}/exe"
-    if loaded.binary.host_path != exe:
-        forms.append(("exe", exe))
-    return forms
-
-
 def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     forms = path_forms(loaded, ctx)
@@ -118,10 +44,11 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Prob
         if where is None:
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
-        cmds = [emit.command(form, loaded.process.pid, path, where) for form, path in forms]
+        pid = loaded.process.pid
+        cmds = [emit.command(form, pid, path, where, by_filter=f) for form, path, f in forms]
         usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
         if usable:
-            path = next(p for f, p in forms if f == usable[0].form)
+            path = next(p for f, p, _ in forms if f == usable[0].form)
             out.append(Probe(sym.name, sym.address, usable, where.kind, where.text, where.unsafe, path))
     return out
 
@@ -138,6 +65,7 @@ def plan(
     ctx: Context,
     runtime: str | None = None,
     max_funcs: int = DEFAULT_MAX_FUNCS,
+    lib: str | None = None,
 ) -> Plan:
     """Targets on this host, and pods elsewhere with the command to run there."""
     for pattern in patterns:
@@ -145,7 +73,7 @@ def plan(
     procs = processes(target, ctx, runtime)
     remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
     local = [p for p in procs if not p.remote]
-    return Plan(targets(local, patterns, ctx, max_funcs) if local else [], remote)
+    return Plan(targets(local, patterns, ctx, max_funcs, lib) if local else [], remote)
 
 
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
@@ -162,9 +90,10 @@ def targets(
     patterns: Sequence[str],
     ctx: Context,
     max_funcs: int = DEFAULT_MAX_FUNCS,
+    lib: str | None = None,
 ) -> list[Target]:
     cache = ElfCache()
-    loaded = _load_all(procs, ctx, cache)
+    loaded = _load_all(procs, ctx, cache, lib)
     out = []
     failures = []
     for item in loaded:
@@ -184,12 +113,12 @@ def targets(
     return out
 
 
-def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache) -> list[Loaded]:
+def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str | None) -> list[Loaded]:
     """Load every process; one that exits meanwhile is dropped, unless it was the only one."""
     loaded, errors = [], []
     for proc in procs:
         try:
-            loaded.append(load(proc, ctx, cache))
+            loaded.append(load(proc, ctx, cache, lib))
         except NotFound as err:
             errors.append(err)
     if not loaded and errors:

@@ -98,7 +98,7 @@ def targets_text(targets: Sequence[Target], out: TextIO) -> None:
         if i:
             out.write("\n")
         p, b = t.process, t.binary
-        where = f"container {p.container.name}" if p.container else p.runtime
+        where = _where(p)
         out.write(f"{p.comm}  pid {p.pid}  ({where}; NSpid {chain(p.nspid)})\n")
         out.write(f"  binary   {b.path}\n  host     {b.host_path}\n")
         if b.merged_path:
@@ -113,6 +113,14 @@ def targets_text(targets: Sequence[Target], out: TextIO) -> None:
                 label = "" if n == 0 else f"# or ({cmd.form}): "
                 prefix = "  " if n == 0 else "  "
                 out.write(f"{prefix}{label}{cmd.shell}\n")
+
+
+def _where(p: Process) -> str:
+    if p.container is None:
+        return p.runtime
+    c = p.container
+    init = ", init" if p.init else ""
+    return f"{c.runtime} container {c.name or c.id[:12]} {c.id[:12]}{init}"
 
 
 def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
@@ -151,9 +159,10 @@ def ns_text(d: dict[str, Any], out: TextIO) -> None:
 
 
 def ps_text(procs: Sequence[Process], out: TextIO) -> None:
-    rows = [["PID", "NSPID", "COMM", "CONTAINER", "EXE"]]
+    rows = [["PID", "NSPID", "CPID", "COMM", "CONTAINER", "CONTAINER ID", "EXE"]]
     for p in procs:
-        container = p.container.name if p.container else "-"
+        c = p.container
+        name = (c.name or "-") + ("*" if p.init else "") if c else "-"
         exe = p.exe + (" (deleted)" if p.deleted else "")
-        rows.append([str(p.pid), chain(p.nspid), p.comm, container, exe])
+        rows.append([str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, name, c.id[:12] if c else "-", exe])
     table(rows, out)

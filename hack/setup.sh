@@ -12,6 +12,7 @@ command -v go >/dev/null || need+=(golang-go)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nm >/dev/null || need+=(binutils)
 command -v make >/dev/null || need+=(make)
+[ -x /bin/busybox ] || need+=(busybox-static)  # /bin/sh of the tests' multi-process container
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 [ -x /bin/busybox ] || need+=(busybox-static)   # a shell and unshare for FROM-scratch test images
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl

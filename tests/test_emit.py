@@ -133,4 +133,4 @@ def test_combined_program_filters_each_pid() -> None:
         '{ printf("%s\\n", ustack); }'
     )
     single = emit.combined([(10, "/bin/x", a), (10, "/bin/x", emit.Site("other", "name"))])
-    assert single is not None and single.argv[1:3] == ("-p", "10")
+    assert single is not None and single.argv[-1].endswith('/pid == 10/ { printf("%s\\n", ustack); }')

@@ -1,20 +1,22 @@
 """All resolvers, and the one place that picks which resolves a target.
 
 Order (STYLE.md habit 2): an explicit ``--runtime``, then target syntax
-(``pid:``), then each resolver's cheap claim; a plain name falls back to the
-host resolver, which matches process names.
+(``pid:``), then each resolver's cheap claim; a plain name goes to docker
+when a daemon is configured (it also matches process names, so nothing is
+lost), else to the host resolver, which matches process names.
 """
 
 from __future__ import annotations
 
 from ctrace.errors import UsageError
-from ctrace.resolvers import host, kubernetes
+from ctrace.resolvers import docker, host, kubernetes
 from ctrace.resolvers.base import Context, Resolver
 
 # Claims are tried in this order; a name nobody claims is a host process name.
 RESOLVERS: dict[str, Resolver] = {
-    "k8s": kubernetes,
-    "host": host,
+    "k8s": kubernetes,  # pod/NAME, deploy/NAME, -l, and bare names under kubectl
+    "host": host,  # then pid:N and bare PIDs, which are never containers
+    "docker": docker,
 }
 ALIASES = {"kubernetes": "k8s"}
 

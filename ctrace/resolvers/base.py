@@ -30,6 +30,7 @@ class Context:
     proc_root: str = PROC
     self_pid: int = 0  # ctrace's own PID, never a target
     k8s: K8sOptions = field(default_factory=K8sOptions)
+    all_matches: bool = False  # `target --all`: a prefix naming several containers takes them all
 
 
 class Resolver(Protocol):

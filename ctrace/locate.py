@@ -1,0 +1,138 @@
+"""Where a process's binary (or mapped library) is: in its own view, on the host, in MergedDir."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ctrace import elf, mapped, paths, procfs
+from ctrace.errors import NotFound, NotTraceable
+from ctrace.model import Binary, Process
+from ctrace.resolvers import Context
+
+
+@dataclass
+class Loaded:
+    """A binary of one process, with what its ELF file told us."""
+
+    process: Process
+    binary: Binary
+    info: elf.ElfInfo
+    warnings: list[str] = field(default_factory=list)
+    lib: bool = False  # a library the process maps (--lib), not its executable
+
+
+class ElfCache:
+    """One parse per file, however many processes run it (keyed by device and inode)."""
+
+    def __init__(self) -> None:
+        self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
+
+    def inspect(self, path: str) -> elf.ElfInfo:
+        st = os.stat(path)
+        key = (st.st_dev, st.st_ino)
+        if key not in self._by_inode:
+            self._by_inode[key] = elf.inspect(path)
+        return self._by_inode[key]
+
+
+def _locate(proc: Process, ctx: Context, lib: str | None) -> tuple[str, str, list[str]]:
+    """In-process path, a host path bpftrace can open, and warnings."""
+    pid_dir = f"{ctx.proc_root}/{proc.pid}"
+    if lib is not None:
+        path, running = mapped.library(proc.pid, lib, ctx.proc_root)
+        if path.endswith(procfs.DELETED):
+            raise NotTraceable(f"{path} mapped by process {proc.pid} was deleted", "restart the process")
+    elif proc.deleted:
+        exe = f"{pid_dir}/exe"
+        return (
+            proc.exe,
+            exe,
+            [
+                f"{proc.exe} was deleted or replaced after process {proc.pid} started; probing {exe}"
+                " (ustack shows its frames as bare addresses: bpftrace 0.17 cannot open the deleted path to name them)"
+            ],
+        )
+    else:
+        path, running = proc.exe, f"{pid_dir}/exe"
+    try:
+        with procfs.translated(proc.pid, "root"):  # it may exit while we walk its root
+            path = paths.resolve_in_root(f"{pid_dir}/root", path)
+    except NotFound:
+        pass
+    candidate = f"{pid_dir}/root{path}"
+    if paths.same_file(candidate, running):
+        return path, candidate, []
+    return path, running, [f"{path} inside process {proc.pid}'s root is not the mapped file; using {running}"]
+
+
+def _merged(proc: Process, path: str, host_path: str) -> str | None:
+    """MergedDir + path, only when it is the very file the process runs (not a volume, bind mount or copy)."""
+    merged_dir = proc.container.merged_dir if proc.container else None
+    if not merged_dir or proc.deleted:
+        return None
+    candidate = merged_dir.rstrip("/") + path
+    return candidate if paths.same_file(candidate, host_path) else None
+
+
+def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool) -> list[str]:
+    others = mapped.sharers(host_path, proc.pid, ctx.proc_root, libraries=lib)
+    if not others:
+        return []
+    shown = ", ".join(str(p) for p in others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
+    return [
+        f"{path} is the same file as process(es) {shown} {'map' if lib else 'run'} (a shared image layer or "
+        f"library): a uprobe on it fires in all of them; every command here is bound to PID {proc.pid}"
+    ]
+
+
+def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -> Loaded:
+    """Where the process's binary (or ``lib``) is, seen from inside and from the host."""
+    path, host_path, warnings = _locate(proc, ctx, lib)
+    warnings = [*proc.notes, *warnings, *_shared(proc, path, host_path, ctx, lib is not None)]
+    with procfs.translated(proc.pid, "binary"):  # it may exit while we read
+        info = cache.inspect(host_path)
+    deleted = proc.deleted and lib is None
+    binary = Binary(
+        path=path,
+        host_path=host_path,
+        merged_path=None if deleted else _merged(proc, path, host_path),
+        build_id=info.build_id,
+        stripped=info.stripped,
+        language=info.language,
+        deleted=deleted,
+    )
+    if info.stripped:
+        warnings.append(
+            f"{path} is stripped (no .symtab): only its {len(info.symbols)} .dynsym functions are traceable"
+        )
+    return Loaded(proc, binary, info, warnings, lib is not None)
+
+
+def own_mount_ns(pid: int, ctx: Context) -> bool:
+    """Whether the process sees the same mount namespace as ctrace (and the bpftrace it prints)."""
+    try:
+        return os.readlink(f"{ctx.proc_root}/{pid}/ns/mnt") == os.readlink(f"{ctx.proc_root}/self/ns/mnt")
+    except OSError:
+        return True
+
+
+def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str, bool]]:
+    """(form, path, bind by pid filter) to try, the recommended first (seed 2.5.2, 2.5.1, 2.5.3, exe).
+
+    /proc/PID/root comes first because it works for every storage driver,
+    volume and bind mount; MergedDir only for overlay2 files of the image.
+    Host-only paths of a process in another mount namespace are bound with a
+    pid filter, not -p (see emit.command).
+    """
+    b, proc = loaded.binary, loaded.process
+    exe = f"{ctx.proc_root}/{proc.pid}/exe"
+    foreign = not own_mount_ns(proc.pid, ctx)
+    forms = [("exe", b.host_path, foreign) if b.host_path == exe else ("proc-root", b.host_path, False)]
+    if b.merged_path:
+        forms.append(("merged", b.merged_path, foreign))
+    if foreign and not b.deleted:
+        forms.append(("pid-path", b.path, False))  # -p makes bpftrace read it inside the process's root
+    if not loaded.lib and b.host_path != exe:
+        forms.append(("exe", exe, foreign))
+    return forms

@@ -1,0 +1,229 @@
+"""Docker containers: a container name, a full or short ID, a name prefix, or a process name.
+
+Every process is one target keyed by its host PID. Which container it is in
+comes from its cgroup (``ctrace.cgroups``), so a name that is both a container
+and a process inside it gives one target. The daemon is asked only for what
+/proc cannot tell: names, image, the init PID and MergedDir.
+
+Only this module imports the ``docker`` package, inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any, TypedDict
+
+from ctrace import cgroups, procfs
+from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, UsageError
+from ctrace.model import Container, Process
+from ctrace.resolvers import host
+from ctrace.resolvers.base import Context
+
+NAME = "docker"
+SOCKET = "/var/run/docker.sock"
+MIN_ID_PREFIX = 4  # shorter hex ("dd", "bc") is a process name far more often than an ID
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # docker's container-name alphabet
+_HEX = re.compile(r"[0-9a-f]+\Z")
+
+
+class Summary(TypedDict):
+    """The fields of GET /containers/json ctrace reads."""
+
+    Id: str
+    Names: list[str]
+    Image: str
+
+
+def claims(target: str, ctx: Context) -> bool:
+    """A name docker could hold, and a daemon configured; no daemon call."""
+    if not _NAME.match(target) or target.isdigit():
+        return False
+    return bool(os.environ.get("DOCKER_HOST")) or os.path.exists(SOCKET)
+
+
+def client() -> Any:
+    """A connected docker client, or EnvironmentProblem saying why not."""
+    import docker
+    import requests
+
+    try:
+        api = docker.from_env(timeout=15)
+        api.ping()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as err:
+        reason = "permission denied on the socket" if "ermission denied" in str(err) else str(err).splitlines()[0]
+        raise EnvironmentProblem(
+            f"cannot talk to the docker daemon: {reason}",
+            "start dockerd (hack/dockerd.sh) and run as root or a member of the docker group",
+        ) from err
+    return api
+
+
+def _summaries(api: Any) -> list[Summary]:
+    import docker
+
+    try:
+        found: list[Summary] = api.api.containers()
+    except docker.errors.APIError as err:
+        raise EnvironmentProblem(f"docker daemon error listing containers: {err.explanation}") from err
+    return found
+
+
+def _inspect(api: Any, ident: str) -> dict[str, Any] | None:
+    import docker
+
+    try:
+        data: dict[str, Any] = api.api.inspect_container(ident)
+    except docker.errors.NotFound:
+        return None  # exited between list and inspect
+    except docker.errors.APIError as err:
+        raise EnvironmentProblem(f"docker daemon error inspecting {ident[:12]}: {err.explanation}") from err
+    return data
+
+
+def names(s: Summary) -> list[str]:
+    return [n.lstrip("/") for n in s["Names"]]
+
+
+def label(s: Summary) -> str:
+    return f"{(names(s) or ['?'])[0]} ({s['Id'][:12]})"
+
+
+def select(summaries: Iterable[Summary], target: str, take_all: bool) -> list[Summary]:
+    """Containers named by ``target``: exact name or ID, else ID or name prefix.
+
+    A prefix naming several containers is an error listing every candidate
+    unless ``take_all`` (``--all``): a silent first pick would trace the wrong one.
+    """
+    listed = list(summaries)
+    exact = [s for s in listed if target in names(s) or s["Id"] == target]
+    if exact:
+        return exact
+    by_id = len(target) >= MIN_ID_PREFIX and _HEX.match(target) is not None
+    hits = [s for s in listed if (by_id and s["Id"].startswith(target)) or any(n.startswith(target) for n in names(s))]
+    if len(hits) > 1 and not take_all:
+        raise UsageError(
+            f"{target!r} matches {len(hits)} containers: {', '.join(label(s) for s in hits)}",
+            "give the full name or ID, pass --all to trace them all, or --runtime host for processes of that name",
+        )
+    return hits
+
+
+def container(api: Any, ident: str) -> Container | None:
+    data = _inspect(api, ident)
+    if data is None:
+        return None
+    merged = ((data.get("GraphDriver") or {}).get("Data") or {}).get("MergedDir")
+    return Container(
+        id=data["Id"],
+        name=str(data.get("Name", "")).lstrip("/"),
+        image=str((data.get("Config") or {}).get("Image", "")),
+        runtime="docker",
+        init_pid=int((data.get("State") or {}).get("Pid") or 0) or None,
+        merged_dir=merged or None,
+    )
+
+
+def placements(ctx: Context) -> dict[int, cgroups.Placement]:
+    """Host PID -> container, for every process in a container (one pass over /proc)."""
+    out = {}
+    for pid in procfs.pids(ctx.proc_root):
+        try:
+            text = procfs.read_text(pid, "cgroup", ctx.proc_root)
+        except CtraceError:
+            continue
+        found = cgroups.placement(procfs.parse_cgroup(text))
+        if found.container_id:
+            out[pid] = found
+    return out
+
+
+class Enricher:
+    """Container details by id, each asked of the daemon once."""
+
+    def __init__(self, api: Any, known: Iterable[Container] = ()) -> None:
+        self.api = api
+        self.cache: dict[str, Container | None] = {c.id: c for c in known}
+
+    def of(self, where: cgroups.Placement) -> Container | None:
+        ident = where.container_id
+        if ident is None or where.runtime is None:
+            return None
+        if ident not in self.cache:
+            asked = self.api is not None and where.runtime == "docker"
+            found = container(self.api, ident) if asked else None
+            self.cache[ident] = found or Container(ident, "", "", where.runtime)
+        return self.cache[ident]
+
+    def process(self, pid: int, ctx: Context, where: cgroups.Placement | None) -> Process | None:
+        try:
+            proc = host.process(pid, ctx)
+        except CtraceError:
+            return None  # exited, or a kernel thread
+        found = self.of(where) if where else None
+        if found is None:
+            return proc
+        return replace(proc, runtime=found.runtime, container=found, init=found.init_pid == proc.pid)
+
+
+def resolve(target: str, ctx: Context) -> list[Process]:
+    try:
+        api = client()
+    except EnvironmentProblem as err:
+        return _host_fallback(target, ctx, err)
+    chosen = [c for c in (container(api, s["Id"]) for s in select(_summaries(api), target, ctx.all_matches)) if c]
+    where = placements(ctx)
+    ids = {c.id for c in chosen}
+    pids = {pid for pid, p in where.items() if p.container_id in ids}
+    pids.update(host.matching_pids(target, ctx))
+    pids.discard(ctx.self_pid)
+    enrich = Enricher(api, chosen)
+    found = [p for p in (enrich.process(pid, ctx, where.get(pid)) for pid in sorted(pids)) if p]
+    if not found:
+        raise NotFound(
+            f"no process named {target!r}, and no container",
+            "list processes with 'ctrace ps', containers with 'docker ps'",
+        )
+    return found
+
+
+def _host_fallback(target: str, ctx: Context, err: EnvironmentProblem) -> list[Process]:
+    """No daemon: the target may still be a process name the host resolver finds."""
+    try:
+        found = host.resolve(target, ctx)
+    except NotFound:
+        raise err from None  # nothing by that name here: it was probably a container
+    note = f"{err.message}; matched process names only, and container names are unknown"
+    return [replace(p, notes=(*p.notes, note)) for p in found]
+
+
+def annotate(procs: list[Process], ctx: Context) -> list[Process]:
+    """``ctrace ps``: each process with its container; names from the daemon when it answers."""
+    where = placements(ctx)
+    api = None
+    if any(p.runtime == "docker" for p in where.values()):
+        try:
+            api = client()
+        except EnvironmentProblem:
+            api = None  # ps still shows container ids from the cgroups
+    enrich = Enricher(api)
+    out = []
+    for p in procs:
+        found = enrich.of(where[p.pid]) if p.pid in where else None
+        out.append(replace(p, runtime=found.runtime, container=found, init=found.init_pid == p.pid) if found else p)
+    return out
+
+
+def members(name: str, ctx: Context) -> tuple[Container, list[Process]]:
+    """``ctrace ps --container NAME``: one container and its processes."""
+    api = client()
+    hits = select(_summaries(api), name, take_all=False)
+    found = container(api, hits[0]["Id"]) if hits else None
+    if found is None:
+        raise NotFound(f"no running container named {name!r}", "list containers with 'docker ps'")
+    pids = sorted(pid for pid, p in placements(ctx).items() if p.container_id == found.id)
+    enrich = Enricher(api, [found])
+    where = cgroups.Placement(found.id, "docker")
+    return found, [p for p in (enrich.process(pid, ctx, where) for pid in pids) if p]
