@@ -37,15 +37,17 @@ def build_parser(prog: str) -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    k8s = Parser(add_help=False)
-    g = k8s.add_argument_group("Kubernetes (kubectl's meaning)")
+    cluster = Parser(add_help=False)  # which cluster: for the pod lookup and the reverse lookup of ps/ns
+    g = cluster.add_argument_group("Kubernetes cluster")
+    g.add_argument("--context", help="kubeconfig context")
+    g.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)")
+    g.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="API timeout (default 10)")
+    k8s = Parser(add_help=False, parents=[cluster])
+    g = k8s.add_argument_group("Kubernetes targets (kubectl's meaning)")
     g.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
     g.add_argument("-A", "--all-namespaces", action="store_true", help="with -l: pods of every namespace")
     g.add_argument("-l", "--selector", help="pods matching this label selector")
     g.add_argument("-c", "--container", help="container of the pod (default: kubectl's default container)")
-    g.add_argument("--context", help="kubeconfig context")
-    g.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)")
-    g.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="API timeout (default 10)")
 
     p = sub.add_parser("target", parents=[common, k8s], help="bpftrace commands for functions of a running target")
     p.add_argument(
@@ -75,10 +77,12 @@ def build_parser(prog: str) -> Parser:
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
     p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
 
-    p = sub.add_parser("ns", parents=[common], help="PID chain and namespaces of a process")
+    p = sub.add_parser("ns", parents=[common, cluster], help="PID chain and namespaces of a process")
     p.add_argument("pid", metavar="PID")
 
-    p = sub.add_parser("ps", parents=[common], help="processes with their binary and PID chain")
+    p = sub.add_parser(
+        "ps", parents=[common, cluster], help="processes with their binary, container, pod and PID chain"
+    )
     p.add_argument("name", nargs="?", help="only processes of this name")
     p.add_argument("--container", metavar="NAME", help="a docker container's processes, with in-container PIDs")
 

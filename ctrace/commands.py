@@ -31,7 +31,7 @@ def k8s_options(args: argparse.Namespace) -> K8sOptions:
         all_namespaces=bool(get("all_namespaces")),
         context=get("context"),
         kubeconfig=get("kubeconfig"),
-        container=get("container"),
+        container=get("container") if get("command") != "ps" else None,
         selector=get("selector"),
         under_kubectl=bool(get("under_kubectl")),
         request_timeout=get("request_timeout") or 10.0,
@@ -108,6 +108,7 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         raise UsageError(f"{args.pid!r} is not a PID", "e.g. ctrace ns 1234")
     status = procfs.read_status(pid, ctx.proc_root)
     data = render.ns_dict(pid, status, procfs.namespaces(pid, ctx.proc_root))
+    data.update(_owner(pid, ctx))
     if args.output == "json":
         render.dump(data, out)
     else:
@@ -115,19 +116,36 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
-    from ctrace.resolvers import docker
+    from ctrace.resolvers import docker, kubernetes
 
+    where = procfs.placements(ctx.proc_root)
     if args.container:
         procs = docker.members(args.container, ctx)[1]
         if args.name:
             procs = [p for p in procs if p.pid in set(host.matching_pids(args.name, ctx))]
     else:
         pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
-        procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx)
+        procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx, where)
+    procs = kubernetes.annotate(procs, ctx, where)
     if args.output == "json":
         render.dump({"processes": [_ps_dict(p) for p in procs]}, out)
     else:
         render.ps_text(procs, out)
+
+
+def _owner(pid: int, ctx: Context) -> dict[str, object]:
+    """The container and pod of a PID, for ``ns`` (the reverse lookup)."""
+    from ctrace import cgroups
+    from ctrace.resolvers import docker, kubernetes
+
+    proc = _quiet_process(pid, ctx)
+    if proc is None:
+        return {"container": None, "pod": None}
+    where = {pid: cgroups.placement(procfs.parse_cgroup(procfs.read_text(pid, "cgroup", ctx.proc_root)))}
+    where = {k: v for k, v in where.items() if v.container_id}
+    (proc,) = kubernetes.annotate(docker.annotate([proc], ctx, where), ctx, where)
+    d = render.process_dict(proc)
+    return {"container": d["container"], "pod": d["pod"]}
 
 
 def completion(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ctrace.errors import EnvironmentProblem, NotFound, NotTraceable
+from ctrace import cgroups
+from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceable
 
 PROC = "/proc"
 DELETED = " (deleted)"
@@ -173,19 +174,21 @@ def read_argv0(pid: int, proc_root: str = PROC) -> str:
 
 
 def namespaces(pid: int, proc_root: str = PROC) -> dict[str, int]:
-    """Namespace ids from /proc/PID/ns/* (the numbers `lsns` shows)."""
+    """Namespace ids from /proc/PID/ns/* (the numbers `lsns` shows); unreadable ones are left out."""
     base = f"{proc_root}/{pid}/ns"
     with translated(pid, "ns"):
         names = sorted(os.listdir(base))
-    out = {}
+    out, denied = {}, None
     for name in names:
         try:
             with translated(pid, f"ns/{name}"):
                 out[name] = parse_ns_link(os.readlink(f"{base}/{name}"))
-        except EnvironmentProblem:
-            raise
+        except EnvironmentProblem as err:
+            denied = err
         except (NotFound, ValueError):
             continue
+    if denied is not None and not out:
+        raise denied
     return out
 
 
@@ -198,3 +201,17 @@ def pids(proc_root: str = PROC) -> list[int]:
             f"cannot list {proc_root}: {err.strerror}", "point --proc-root at the host's /proc"
         ) from err
     return sorted(int(n) for n in names if n.isdigit())
+
+
+def placements(proc_root: str = PROC) -> dict[int, cgroups.Placement]:
+    """Host PID -> container, for every process in a container (one pass over /proc)."""
+    out = {}
+    for pid in pids(proc_root):
+        try:
+            text = read_text(pid, "cgroup", proc_root)
+        except CtraceError:
+            continue
+        found = cgroups.placement(parse_cgroup(text))
+        if found.container_id:
+            out[pid] = found
+    return out

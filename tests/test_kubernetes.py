@@ -222,3 +222,16 @@ def test_real_kubectl_finds_and_runs_the_plugin(kubeconfig: Path, containers: Co
     assert t["pod"]["name"] == "cilium-x7k2p"
     result = fire(t["probes"][0]["argv"], REGEN)
     assert result.fired, result.stderr
+
+
+def test_ps_and_ns_show_the_pod_of_a_host_pid(kubeconfig: Path, containers: Containers) -> None:
+    host_pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", containers.agent_b]).stdout)
+    rows = {p["pid"]: p for p in k(kubeconfig, "ps", "cilium-agent", "-o", "json").json()["processes"]}
+    pod_of = rows[host_pid]["pod"]
+    assert (pod_of["namespace"], pod_of["name"], pod_of["container"]) == (NS, "cilium-9qz4m", "cilium-agent")
+    assert rows[host_pid]["container"]["id"] == containers.agent_b
+    d = k(kubeconfig, "ns", str(host_pid), "-o", "json").json()
+    assert d["pod"]["name"] == "cilium-9qz4m" and d["nspid"] == [host_pid, 1]
+    # Without a reachable API the same commands still answer, without pods.
+    plain = ctrace("ps", "cilium-agent", "-o", "json", env={**os.environ, "KUBECONFIG": "", "HOME": "/nonexistent"})
+    assert plain.code == 0 and all(p["pod"] is None for p in plain.json()["processes"])

@@ -127,17 +127,7 @@ def container(api: Any, ident: str) -> Container | None:
 
 
 def placements(ctx: Context) -> dict[int, cgroups.Placement]:
-    """Host PID -> container, for every process in a container (one pass over /proc)."""
-    out = {}
-    for pid in procfs.pids(ctx.proc_root):
-        try:
-            text = procfs.read_text(pid, "cgroup", ctx.proc_root)
-        except CtraceError:
-            continue
-        found = cgroups.placement(procfs.parse_cgroup(text))
-        if found.container_id:
-            out[pid] = found
-    return out
+    return procfs.placements(ctx.proc_root)
 
 
 class Enricher:
@@ -199,9 +189,9 @@ def _host_fallback(target: str, ctx: Context, err: EnvironmentProblem) -> list[P
     return [replace(p, notes=(*p.notes, note)) for p in found]
 
 
-def annotate(procs: list[Process], ctx: Context) -> list[Process]:
+def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placement] | None = None) -> list[Process]:
     """``ctrace ps``: each process with its container; names from the daemon when it answers."""
-    where = placements(ctx)
+    where = placements(ctx) if where is None else where
     api = None
     if any(p.runtime == "docker" for p in where.values()):
         try:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
-from ctrace import procfs
+from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
 from ctrace.model import Container, Pod, Process
 from ctrace.resolvers import host, pods
@@ -67,16 +68,47 @@ def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
 
 
 def container_pids(container_id: str, proc_root: str) -> list[int]:
-    """Host PIDs whose cgroup path names the container (any runtime, kind's nesting too)."""
+    """Host PIDs of a container, by the id in their cgroup paths (any runtime, kind's nesting too)."""
+    return sorted(pid for pid, p in procfs.placements(proc_root).items() if p.container_id == container_id)
+
+
+def configured(opts: K8sOptions) -> bool:
+    """Whether a cluster is configured at all (a kubeconfig, or running in a pod): cheap, no import."""
+    kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG")
+    return bool(kubeconfig) or os.path.exists(os.path.expanduser("~/.kube/config")) or _in_cluster()
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placement]) -> list[Process]:
+    """Reverse lookup for ``ps`` and ``ns``: the pod of each containerised process, when the API answers."""
+    wanted = {where[p.pid].container_id for p in procs if p.pid in where}
+    if not wanted or not configured(ctx.k8s):
+        return procs
+    try:
+        api = Api(ctx.k8s)
+        listed = api.call("pods", "list_pod_for_all_namespaces")
+    except CtraceError:
+        return procs  # no cluster answers: ps and ns still show everything else
+    by_id = {}
+    for pod in listed.get("items", []):
+        for status in pod.get("status", {}).get("containerStatuses", []):
+            ident = status.get("containerID", "").partition("://")[2]
+            if ident in wanted:
+                by_id[ident] = _pod_of(pod, status.get("name", ""))
     out = []
-    for pid in procfs.pids(proc_root):
-        try:
-            text = procfs.read_text(pid, "cgroup", proc_root)
-        except CtraceError:
-            continue
-        if container_id in text:
-            out.append(pid)
+    for p in procs:
+        found = by_id.get(where[p.pid].container_id or "") if p.pid in where else None
+        out.append(replace(p, pod=found) if found else p)
     return out
+
+
+def _pod_of(pod: pods.PodJSON, container: str) -> Pod:
+    meta = pod.get("metadata", {})
+    node = pod.get("spec", {}).get("nodeName", "")
+    return Pod(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), container, node)
 
 
 class Api:
@@ -154,7 +186,7 @@ def _load(opts: K8sOptions) -> tuple[Any, str]:
         if opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
             config.load_kube_config(config_file=opts.kubeconfig, context=opts.context, client_configuration=cfg)
             namespace = opts.namespace or _context_namespace(opts)
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        elif _in_cluster():
             config.load_incluster_config(client_configuration=cfg)
             namespace = opts.namespace or _read(SA_NAMESPACE) or "default"
         else:
