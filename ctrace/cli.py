@@ -19,6 +19,23 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message, f"see '{self.prog} --help'")
 
 
+class VersionAction(argparse.Action):
+    """ctrace's version, and the bpftrace and kernel it will emit commands for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
+        import platform
+        import shutil
+        import subprocess
+
+        bpftrace = shutil.which("bpftrace")
+        found = "not installed"
+        if bpftrace:
+            out = subprocess.run([bpftrace, "--version"], capture_output=True, text=True, timeout=10)
+            found = f"{(out.stdout.strip() or out.stderr.strip()).removeprefix('bpftrace ')} ({bpftrace})"
+        sys.stdout.write(f"ctrace {__version__}\nbpftrace {found}\nkernel {platform.release()}\n")
+        parser.exit()
+
+
 def program_name(argv0: str) -> str:
     """'kubectl-ctrace' runs as the kubectl plugin and calls itself 'kubectl ctrace'."""
     name = os.path.basename(argv0) or "ctrace"
@@ -31,7 +48,7 @@ def build_parser(prog: str) -> Parser:
     common = Parser(add_help=False)
     common.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
     parser = Parser(prog=prog, description="Find the file, PID and symbol to probe, and print the bpftrace command.")
-    parser.add_argument("--version", action="version", version=f"ctrace {__version__}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="show ctrace, bpftrace and kernel versions")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--proc-root", default="/proc", metavar="DIR", help="where the host's /proc is mounted")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

@@ -186,3 +186,16 @@ def test_help_does_not_import_heavy_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     for heavy in ("docker", "kubernetes", "elftools", "psutil"):
         assert f"'{heavy}'" not in out
+
+
+def test_version_names_ctrace_bpftrace_and_kernel() -> None:
+    import platform
+
+    from ctrace import __version__
+
+    res = ctrace("--version")
+    assert res.code == 0
+    lines = res.out.splitlines()
+    assert lines[0] == f"ctrace {__version__}"
+    assert lines[1].startswith("bpftrace ")
+    assert lines[2] == f"kernel {platform.release()}"
