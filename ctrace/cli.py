@@ -46,7 +46,9 @@ def program_name(argv0: str) -> str:
 
 def build_parser(prog: str) -> Parser:
     common = Parser(add_help=False)
-    common.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+    common.add_argument(
+        "-o", "--output", choices=("text", "wide", "json", "yaml"), default="text", help="output format (like kubectl)"
+    )
     parser = Parser(prog=prog, description="Find the file, PID and symbol to probe, and print the bpftrace command.")
     parser.add_argument("--version", action=VersionAction, nargs=0, help="show ctrace, bpftrace and kernel versions")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -81,6 +83,7 @@ def build_parser(prog: str) -> Parser:
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
     )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the recommended command lines")
     p.add_argument("--run", action="store_true", help="run the bpftrace command (Ctrl-C stops it, exit 130)")
     p.add_argument("--duration", type=float, metavar="S", help="with --run: stop after S seconds")
     p.add_argument(

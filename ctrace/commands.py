@@ -7,7 +7,7 @@ import dataclasses
 import os
 from typing import TextIO
 
-from ctrace import emit, plan, procfs, render, runner
+from ctrace import emit, plan, procfs, render, runner, text
 from ctrace.errors import NotFound, UsageError
 from ctrace.match import match
 from ctrace.model import Command, Process
@@ -64,10 +64,12 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib)
     if args.run:
         return runner.run(chosen_command(result, args.all).argv, args.duration)
-    if args.output == "json":
-        render.dump(render.plan_dict(result), out)
+    if args.quiet:
+        text.quiet(result.targets, result.remote, out)
+    elif args.output in ("json", "yaml"):
+        render.data(render.plan_dict(result), args.output, out)
     else:
-        render.plan_text(result, out)
+        text.plan(result.targets, result.remote, out, wide=args.output == "wide")
     return 0
 
 
@@ -96,8 +98,8 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         chosen, missing = plan.select(info.symbols, args.func)
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
-    if args.output == "json":
-        render.dump(render.symbols_dict(binary, info, chosen), out)
+    if args.output in ("json", "yaml"):
+        render.data(render.symbols_dict(binary, info, chosen), args.output, out)
     else:
         render.symbols_text(binary, info, chosen, out)
 
@@ -109,8 +111,8 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     status = procfs.read_status(pid, ctx.proc_root)
     data = render.ns_dict(pid, status, procfs.namespaces(pid, ctx.proc_root))
     data.update(_owner(pid, ctx))
-    if args.output == "json":
-        render.dump(data, out)
+    if args.output in ("json", "yaml"):
+        render.data(data, args.output, out)
     else:
         render.ns_text(data, out)
 
@@ -127,8 +129,8 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
         procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx, where)
     procs = kubernetes.annotate(procs, ctx, where)
-    if args.output == "json":
-        render.dump({"processes": [_ps_dict(p) for p in procs]}, out)
+    if args.output in ("json", "yaml"):
+        render.data({"processes": [_ps_dict(p) for p in procs]}, args.output, out)
     else:
         render.ps_text(procs, out)
 

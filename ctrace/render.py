@@ -63,15 +63,14 @@ def plan_dict(p: Plan) -> dict[str, Any]:
     return {"targets": [target_dict(t) for t in p.targets], "remote": [remote_dict(r) for r in p.remote]}
 
 
-def plan_text(p: Plan, out: TextIO) -> None:
-    targets_text(p.targets, out)
-    for i, r in enumerate(p.remote):
-        if i or p.targets:
-            out.write("\n")
-        out.write(f"pod {r.pod.namespace}/{r.pod.name}  container {r.pod.container}  node {r.pod.node}\n")
-        out.write(f"  {r.note}\n")
-        if r.command:
-            out.write(f"  {r.command.shell}\n")
+def data(obj: Any, fmt: str, out: TextIO) -> None:
+    """-o json or -o yaml (PyYAML is imported only for yaml)."""
+    if fmt == "yaml":
+        import yaml
+
+        yaml.safe_dump(obj, out, sort_keys=False, allow_unicode=True, width=1 << 16)
+    else:
+        dump(obj, out)
 
 
 def dump(obj: Any, out: TextIO) -> None:
@@ -91,36 +90,6 @@ def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
 
 def chain(nspid: Sequence[int]) -> str:
     return " -> ".join(str(n) for n in nspid)
-
-
-def targets_text(targets: Sequence[Target], out: TextIO) -> None:
-    for i, t in enumerate(targets):
-        if i:
-            out.write("\n")
-        p, b = t.process, t.binary
-        where = _where(p)
-        out.write(f"{p.comm}  pid {p.pid}  ({where}; NSpid {chain(p.nspid)})\n")
-        out.write(f"  binary   {b.path}\n  host     {b.host_path}\n")
-        if b.merged_path:
-            out.write(f"  merged   {b.merged_path}\n")
-        stripped = "stripped" if b.stripped else "not stripped"
-        out.write(f"  elf      {b.language}, {stripped}, build-id {b.build_id or '-'}\n")
-        for w in t.warnings:
-            out.write(f"  warning: {w}\n")
-        for probe in t.probes:
-            out.write(f"\n  # {probe.symbol}  ({probe.attach} 0x{probe.address:x})\n")
-            for n, cmd in enumerate(probe.commands):
-                label = "" if n == 0 else f"# or ({cmd.form}): "
-                prefix = "  " if n == 0 else "  "
-                out.write(f"{prefix}{label}{cmd.shell}\n")
-
-
-def _where(p: Process) -> str:
-    if p.container is None:
-        return p.runtime
-    c = p.container
-    init = ", init" if p.init else ""
-    return f"{c.runtime} container {c.name or c.id[:12]} {c.id[:12]}{init}"
 
 
 def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
