@@ -46,6 +46,12 @@ def build_parser(prog: str) -> Parser:
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
     )
+    p.add_argument(
+        "--probe",
+        choices=("uprobe", "uretprobe", "return"),
+        default="uprobe",
+        help="entry (default), uretprobe (not for Go), or return: a uprobe on each RET instruction",
+    )
 
     p = sub.add_parser("symbols", parents=[common], help="traceable functions of a binary or a target")
     p.add_argument("what", metavar="PATH|TARGET")

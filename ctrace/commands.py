@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
-    found = plan.targets(args.target, args.func, ctx, args.runtime, args.max_funcs)
+    found = plan.targets(args.target, args.func, ctx, args.runtime, args.max_funcs, args.probe)
     if args.output == "json":
         render.dump({"targets": [render.target_dict(t) for t in found]}, out)
     else:
@@ -47,7 +47,7 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     binary, info = plan.symbols_of(args.what, ctx, args.runtime)
     chosen = list(info.symbols)
     if args.func:
-        chosen, missing = plan.select(info.symbols, args.func)
+        chosen, missing = plan.select(info.symbols, args.func, info.demangled)
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
     if args.output == "json":

@@ -80,34 +80,63 @@ class NameIndex:
         return self.count.get(name, 0) == 1
 
 
-def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:
+def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool, by_name: bool = True) -> Site | None:
     """Name the function by name when that is exact and safe, else by address.
 
     On an unstripped file bpftrace 0.17 checks an address against the symbol
     table and takes the virtual address; on a stripped one it cannot check,
-    wants --unsafe and reads the number as a file offset.
+    wants --unsafe and reads the number as a file offset. ``by_name`` is False
+    for names bpftrace cannot look up (a Go table, a debug file it may not find).
     """
     quoted = quote(sym.name, _BARE_SYMBOL)
-    if quoted is not None and index.unique(sym.name):
+    if by_name and quoted is not None and index.unique(sym.name):
         return Site(quoted, "name")
+    return address_site(sym.address, file_offset, stripped)
+
+
+def address_site(address: int, file_offset: int | None, stripped: bool) -> Site | None:
+    """An address probe: the virtual address, or on a stripped file the file offset."""
     if not stripped:
-        return Site(hex(sym.address), "address")
+        return Site(hex(address), "address")
     if file_offset is None:
         return None
     return Site(hex(file_offset), "address", unsafe=True)
 
 
-def program(path: str, where: Site, action: str = STACK_ACTION) -> str:
-    return f"uprobe:{path}:{where.text} {{ {action} }}"
+def offset_site(file_offset: int) -> Site:
+    """A probe inside a function (a RET), always as a file offset with --unsafe.
+
+    bpftrace 0.17 as Debian builds it cannot check instruction boundaries and
+    refuses ``func+N`` or a mid-function virtual address even with --unsafe
+    ("compiled without (k|u)probe offset support"). A number no symbol covers
+    it takes, with --unsafe, as a file offset: true of every number on a stripped
+    file, and the caller checks it for an unstripped one.
+    """
+    return Site(hex(file_offset), "address", unsafe=True)
 
 
-def command(form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION) -> Command | None:
+PROBE_TYPES = ("uprobe", "uretprobe")
+
+
+def program(path: str, where: Site | Sequence[Site], action: str = STACK_ACTION, kind: str = "uprobe") -> str:
+    """One probe block; several sites (each RET of a function) share one action."""
+    if kind not in PROBE_TYPES:
+        raise ValueError(f"unknown probe type {kind!r}")
+    sites = [where] if isinstance(where, Site) else list(where)
+    points = ", ".join(f"{kind}:{path}:{s.text}" for s in sites)
+    return f"{points} {{ {action} }}"
+
+
+def command(
+    form: str, pid: int, path: str, where: Site | Sequence[Site], action: str = STACK_ACTION, kind: str = "uprobe"
+) -> Command | None:
     """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted."""
     literal = quote_path(path)
     if literal is None:
         return None
+    sites = [where] if isinstance(where, Site) else list(where)
     argv = ["bpftrace"]
-    if where.unsafe:
+    if any(s.unsafe for s in sites):
         argv.append("--unsafe")
-    argv += ["-p", str(pid), "-e", program(literal, where, action)]
+    argv += ["-p", str(pid), "-e", program(literal, sites, action, kind)]
     return Command(form, tuple(argv), shlex.join(argv))

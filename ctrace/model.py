@@ -16,7 +16,7 @@ class Symbol(NamedTuple):
     name: str
     address: int
     size: int
-    source: str  # "symtab", "dynsym"; later "pclntab", "debuglink", ...
+    source: str  # "symtab", "dynsym", "pclntab", "build-id", "debuglink", "minidebuginfo"
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,8 @@ class Probe:
     address: int
     commands: tuple[Command, ...]
     attach: str  # how the function is named to bpftrace: "name" or "address"
+    demangled: str | None = None  # C++/Rust: the readable name; the command uses the mangled one
+    probe: str = "uprobe"  # "uprobe", "uretprobe" or "return" (a uprobe on each RET)
 
 
 @dataclass(frozen=True)

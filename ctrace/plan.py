@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ctrace import elf, emit, match, paths
-from ctrace.elf.reader import open_elf
-from ctrace.errors import NotFound, UsageError
+from ctrace.elf import code
+from ctrace.elf.reader import ElfFile, open_elf
+from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Binary, Command, Probe, Process, Symbol, Target
 from ctrace.resolvers import Context, choose
 
@@ -31,11 +32,11 @@ class ElfCache:
     def __init__(self) -> None:
         self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
 
-    def inspect(self, path: str) -> elf.ElfInfo:
+    def inspect(self, path: str, root: str = "/", binary_dir: str | None = None) -> elf.ElfInfo:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino)
         if key not in self._by_inode:
-            self._by_inode[key] = elf.inspect(path)
+            self._by_inode[key] = elf.inspect(path, root, binary_dir)
         return self._by_inode[key]
 
 
@@ -65,7 +66,7 @@ def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
             warnings.append(
                 f"{path} inside process {proc.pid}'s root is not the running binary; using /proc/{proc.pid}/exe"
             )
-    info = cache.inspect(host_path)
+    info = cache.inspect(host_path, f"{pid_dir}/root", os.path.dirname(path))
     binary = Binary(
         path=path,
         host_path=host_path,
@@ -76,18 +77,21 @@ def load(proc: Process, ctx: Context, cache: ElfCache) -> Loaded:
         deleted=proc.deleted,
     )
     if info.stripped:
-        warnings.append(
-            f"{path} is stripped (no .symtab): only its {len(info.symbols)} .dynsym functions are traceable"
-        )
+        counts = ", ".join(f"{n} from {src}" for src, n in info.sources().items()) or "none"
+        warnings.append(f"{path} is stripped (no .symtab): functions found: {counts}")
     return Loaded(proc, binary, info, warnings)
 
 
-def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Symbol], list[str]]:
-    """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none."""
+def select(
+    symbols: Sequence[Symbol], patterns: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> tuple[list[Symbol], list[str]]:
+    """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none.
+
+    ``aliases`` are demangled names, matched as well as the mangled ones."""
     chosen: dict[tuple[str, int], Symbol] = {}
     missing = []
     for pattern in patterns:
-        hits, _ = match.match(symbols, pattern)
+        hits, _ = match.match(symbols, pattern, aliases)
         if not hits:
             missing.append(pattern)
         for sym in hits:
@@ -105,22 +109,60 @@ def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str]]:
     return forms
 
 
-def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Probe]:
+# Names bpftrace 0.17 itself finds in the file (bcc reads .symtab/.dynsym); the
+# others (Go table, debug files) are probed by address.
+_NAMED_SOURCES = ("symtab", "dynsym")
+
+
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, kind: str = "uprobe") -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     forms = path_forms(loaded, ctx)
-    elf_file = open_elf(loaded.binary.host_path) if loaded.info.stripped else None
+    elf_file = open_elf(loaded.binary.host_path)
     out = []
     for sym in symbols:
-        offset = elf_file.vaddr_to_offset(sym.address) if elf_file else None
-        where = emit.site(sym, index, offset, loaded.info.stripped)
-        if where is None:
+        sites = _sites(loaded, elf_file, sym, index, kind)
+        if not sites:
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
-        cmds = [emit.command(form, loaded.process.pid, path, where) for form, path in forms]
+        bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
+        cmds = [emit.command(form, loaded.process.pid, path, sites, kind=bpf_kind) for form, path in forms]
         usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
         if usable:
-            out.append(Probe(sym.name, sym.address, usable, where.kind))
+            attach = sites[0].kind
+            out.append(Probe(sym.name, sym.address, usable, attach, loaded.info.demangled.get(sym.name), kind))
     return out
+
+
+def _sites(loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, kind: str) -> list[emit.Site]:
+    stripped = loaded.info.stripped
+    if kind == "return":
+        return [emit.offset_site(off) for off in _return_offsets(loaded, elf_file, sym)]
+    offset = code.code_offset(elf_file, sym.address) if stripped else None
+    where = emit.site(sym, index, offset, stripped, by_name=sym.source in _NAMED_SOURCES)
+    return [where] if where is not None else []
+
+
+def _return_offsets(loaded: Loaded, elf_file: ElfFile, sym: Symbol) -> list[int]:
+    """File offsets of the function's RETs; refused where bpftrace would read one as a symbol address."""
+    offsets = [code.code_offset(elf_file, a) for a in code.returns(elf_file, sym)]
+    usable = [o for o in offsets if o is not None]
+    clash = [o for o in usable if not loaded.info.stripped and _covered(loaded.info.symbols, o)]
+    if clash or len(usable) != len(offsets) or not usable:
+        raise NotTraceable(
+            f"--probe return: bpftrace {_BPFTRACE} cannot probe inside {sym.name} in {loaded.binary.path}: "
+            f"file offset 0x{(clash or [sym.address])[0]:x} is also a symbol address in this unstripped file"
+            if clash
+            else f"--probe return: no RET instruction found in {sym.name}",
+            "use --probe uretprobe (not for Go), or probe a stripped copy of the binary",
+        )
+    return usable
+
+
+_BPFTRACE = "0.17"
+
+
+def _covered(symbols: Sequence[Symbol], address: int) -> bool:
+    return any(s.address <= address < s.address + max(s.size, 1) for s in symbols)
 
 
 def targets(
@@ -129,6 +171,7 @@ def targets(
     ctx: Context,
     runtime: str | None = None,
     max_funcs: int = DEFAULT_MAX_FUNCS,
+    kind: str = "uprobe",
 ) -> list[Target]:
     for pattern in patterns:
         match.check_pattern(pattern)
@@ -137,7 +180,7 @@ def targets(
     out = []
     failures = []
     for item in loaded:
-        chosen, missing = select(item.info.symbols, patterns)
+        chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
         if missing:
             failures.append((item, missing))
             continue
@@ -146,18 +189,28 @@ def targets(
                 f"{', '.join(patterns)} matches {len(chosen)} functions in {item.binary.path}",
                 f"narrow the pattern, or raise the limit with --max-funcs {len(chosen)}",
             )
-        found = probes(item, chosen, ctx)
+        if kind == "uretprobe" and item.info.language == "go":
+            raise _go_uretprobe(item)
+        found = probes(item, chosen, ctx, kind)
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out:
         raise _no_match(*failures[0])
     return out
 
 
+def _go_uretprobe(item: Loaded) -> UsageError:
+    return UsageError(
+        f"--probe uretprobe on Go binary {item.binary.path} would crash it: a uretprobe swaps the return "
+        "address on the goroutine stack for a trampoline, and Go moves (copies) goroutine stacks",
+        "use --probe return: a uprobe on each RET instruction of the function",
+    )
+
+
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
     if item.info.stripped:
-        hint = f"{item.binary.path} is stripped: only .dynsym functions are traceable; " + hint
+        hint = f"{item.binary.path} is stripped ({', '.join(item.info.sources()) or 'no symbols'}); " + hint
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -21,6 +21,8 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "symbol": p.symbol,
         "address": p.address,
         "attach": p.attach,
+        "demangled": p.demangled,
+        "probe": p.probe,
         "form": first.form,
         "argv": list(first.argv),
         "shell": first.shell,
@@ -82,7 +84,9 @@ def targets_text(targets: Sequence[Target], out: TextIO) -> None:
         for w in t.warnings:
             out.write(f"  warning: {w}\n")
         for probe in t.probes:
-            out.write(f"\n  # {probe.symbol}  ({probe.attach} 0x{probe.address:x})\n")
+            shown = f"{probe.demangled}  [{probe.symbol}]" if probe.demangled else probe.symbol
+            kind = "" if probe.probe == "uprobe" else f"{probe.probe}, "
+            out.write(f"\n  # {shown}  ({kind}{probe.attach} 0x{probe.address:x})\n")
             for n, cmd in enumerate(probe.commands):
                 label = "" if n == 0 else f"# or ({cmd.form}): "
                 prefix = "  " if n == 0 else "  "
@@ -93,14 +97,26 @@ def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], o
     counts = ", ".join(f"{k} {v}" for k, v in info.sources().items()) or "none"
     stripped = "stripped" if info.stripped else "not stripped"
     out.write(f"# {binary.path}: {info.language}, {stripped}, {len(symbols)} functions ({counts})\n")
-    table([[f"{s.address:016x}", str(s.size), s.source, s.name] for s in symbols], out)
+    for source, path in info.debug_files:
+        out.write(f"# {source}: {path}\n")
+    names = info.demangled
+    table([[f"{s.address:016x}", str(s.size), s.source, _shown(s.name, names)] for s in symbols], out)
+
+
+def _shown(name: str, demangled: Mapping[str, str]) -> str:
+    return f"{demangled[name]}  [{name}]" if name in demangled else name
 
 
 def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -> dict[str, Any]:
+    d = info.demangled
     return {
         "binary": binary_dict(binary),
         "sources": info.sources(),
-        "symbols": [{"name": s.name, "address": s.address, "size": s.size, "source": s.source} for s in symbols],
+        "debug_files": [{"source": src, "path": path} for src, path in info.debug_files],
+        "symbols": [
+            {"name": s.name, "address": s.address, "size": s.size, "source": s.source, "demangled": d.get(s.name)}
+            for s in symbols
+        ],
     }
 
 

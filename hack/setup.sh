@@ -13,6 +13,8 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v nm >/dev/null || need+=(binutils)
 command -v make >/dev/null || need+=(make)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# libc's separate debug file: the functions only it names (issue 5 tests).
+dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "hack/setup.sh: missing ${need[*]}; run as root to install them" >&2
