@@ -80,18 +80,22 @@ class NameIndex:
         return self.count.get(name, 0) == 1
 
 
-def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool, by_name: bool = True) -> Site | None:
+def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:
     """Name the function by name when that is exact and safe, else by address.
 
     On an unstripped file bpftrace 0.17 checks an address against the symbol
     table and takes the virtual address; on a stripped one it cannot check,
-    wants --unsafe and reads the number as a file offset. ``by_name`` is False
-    for names bpftrace cannot look up (a Go table, a debug file it may not find).
+    wants --unsafe and reads the number as a file offset.
     """
+    return name_site(sym, index) or address_site(sym.address, file_offset, stripped)
+
+
+def name_site(sym: Symbol, index: NameIndex) -> Site | None:
+    """The function by (quoted) name, if that reaches it and only it."""
     quoted = quote(sym.name, _BARE_SYMBOL)
-    if by_name and quoted is not None and index.unique(sym.name):
+    if quoted is not None and index.unique(sym.name):
         return Site(quoted, "name")
-    return address_site(sym.address, file_offset, stripped)
+    return None
 
 
 def address_site(address: int, file_offset: int | None, stripped: bool) -> Site | None:

@@ -6,8 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ctrace import elf, emit, match, paths
-from ctrace.elf import code
+from ctrace import elf, emit, match, paths, sites
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Binary, Command, Probe, Process, Symbol, Target
@@ -110,59 +109,58 @@ def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str]]:
 
 
 # Names bpftrace 0.17 itself finds in the file (bcc reads .symtab/.dynsym); the
-# others (Go table, debug files) are probed by address.
+# others (Go table, debug files) are probed by address (see ctrace/sites.py).
 _NAMED_SOURCES = ("symtab", "dynsym")
 
 
 def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, kind: str = "uprobe") -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
-    forms = path_forms(loaded, ctx)
     elf_file = open_elf(loaded.binary.host_path)
+    # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
+    forms = [(form, path, sites.bcc_visible(loaded.info, path)) for form, path in path_forms(loaded, ctx)]
     out = []
     for sym in symbols:
-        sites = _sites(loaded, elf_file, sym, index, kind)
-        if not sites:
+        made = [_command(loaded, elf_file, sym, index, form, kind) for form in forms]
+        usable = [m for m in made if isinstance(m, tuple)]
+        if not usable:
+            refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
+            if refusal is not None:
+                raise refusal
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
-        bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
-        cmds = [emit.command(form, loaded.process.pid, path, sites, kind=bpf_kind) for form, path in forms]
-        usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
-        if usable:
-            attach = sites[0].kind
-            out.append(Probe(sym.name, sym.address, usable, attach, loaded.info.demangled.get(sym.name), kind))
+        shown = loaded.info.demangled.get(sym.name)
+        out.append(Probe(sym.name, sym.address, tuple(c for c, _ in usable), usable[0][1], shown, kind))
     return out
 
 
-def _sites(loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, kind: str) -> list[emit.Site]:
-    stripped = loaded.info.stripped
+def _command(
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    form: tuple[str, str, sites.Spans],
+    kind: str,
+) -> tuple[Command, str] | NotTraceable | None:
+    """One path form's command and how it attaches; a refusal is returned, not raised,
+    so that another form may still work."""
+    name, path, spans = form
+    try:
+        where = _sites(loaded, elf_file, sym, index, spans, kind)
+    except NotTraceable as err:
+        return err
+    bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
+    cmd = emit.command(name, loaded.process.pid, path, where, kind=bpf_kind) if where else None
+    return (cmd, where[0].kind) if cmd is not None else None
+
+
+def _sites(
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, kind: str
+) -> list[emit.Site]:
     if kind == "return":
-        return [emit.offset_site(off) for off in _return_offsets(loaded, elf_file, sym)]
-    offset = code.code_offset(elf_file, sym.address) if stripped else None
-    where = emit.site(sym, index, offset, stripped, by_name=sym.source in _NAMED_SOURCES)
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path)
+    named = emit.name_site(sym, index) if sym.source in _NAMED_SOURCES else None
+    where = named or sites.entry_site(sym, elf_file, spans)
     return [where] if where is not None else []
-
-
-def _return_offsets(loaded: Loaded, elf_file: ElfFile, sym: Symbol) -> list[int]:
-    """File offsets of the function's RETs; refused where bpftrace would read one as a symbol address."""
-    offsets = [code.code_offset(elf_file, a) for a in code.returns(elf_file, sym)]
-    usable = [o for o in offsets if o is not None]
-    clash = [o for o in usable if not loaded.info.stripped and _covered(loaded.info.symbols, o)]
-    if clash or len(usable) != len(offsets) or not usable:
-        raise NotTraceable(
-            f"--probe return: bpftrace {_BPFTRACE} cannot probe inside {sym.name} in {loaded.binary.path}: "
-            f"file offset 0x{(clash or [sym.address])[0]:x} is also a symbol address in this unstripped file"
-            if clash
-            else f"--probe return: no RET instruction found in {sym.name}",
-            "use --probe uretprobe (not for Go), or probe a stripped copy of the binary",
-        )
-    return usable
-
-
-_BPFTRACE = "0.17"
-
-
-def _covered(symbols: Sequence[Symbol], address: int) -> bool:
-    return any(s.address <= address < s.address + max(s.size, 1) for s in symbols)
 
 
 def targets(
