@@ -208,7 +208,11 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
     if item.info.stripped:
-        hint = f"{item.binary.path} is stripped ({', '.join(item.info.sources()) or 'no symbols'}); " + hint
+        found = ", ".join(item.info.sources()) or "none of them"
+        hint = (
+            f"{item.binary.path} is stripped: only .dynsym, a Go table or a debug file name functions ({found}); "
+            + hint
+        )
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
 
 
