@@ -138,10 +138,11 @@ def test_pclntab_on_system_go_binaries(sym: Built, path: str) -> None:
     assert all(s.address in dyn[s.name] for s in shared)
 
 
-def test_pclntab_found_by_magic_in_dockerd() -> None:
-    need(os.path.exists("/usr/sbin/dockerd"), "dockerd is not installed")
-    table = pclntab.find(open_elf("/usr/sbin/dockerd"))
-    assert table is not None and table.found in ("magic", "section")
+@pytest.mark.parametrize(("path", "how"), [("/usr/sbin/dockerd", "magic"), ("/usr/bin/containerd", "section")])
+def test_pclntab_is_found(path: str, how: str) -> None:
+    need(os.path.exists(path), f"{path} is not installed (make test installs docker.io)")
+    table = pclntab.find(open_elf(path))
+    assert table is not None and table.found == how
 
 
 @pytest.mark.bpftrace

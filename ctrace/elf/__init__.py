@@ -56,7 +56,9 @@ def extra_sources(
     elf: ElfFile, symbols: tuple[Symbol, ...], lang: str, root: str, binary_dir: str
 ) -> tuple[list[Symbol], tuple[tuple[str, str], ...]]:
     """Functions beyond .symtab/.dynsym: the Go table, debug files, MiniDebugInfo."""
-    extra = pclntab.functions(elf, symbols) if lang == "go" else []
+    # An unstripped Go binary's .symtab already lists its functions; the table is
+    # read only when it is gone (-ldflags=-s -w), which keeps big Go binaries fast.
+    extra = pclntab.functions(elf, symbols) if lang == "go" and elf.stripped else []
     roots = tuple(dict.fromkeys((root, "/")))
     found = debuginfo.collect(elf, binary_dir, roots)
     for item in found:

@@ -10,9 +10,11 @@ Layouts read (Go's src/debug/gosym/pclntab.go is the reference):
   file, an R_X86_64_RELATIVE fills it at load), which is why debug/gosym ignores it;
   we take it from that relocation, else the header, else ``runtime.text`` or .text.
 
-The table is found as the .gopclntab section, through the ``runtime.pclntab`` symbol,
-or (Debian's dockerd: PIE, externally linked, it lives inside .data.rel.ro) by scanning
-the read-only data for a header magic whose pad, quantum and pointer-size bytes fit.
+The table is found as the .gopclntab section or (Debian's dockerd and docker CLI: PIE,
+externally linked, it lives inside .data.rel.ro) by scanning the non-executable PT_LOADs
+for a 4-aligned header magic whose pad, quantum and pointer-size bytes fit. (A
+``runtime.pclntab`` symbol would also mark it, but only in a .symtab, and ctrace reads
+the table only when there is no .symtab: see elf.extra_sources.)
 """
 
 from __future__ import annotations
@@ -36,12 +38,12 @@ class Table(NamedTuple):
 
     data: bytes
     vaddr: int
-    found: str  # "section", "symbol" or "magic"
+    found: str  # "section" or "magic"
 
 
 def functions(elf: ElfFile, symtab: tuple[Symbol, ...] = ()) -> list[Symbol]:
     """Functions of the Go table (source "pclntab"), or [] when there is none."""
-    table = find(elf, symtab)
+    table = find(elf)
     if table is None:
         return []
     try:
@@ -50,37 +52,39 @@ def functions(elf: ElfFile, symtab: tuple[Symbol, ...] = ()) -> list[Symbol]:
         return []
 
 
-def find(elf: ElfFile, symtab: tuple[Symbol, ...] = ()) -> Table | None:
+def find(elf: ElfFile) -> Table | None:
     sec = elf.section(".gopclntab")
     if sec is not None and sec.size:
         return Table(elf.section_data(sec), sec.addr, "section")
-    for sym in symtab:
-        if sym.name == "runtime.pclntab":
-            off = elf.vaddr_to_offset(sym.address)
-            if off is not None:
-                return Table(bytes(elf.data[off:]), sym.address, "symbol")
     return _scan(elf)
 
 
 def _scan(elf: ElfFile) -> Table | None:
-    """The first plausible header in a non-executable PT_LOAD (where Go puts rodata)."""
+    """The first plausible header in a non-executable PT_LOAD (where Go puts rodata).
+
+    One pass for the bytes all four magics share with the zero pad (0xffffff then
+    0x0000, in the file's byte order), then a check of the magic's own byte."""
+    little = elf.endian == "<"
+    tail = b"\xff\xff\xff\x00\x00" if little else b"\xff\xff\xff"
+    lead = 1 if little else 0  # where the tail starts relative to the header
     for seg in elf.segments:
         if seg.type != PT_LOAD or seg.flags & 1:  # PF_X: code, not data
             continue
-        for magic in MAGICS:
-            pat = struct.pack(elf.endian + "I", magic) + b"\0\0"
-            pos = elf.data.find(pat, seg.offset, seg.offset + seg.filesz)
-            while pos >= 0:
-                if pos % 4 == 0 and _plausible(elf, pos):
-                    blob = bytes(elf.data[pos : seg.offset + seg.filesz])
-                    return Table(blob, seg.vaddr + pos - seg.offset, "magic")
-                pos = elf.data.find(pat, pos + 4, seg.offset + seg.filesz)
+        end = seg.offset + seg.filesz
+        pos = elf.data.find(tail, seg.offset + lead, end)
+        while pos >= 0:
+            start = pos - lead
+            if start % 4 == 0 and _plausible(elf, start):
+                return Table(bytes(elf.data[start:end]), seg.vaddr + start - seg.offset, "magic")
+            pos = elf.data.find(tail, pos + 1, end)
     return None
 
 
 def _plausible(elf: ElfFile, pos: int) -> bool:
-    quantum, ptr = elf.data[pos + 6], elf.data[pos + 7]
-    if quantum not in (1, 2, 4) or ptr not in (4, 8):
+    if pos + 16 > len(elf.data) or struct.unpack_from(elf.endian + "I", elf.data, pos)[0] not in MAGICS:
+        return False
+    pad, quantum, ptr = elf.data[pos + 4 : pos + 6], elf.data[pos + 6], elf.data[pos + 7]
+    if pad != b"\0\0" or quantum not in (1, 2, 4) or ptr not in (4, 8):
         return False
     nfunc = struct.unpack_from(elf.endian + ("Q" if ptr == 8 else "I"), elf.data, pos + 8)[0]
     return bool(0 < nfunc < 10_000_000)
@@ -141,11 +145,16 @@ def _relative_addend(elf: ElfFile, where: int) -> int | None:
     """The addend of an R_X86_64_RELATIVE at ``where`` (what the loader writes there)."""
     if not elf.is64 or elf.machine != 62:  # EM_X86_64
         return None
+    needle = struct.pack(elf.endian + "Q", where)
     for sec in elf.sections:
         if sec.type != SHT_RELA or sec.entsize != 24:
             continue
         data = elf.section_data(sec)
-        for off, info, addend in struct.iter_unpack(elf.endian + "QQq", data[: len(data) - len(data) % 24]):
-            if off == where and info & 0xFFFFFFFF == R_X86_64_RELATIVE:
-                return int(addend)
+        pos = data.find(needle)
+        while pos >= 0:  # memchr-fast: dockerd has ~10^5 relocations
+            if pos % 24 == 0:
+                _, info, addend = struct.unpack_from(elf.endian + "QQq", data, pos)
+                if info & 0xFFFFFFFF == R_X86_64_RELATIVE:
+                    return int(addend)
+            pos = data.find(needle, pos + 1)
     return None
