@@ -11,6 +11,7 @@ command -v g++ >/dev/null || need+=(g++)
 command -v go >/dev/null || need+=(golang-go)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nm >/dev/null || need+=(binutils)
+command -v xz >/dev/null || need+=(xz-utils)
 command -v make >/dev/null || need+=(make)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 # libc's separate debug file: the functions only it names (issue 5 tests).
