@@ -91,6 +91,12 @@ def build_parser(prog: str) -> Parser:
         action="store_true",
         help="take every container a prefix matches; with --run, probe every target in one bpftrace program",
     )
+    p.add_argument(
+        "--probe",
+        choices=("uprobe", "uretprobe", "return"),
+        default="uprobe",
+        help="entry (default), uretprobe (not for Go), or return: a uprobe on each RET instruction",
+    )
 
     p = sub.add_parser("symbols", parents=[common, k8s], help="traceable functions of a binary or a target")
     p.add_argument("what", metavar="PATH|TARGET")

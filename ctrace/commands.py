@@ -61,7 +61,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = dataclasses.replace(ctx, all_matches=args.all)
-    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib)
+    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe)
     if args.run:
         return runner.run(chosen_command(result, args.all).argv, args.duration)
     if args.quiet:
@@ -84,18 +84,14 @@ def chosen_command(result: plan.Plan, everything: bool) -> Command:
         return probes[0][1].commands[0]
     if not everything:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    sites = [(pid, p.path, emit.Site(p.site, p.attach, p.unsafe)) for pid, p in probes]
-    cmd = emit.combined(sites)
-    if cmd is None:
-        raise UsageError("these probes cannot be combined into one program", "run the printed commands one by one")
-    return cmd
+    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes])
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     binary, info = plan.symbols_of(args.what, ctx, args.runtime)
     chosen = list(info.symbols)
     if args.func:
-        chosen, missing = plan.select(info.symbols, args.func)
+        chosen, missing = plan.select(info.symbols, args.func, info.demangled)
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
     if args.output in ("json", "yaml"):

@@ -87,44 +87,82 @@ def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool)
     table and takes the virtual address; on a stripped one it cannot check,
     wants --unsafe and reads the number as a file offset.
     """
+    return name_site(sym, index) or address_site(sym.address, file_offset, stripped)
+
+
+def name_site(sym: Symbol, index: NameIndex) -> Site | None:
+    """The function by (quoted) name, if that reaches it and only it."""
     quoted = quote(sym.name, _BARE_SYMBOL)
     if quoted is not None and index.unique(sym.name):
         return Site(quoted, "name")
+    return None
+
+
+def address_site(address: int, file_offset: int | None, stripped: bool) -> Site | None:
+    """An address probe: the virtual address, or on a stripped file the file offset."""
     if not stripped:
-        return Site(hex(sym.address), "address")
+        return Site(hex(address), "address")
     if file_offset is None:
         return None
     return Site(hex(file_offset), "address", unsafe=True)
 
 
-def program(path: str, where: Site, action: str = STACK_ACTION, pid: int | None = None) -> str:
+def offset_site(file_offset: int) -> Site:
+    """A probe inside a function (a RET), always as a file offset with --unsafe.
+
+    bpftrace 0.17 as Debian builds it cannot check instruction boundaries and
+    refuses ``func+N`` or a mid-function virtual address even with --unsafe
+    ("compiled without (k|u)probe offset support"). A number no symbol covers
+    it takes, with --unsafe, as a file offset: true of every number on a stripped
+    file, and the caller checks it for an unstripped one.
+    """
+    return Site(hex(file_offset), "address", unsafe=True)
+
+
+PROBE_TYPES = ("uprobe", "uretprobe")
+
+
+def points(path: str, where: Site | Sequence[Site], kind: str = "uprobe") -> list[str]:
+    """The attach points ``kind:path:site`` (path already a bpftrace literal)."""
+    if kind not in PROBE_TYPES:
+        raise ValueError(f"unknown probe type {kind!r}")
+    sites = [where] if isinstance(where, Site) else list(where)
+    return [f"{kind}:{path}:{s.text}" for s in sites]
+
+
+def program(
+    path: str, where: Site | Sequence[Site], action: str = STACK_ACTION, kind: str = "uprobe", pid: int | None = None
+) -> str:
+    """One probe block; several sites (each RET of a function) share one action."""
     predicate = f" /pid == {int(pid)}/" if pid is not None else ""
-    return f"uprobe:{path}:{where.text}{predicate} {{ {action} }}"
+    return f"{', '.join(points(path, where, kind))}{predicate} {{ {action} }}"
 
 
-def combined(parts: Sequence[tuple[int, str, Site]], action: str = STACK_ACTION) -> Command | None:
-    """One bpftrace program for several (pid, path, site) probes, for ``--run``.
+def combined(parts: Sequence[tuple[int, Sequence[str], bool]], action: str = STACK_ACTION) -> Command:
+    """One bpftrace program for several probes (pid, attach points, unsafe), for ``--run --all``.
 
     The PIDs are bound with a ``pid ==`` filter, not -p: -p takes one PID, and
     bpftrace 0.17 reads paths given with -p as inside that PID's mount namespace.
+    The attach points come from emit.points, so they are already quoted.
     """
-    points = []
-    for _, path, where in parts:
-        literal = quote_path(path)
-        if literal is None:
-            return None
-        points.append(f"uprobe:{literal}:{where.text}")
     pids = sorted({pid for pid, _, _ in parts})
     argv = ["bpftrace"]
-    if any(where.unsafe for _, _, where in parts):
+    if any(unsafe for _, _, unsafe in parts):
         argv.append("--unsafe")
     predicate = " || ".join(f"pid == {p}" for p in pids)
-    argv += ["-e", f"{', '.join(points)} /{predicate}/ {{ {action} }}"]
+    every = [point for _, pts, _ in parts for point in pts]
+    argv += ["-e", f"{', '.join(every)} /{predicate}/ {{ {action} }}"]
     return Command("combined", tuple(argv), shlex.join(argv))
 
 
 def command(
-    form: str, pid: int, path: str, where: Site, action: str = STACK_ACTION, by_filter: bool = False
+    form: str,
+    pid: int,
+    path: str,
+    where: Site | Sequence[Site],
+    action: str = STACK_ACTION,
+    kind: str = "uprobe",
+    by_filter: bool = False,
 ) -> Command | None:
     """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted.
 
@@ -137,13 +175,14 @@ def command(
     literal = quote_path(path)
     if literal is None:
         return None
+    sites = [where] if isinstance(where, Site) else list(where)
     argv = ["bpftrace"]
-    if where.unsafe:
+    if any(s.unsafe for s in sites):
         argv.append("--unsafe")
     if by_filter:
-        argv += ["-e", program(literal, where, action, pid)]
+        argv += ["-e", program(literal, sites, action, kind, pid)]
     else:
-        argv += ["-p", str(pid), "-e", program(literal, where, action)]
+        argv += ["-p", str(pid), "-e", program(literal, sites, action, kind)]
     return Command(form, tuple(argv), shlex.join(argv))
 
 

@@ -28,11 +28,11 @@ class ElfCache:
     def __init__(self) -> None:
         self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
 
-    def inspect(self, path: str) -> elf.ElfInfo:
+    def inspect(self, path: str, root: str = "/", binary_dir: str | None = None) -> elf.ElfInfo:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino)
         if key not in self._by_inode:
-            self._by_inode[key] = elf.inspect(path)
+            self._by_inode[key] = elf.inspect(path, root, binary_dir)
         return self._by_inode[key]
 
 
@@ -91,7 +91,7 @@ def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -
     path, host_path, warnings = _locate(proc, ctx, lib)
     warnings = [*proc.notes, *warnings, *_shared(proc, path, host_path, ctx, lib is not None)]
     with procfs.translated(proc.pid, "binary"):  # it may exit while we read
-        info = cache.inspect(host_path)
+        info = cache.inspect(host_path, f"{ctx.proc_root}/{proc.pid}/root", os.path.dirname(path))
     deleted = proc.deleted and lib is None
     binary = Binary(
         path=path,
@@ -103,9 +103,8 @@ def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -
         deleted=deleted,
     )
     if info.stripped:
-        warnings.append(
-            f"{path} is stripped (no .symtab): only its {len(info.symbols)} .dynsym functions are traceable"
-        )
+        counts = ", ".join(f"{n} from {src}" for src, n in info.sources().items()) or "none"
+        warnings.append(f"{path} is stripped (no .symtab): functions found: {counts}")
     return Loaded(proc, binary, info, warnings, lib is not None)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
@@ -38,19 +38,25 @@ def check_pattern(pattern: str) -> str:
     return pattern
 
 
-def match(symbols: Sequence[Symbol], pattern: str) -> tuple[list[Symbol], str]:
-    """The symbols ``pattern`` selects and the tier that selected them."""
+def match(
+    symbols: Sequence[Symbol], pattern: str, aliases: Mapping[str, str] | None = None
+) -> tuple[list[Symbol], str]:
+    """The symbols ``pattern`` selects and the tier that selected them.
+
+    A symbol with an alias (its demangled C++/Rust name) matches through either name."""
     check_pattern(pattern)
+    known = aliases or {}
+    pairs = [(s, n) for s in symbols for n in ((s.name, known[s.name]) if s.name in known else (s.name,))]
     tiers: list[tuple[str, Iterable[Symbol]]] = [
-        ("exact", (s for s in symbols if s.name == pattern)),
-        ("last component", (s for s in symbols if last_component(s.name) == pattern)),
+        ("exact", (s for s, n in pairs if n == pattern)),
+        ("last component", (s for s, n in pairs if last_component(n) == pattern)),
     ]
     if _GLOB_CHARS & set(pattern):
         rx = re.compile(fnmatch.translate(pattern))
-        tiers.append(("glob", (s for s in symbols if rx.match(s.name))))
-    tiers.append(("substring", (s for s in symbols if pattern in s.name)))
+        tiers.append(("glob", (s for s, n in pairs if rx.match(n))))
+    tiers.append(("substring", (s for s, n in pairs if pattern in n)))
     for tier, found in tiers:
-        hits = list(found)
+        hits = list(dict.fromkeys(found))
         if hits:
             return hits, tier
     return [], ""

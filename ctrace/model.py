@@ -16,7 +16,7 @@ class Symbol(NamedTuple):
     name: str
     address: int
     size: int
-    source: str  # "symtab", "dynsym"; later "pclntab", "debuglink", ...
+    source: str  # "symtab", "dynsym", "pclntab", "build-id", "debuglink", "minidebuginfo"
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,10 @@ class Probe:
     address: int
     commands: tuple[Command, ...]
     attach: str  # how the function is named to bpftrace: "name" or "address"
-    site: str = ""  # that name (quoted) or address, as it stands in the attach point
-    unsafe: bool = False  # bpftrace needs --unsafe for it
-    path: str = ""  # the path of the recommended command
+    demangled: str | None = None  # C++/Rust: the readable name; the command uses the mangled one
+    probe: str = "uprobe"  # "uprobe", "uretprobe" or "return" (a uprobe on each RET)
+    points: tuple[str, ...] = ()  # the recommended command's attach points, for --run --all
+    unsafe: bool = False  # bpftrace needs --unsafe for them
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ctrace import elf, emit, match
-from ctrace.elf.reader import open_elf
-from ctrace.errors import NotFound, UsageError
+from ctrace import cgroups, elf, emit, match, procfs, sites
+from ctrace.elf.reader import ElfFile, open_elf
+from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
 from ctrace.locate import ElfCache, Loaded, load, path_forms
 from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
 from ctrace.resolvers import Context, choose
@@ -17,15 +17,39 @@ DEFAULT_MAX_FUNCS = 100
 
 
 def processes(target: str, ctx: Context, runtime: str | None = None) -> list[Process]:
-    return choose(target, ctx, runtime).resolve(target, ctx)
+    return _with_containers(choose(target, ctx, runtime).resolve(target, ctx), ctx)
 
 
-def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Symbol], list[str]]:
-    """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none."""
+def _with_containers(procs: list[Process], ctx: Context) -> list[Process]:
+    """A process found by PID (or by a resolver that knows no containers) still gets its
+    container, from its cgroup, so ``pid:N`` of a containerised process offers MergedDir too."""
+    where = {}
+    for p in procs:
+        if p.container is None and not p.remote:
+            try:
+                found = cgroups.placement(procfs.parse_cgroup(procfs.read_text(p.pid, "cgroup", ctx.proc_root)))
+            except CtraceError:
+                continue
+            if found.container_id:
+                where[p.pid] = found
+    if not where:
+        return procs
+    from ctrace.resolvers import docker
+
+    annotated = {p.pid: p for p in docker.annotate([p for p in procs if p.pid in where], ctx, where)}
+    return [annotated.get(p.pid, p) for p in procs]
+
+
+def select(
+    symbols: Sequence[Symbol], patterns: Sequence[str], aliases: Mapping[str, str] | None = None
+) -> tuple[list[Symbol], list[str]]:
+    """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none.
+
+    ``aliases`` are demangled names, matched as well as the mangled ones."""
     chosen: dict[tuple[str, int], Symbol] = {}
     missing = []
     for pattern in patterns:
-        hits, _ = match.match(symbols, pattern)
+        hits, _ = match.match(symbols, pattern, aliases)
         if not hits:
             missing.append(pattern)
         for sym in hits:
@@ -33,24 +57,77 @@ def select(symbols: Sequence[Symbol], patterns: Sequence[str]) -> tuple[list[Sym
     return list(chosen.values()), missing
 
 
-def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context) -> list[Probe]:
+# Names bpftrace 0.17 itself finds in the file (bcc reads .symtab/.dynsym); the
+# others (Go table, debug files) are probed by address (see ctrace/sites.py).
+_NAMED_SOURCES = ("symtab", "dynsym")
+
+
+@dataclass(frozen=True)
+class Form:
+    """One way to name the file to bpftrace (seed 2.5.1-2.5.3), and what bcc sees through it."""
+
+    name: str
+    path: str
+    by_filter: bool
+    spans: sites.Spans
+
+
+@dataclass(frozen=True)
+class Made:
+    command: Command
+    attach: str
+    points: tuple[str, ...]
+    unsafe: bool
+
+
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, kind: str = "uprobe") -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
-    forms = path_forms(loaded, ctx)
-    elf_file = open_elf(loaded.binary.host_path) if loaded.info.stripped else None
+    elf_file = open_elf(loaded.binary.host_path)
+    # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
+    forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
     out = []
     for sym in symbols:
-        offset = elf_file.vaddr_to_offset(sym.address) if elf_file else None
-        where = emit.site(sym, index, offset, loaded.info.stripped)
-        if where is None:
+        made = [_command(loaded, elf_file, sym, index, form, kind) for form in forms]
+        usable = [m for m in made if isinstance(m, Made)]
+        if not usable:
+            refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
+            if refusal is not None:
+                raise refusal
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
-        pid = loaded.process.pid
-        cmds = [emit.command(form, pid, path, where, by_filter=f) for form, path, f in forms]
-        usable: tuple[Command, ...] = tuple(c for c in cmds if c is not None)
-        if usable:
-            path = next(p for f, p, _ in forms if f == usable[0].form)
-            out.append(Probe(sym.name, sym.address, usable, where.kind, where.text, where.unsafe, path))
+        first = usable[0]
+        shown = loaded.info.demangled.get(sym.name)
+        cmds = tuple(m.command for m in usable)
+        out.append(Probe(sym.name, sym.address, cmds, first.attach, shown, kind, first.points, first.unsafe))
     return out
+
+
+def _command(
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, kind: str
+) -> Made | NotTraceable | None:
+    """One path form's command and how it attaches; a refusal is returned, not raised,
+    so that another form may still work."""
+    try:
+        where = _sites(loaded, elf_file, sym, index, form.spans, kind)
+    except NotTraceable as err:
+        return err
+    bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
+    pid = loaded.process.pid
+    cmd = emit.command(form.name, pid, form.path, where, kind=bpf_kind, by_filter=form.by_filter) if where else None
+    if cmd is None:
+        return None
+    literal = emit.quote_path(form.path) or ""
+    return Made(cmd, where[0].kind, tuple(emit.points(literal, where, bpf_kind)), any(w.unsafe for w in where))
+
+
+def _sites(
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, kind: str
+) -> list[emit.Site]:
+    if kind == "return":
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path)
+    named = emit.name_site(sym, index) if sym.source in _NAMED_SOURCES else None
+    where = named or sites.entry_site(sym, elf_file, spans)
+    return [where] if where is not None else []
 
 
 @dataclass(frozen=True)
@@ -66,6 +143,7 @@ def plan(
     runtime: str | None = None,
     max_funcs: int = DEFAULT_MAX_FUNCS,
     lib: str | None = None,
+    kind: str = "uprobe",
 ) -> Plan:
     """Targets on this host, and pods elsewhere with the command to run there."""
     for pattern in patterns:
@@ -73,7 +151,7 @@ def plan(
     procs = processes(target, ctx, runtime)
     remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
     local = [p for p in procs if not p.remote]
-    return Plan(targets(local, patterns, ctx, max_funcs, lib) if local else [], remote)
+    return Plan(targets(local, patterns, ctx, max_funcs, lib, kind) if local else [], remote)
 
 
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
@@ -91,13 +169,14 @@ def targets(
     ctx: Context,
     max_funcs: int = DEFAULT_MAX_FUNCS,
     lib: str | None = None,
+    kind: str = "uprobe",
 ) -> list[Target]:
     cache = ElfCache()
     loaded = _load_all(procs, ctx, cache, lib)
     out = []
     failures = []
     for item in loaded:
-        chosen, missing = select(item.info.symbols, patterns)
+        chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
         if missing:
             failures.append((item, missing))
             continue
@@ -106,7 +185,9 @@ def targets(
                 f"{', '.join(patterns)} matches {len(chosen)} functions in {item.binary.path}",
                 f"narrow the pattern, or raise the limit with --max-funcs {len(chosen)}",
             )
-        found = probes(item, chosen, ctx)
+        if kind == "uretprobe" and item.info.language == "go":
+            raise _go_uretprobe(item)
+        found = probes(item, chosen, ctx, kind)
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out:
         raise _no_match(*failures[0])
@@ -126,11 +207,23 @@ def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str 
     return loaded
 
 
+def _go_uretprobe(item: Loaded) -> UsageError:
+    return UsageError(
+        f"--probe uretprobe on Go binary {item.binary.path} would crash it: a uretprobe swaps the return "
+        "address on the goroutine stack for a trampoline, and Go moves (copies) goroutine stacks",
+        "use --probe return: a uprobe on each RET instruction of the function",
+    )
+
+
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
     if item.info.stripped:
-        hint = f"{item.binary.path} is stripped: only .dynsym functions are traceable; " + hint
+        found = ", ".join(item.info.sources()) or "none of them"
+        hint = (
+            f"{item.binary.path} is stripped: only .dynsym, a Go table or a debug file name functions ({found}); "
+            + hint
+        )
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
 
@@ -22,6 +22,8 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "symbol": p.symbol,
         "address": p.address,
         "attach": p.attach,
+        "demangled": p.demangled,
+        "probe": p.probe,
         "form": first.form,
         "argv": list(first.argv),
         "shell": first.shell,
@@ -96,14 +98,26 @@ def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], o
     counts = ", ".join(f"{k} {v}" for k, v in info.sources().items()) or "none"
     stripped = "stripped" if info.stripped else "not stripped"
     out.write(f"# {binary.path}: {info.language}, {stripped}, {len(symbols)} functions ({counts})\n")
-    table([[f"{s.address:016x}", str(s.size), s.source, s.name] for s in symbols], out)
+    for source, path in info.debug_files:
+        out.write(f"# {source}: {path}\n")
+    names = info.demangled
+    table([[f"{s.address:016x}", str(s.size), s.source, _shown(s.name, names)] for s in symbols], out)
+
+
+def _shown(name: str, demangled: Mapping[str, str]) -> str:
+    return f"{demangled[name]}  [{name}]" if name in demangled else name
 
 
 def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -> dict[str, Any]:
+    d = info.demangled
     return {
         "binary": binary_dict(binary),
         "sources": info.sources(),
-        "symbols": [{"name": s.name, "address": s.address, "size": s.size, "source": s.source} for s in symbols],
+        "debug_files": [{"source": src, "path": path} for src, path in info.debug_files],
+        "symbols": [
+            {"name": s.name, "address": s.address, "size": s.size, "source": s.source, "demangled": d.get(s.name)}
+            for s in symbols
+        ],
     }
 
 

@@ -69,8 +69,10 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
     for w in t.warnings:
         out.write(style.warn(f"  warning: {w}") + "\n")
     for probe in t.probes:
-        kind = "by name" if probe.attach == "name" else "by address"
-        out.write("\n" + style.dim(f"# {probe.symbol}  (0x{probe.address:x}, attached {kind})") + "\n")
+        how = "by name" if probe.attach == "name" else "by address"
+        kind = "" if probe.probe == "uprobe" else f"{probe.probe}, "
+        shown = f"{probe.demangled}  [{probe.symbol}]" if probe.demangled else probe.symbol
+        out.write("\n" + style.dim(f"# {shown}  ({kind}0x{probe.address:x}, attached {how})") + "\n")
         commands(probe.commands, out, wide, style)
 
 

@@ -11,11 +11,14 @@ command -v g++ >/dev/null || need+=(g++)
 command -v go >/dev/null || need+=(golang-go)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nm >/dev/null || need+=(binutils)
+command -v xz >/dev/null || need+=(xz-utils)
 command -v make >/dev/null || need+=(make)
 [ -x /bin/busybox ] || need+=(busybox-static)  # /bin/sh of the tests' multi-process container
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 [ -x /bin/busybox ] || need+=(busybox-static)   # a shell and unshare for FROM-scratch test images
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
+# libc's separate debug file: the functions only it names (issue 5 tests).
+dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "hack/setup.sh: missing ${need[*]}; run as root to install them" >&2

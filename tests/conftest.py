@@ -76,8 +76,9 @@ class Firing:
 
 
 def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1) -> Firing:
-    """Run a printed bpftrace command until ``want`` stacks starting at ``symbol`` (or at the
-    bare address ``symbol``, e.g. ``0x4828e0``) arrive."""
+    """Run a printed bpftrace command until ``want`` stacks starting at ``symbol`` arrive.
+
+    ``symbol`` is a name (frames "name+off") or, for a stripped binary, a hex address."""
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
@@ -98,7 +99,8 @@ def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1)
             if text:
                 current.append(text)
             elif current:
-                if current[0].startswith(symbol + "+") or current[0] == symbol:  # a bare address frame
+                # A stripped binary's frames are bare addresses: "0x4828e0".
+                if current[0].startswith(symbol + "+") or current[0] == symbol:
                     stacks.append(current)
                 current = []
     finally:

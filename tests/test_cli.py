@@ -114,7 +114,8 @@ def test_symbols_json(built: Built) -> None:
     data = res.json()
     assert data["binary"]["stripped"] is False
     assert [s["name"] for s in data["symbols"]] == ["func_c", "func_b", "func_a"]
-    assert all(set(s) == {"name", "address", "size", "source"} for s in data["symbols"])
+    assert all(set(s) == {"name", "address", "size", "source", "demangled"} for s in data["symbols"])
+    assert set(data) == {"binary", "sources", "debug_files", "symbols"}
 
 
 def test_symbols_of_a_target(built: Built, processes: Processes) -> None:

@@ -123,14 +123,12 @@ def test_agent_command_round_trips(func: str) -> None:
 
 
 def test_combined_program_filters_each_pid() -> None:
-    a = emit.Site("hello", "name")
-    b = emit.Site("0x401000", "address", unsafe=True)
-    cmd = emit.combined([(10, "/proc/10/root/bin/x", a), (20, "/proc/20/root/bin/y", b)])
-    assert cmd is not None
+    a = emit.points("/proc/10/root/bin/x", emit.Site("hello", "name"))
+    b = emit.points("/proc/20/root/bin/y", emit.Site("0x401000", "address", unsafe=True))
+    cmd = emit.combined([(10, a, False), (20, b, True)])
     assert cmd.argv[:2] == ("bpftrace", "--unsafe") and "-p" not in cmd.argv
     assert cmd.argv[-1] == (
         "uprobe:/proc/10/root/bin/x:hello, uprobe:/proc/20/root/bin/y:0x401000 /pid == 10 || pid == 20/ "
         '{ printf("%s\\n", ustack); }'
     )
-    single = emit.combined([(10, "/bin/x", a), (10, "/bin/x", emit.Site("other", "name"))])
-    assert single is not None and single.argv[-1].endswith('/pid == 10/ { printf("%s\\n", ustack); }')
+    assert shlex.split(cmd.shell) == list(cmd.argv)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
+from ctrace.elf import debuginfo, demangle, pclntab
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.model import Symbol
 
@@ -18,6 +21,8 @@ class ElfInfo:
     stripped: bool
     language: str
     pie: bool
+    debug_files: tuple[tuple[str, str], ...] = ()  # (source, path) of each debug file read
+    demangled: Mapping[str, str] = field(default_factory=dict)  # mangled -> readable
 
     def sources(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -26,17 +31,49 @@ class ElfInfo:
         return counts
 
 
-def inspect(path: str) -> ElfInfo:
+def inspect(path: str, root: str = "/", binary_dir: str | None = None) -> ElfInfo:
+    """``root`` is the container root debug files are looked for in first;
+    ``binary_dir`` the binary's directory as seen inside it (for .gnu_debuglink)."""
     elf = open_elf(path)
     symbols = tuple(elf.symbols())
+    lang = language(elf, symbols)
+    extra, debug_files = extra_sources(elf, symbols, lang, root, binary_dir or os.path.dirname(os.path.realpath(path)))
+    symbols = merge(symbols, extra)
+    demangled = demangle.demangle_all(s.name for s in symbols if s.name.startswith(("_Z", "_R")))
     return ElfInfo(
         path=path,
         symbols=symbols,
         build_id=elf.build_id,
         stripped=elf.stripped,
-        language=language(elf, symbols),
+        language=lang,
         pie=elf.type == 3,  # ET_DYN: a PIE executable or a shared library
+        debug_files=debug_files,
+        demangled=demangled,
     )
+
+
+def extra_sources(
+    elf: ElfFile, symbols: tuple[Symbol, ...], lang: str, root: str, binary_dir: str
+) -> tuple[list[Symbol], tuple[tuple[str, str], ...]]:
+    """Functions beyond .symtab/.dynsym: the Go table, debug files, MiniDebugInfo."""
+    # An unstripped Go binary's .symtab already lists its functions; the table is
+    # read only when it is gone (-ldflags=-s -w), which keeps big Go binaries fast.
+    extra = pclntab.functions(elf, symbols) if lang == "go" and elf.stripped else []
+    roots = tuple(dict.fromkeys((root, "/")))
+    found = debuginfo.collect(elf, binary_dir, roots)
+    for item in found:
+        extra += item.symbols
+    return extra, tuple((item.source, item.path) for item in found)
+
+
+def merge(first: tuple[Symbol, ...], more: list[Symbol]) -> tuple[Symbol, ...]:
+    """``first`` plus what ``more`` adds, deduplicated by (name, address), in address order."""
+    if not more:
+        return first
+    seen = {(s.name, s.address): s for s in first}
+    for sym in more:
+        seen.setdefault((sym.name, sym.address), sym)
+    return tuple(sorted(seen.values(), key=lambda s: (s.address, s.name)))
 
 
 _GO_SECTIONS = (".gopclntab", ".go.buildinfo", ".note.go.buildid")

@@ -1,0 +1,107 @@
+"""Readable names for C++ and Rust symbols, for matching and display; probes keep the mangled name.
+
+C++ (``_Z``) and Rust legacy (``_ZN...17h<hash>E``) go through libstdc++'s
+``__cxa_demangle`` via ctypes: one call per name in-process, no subprocess.
+Rust v0 (``_R``) is not something libstdc++ knows; binutils' ``c++filt`` (2.36+)
+does, so those names go to it in one batch when it is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+_RUST_HASH = re.compile(r"::h[0-9a-f]{16}\Z")
+_RUST_ESCAPES = {
+    "$SP$": "@",
+    "$BP$": "*",
+    "$RF$": "&",
+    "$LT$": "<",
+    "$GT$": ">",
+    "$LP$": "(",
+    "$RP$": ")",
+    "$C$": ",",
+    "$u7e$": "~",
+    "$u20$": " ",
+    "$u27$": "'",
+    "$u5b$": "[",
+    "$u5d$": "]",
+    "$u7b$": "{",
+    "$u7d$": "}",
+    "$u3b$": ";",
+    "$u2b$": "+",
+    "$u22$": '"',
+}
+_RUST_ESCAPE_RX = re.compile("|".join(re.escape(k) for k in _RUST_ESCAPES))
+
+
+def demangle_all(names: Iterable[str]) -> dict[str, str]:
+    """{mangled: readable} for the names that demangle; others are left out."""
+    out: dict[str, str] = {}
+    v0 = []
+    cxa = _cxa()
+    for name in names:
+        if name.startswith("_Z") and cxa is not None:
+            text = cxa(name)
+            if text:
+                out[name] = _rust_legacy(name, text)
+        elif name.startswith("_R"):
+            v0.append(name)
+    out.update(_cxxfilt(v0))
+    return out
+
+
+def _rust_legacy(mangled: str, text: str) -> str:
+    """'a::b::h0123...' -> 'a::b' with '$LT$'-style escapes decoded; C++ text unchanged."""
+    if not (mangled.startswith("_ZN") and mangled.endswith("E") and _RUST_HASH.search(text)):
+        return text
+    text = _RUST_HASH.sub("", text)
+    text = _RUST_ESCAPE_RX.sub(lambda m: _RUST_ESCAPES[m.group(0)], text)
+    return text.replace("..", "::")
+
+
+@lru_cache(maxsize=1)
+def _cxa() -> Callable[[str], str | None] | None:
+    import ctypes
+    import ctypes.util
+
+    lib_name = ctypes.util.find_library("stdc++") or "libstdc++.so.6"
+    try:
+        lib = ctypes.CDLL(lib_name)
+        fn = lib.__cxa_demangle
+        libc = ctypes.CDLL(None)
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def demangle(name: str) -> str | None:
+        status = ctypes.c_int(0)
+        ptr = fn(name.encode("utf-8", "surrogateescape"), None, None, ctypes.byref(status))
+        if not ptr or status.value != 0:
+            return None
+        try:
+            raw = ctypes.string_at(ptr)
+        finally:
+            libc.free(ptr)
+        return raw.decode("utf-8", "replace")
+
+    return demangle
+
+
+def _cxxfilt(names: list[str]) -> dict[str, str]:
+    tool = shutil.which("c++filt")
+    if not names or tool is None:
+        return {}
+    try:
+        res = subprocess.run([tool], input="\n".join(names) + "\n", capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    lines = res.stdout.splitlines()
+    if res.returncode != 0 or len(lines) != len(names):
+        return {}
+    return {n: d for n, d in zip(names, lines) if d != n}

@@ -1,0 +1,74 @@
+"""C++ and Rust names: demangled for matching and display, mangled in the command."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctrace import elf
+from tests.conftest import Built, Processes, ctrace, need, need_bpftrace, run
+from tests.symfix import every_command_fires, one_probe
+
+
+def test_cpp_demangled_for_matching_and_display(built: Built) -> None:
+    res = ctrace("symbols", str(built["acme"]), "--func", "handshake", "-o", "json")
+    assert res.code == 0, res.err
+    (s,) = res.json()["symbols"]
+    assert (s["name"], s["demangled"]) == ("_ZN4acme3net4Conn9handshakeEi", "acme::net::Conn::handshake(int)")
+    res = ctrace("symbols", str(built["acme"]), "--func", "acme::net::twice<int>(int)", "-o", "json")
+    assert res.code == 0, res.err
+    assert [s["name"] for s in res.json()["symbols"]] == ["_ZN4acme3net5twiceIiEET_S2_"]
+
+
+@pytest.mark.bpftrace
+def test_cpp_probe_shows_both_names_and_fires(built: Built, processes: Processes) -> None:
+    need_bpftrace()
+    proc = processes.start(built["acme"])
+    probe = one_probe(f"pid:{proc.pid}", "--func", "handshake")
+    assert probe["symbol"] == "_ZN4acme3net4Conn9handshakeEi"
+    assert probe["demangled"] == "acme::net::Conn::handshake(int)"
+    assert "_ZN4acme3net4Conn9handshakeEi" in probe["shell"]  # bpftrace 0.17 has no cpp: probes
+    every_command_fires(probe, "acme::net::Conn::handshake(int)")
+
+
+RUST = """
+pub mod acme {
+    pub struct Conn;
+    impl Conn {
+        #[inline(never)]
+        pub fn handshake(&self, round: u64) -> u64 { round * 3 }
+    }
+}
+fn main() { println!("{}", acme::Conn.handshake(std::env::args().count() as u64)); }
+"""
+
+
+@pytest.mark.parametrize("mangling", ["legacy", "v0"])
+def test_rust_demangled(tmp_path: Path, mangling: str) -> None:
+    rustc = shutil.which("rustc")
+    need(rustc is not None, "rustc is not installed")
+    (tmp_path / "m.rs").write_text(RUST)
+    flags = ["-C", "symbol-mangling-version=v0"] if mangling == "v0" else []  # legacy is the default
+    run([str(rustc), *flags, "-o", str(tmp_path / "m"), str(tmp_path / "m.rs")])
+    info = elf.inspect(str(tmp_path / "m"))
+    hits = [(n, d) for n, d in info.demangled.items() if d.endswith("handshake")]
+    assert hits, "handshake was not demangled"
+    name, shown = hits[0]
+    assert name.startswith("_R" if mangling == "v0" else "_ZN")
+    assert "acme::Conn" in shown and not re.search(r"::h[0-9a-f]{16}", shown)
+    res = ctrace("symbols", str(tmp_path / "m"), "--func", "handshake", "-o", "json")
+    assert res.code == 0, res.err
+    assert [s["name"] for s in res.json()["symbols"]] == [name]
+
+
+def test_rust_legacy_escapes_decoded() -> None:
+    from ctrace.elf.demangle import _rust_legacy
+
+    text = "<alloc..vec..Vec$LT$T$GT$$u20$as$u20$core..ops..Drop$GT$::drop::h0123456789abcdef"
+    assert _rust_legacy("_ZN4drop17h0123456789abcdefE", text) == "<alloc::vec::Vec<T> as core::ops::Drop>::drop"
+    assert _rust_legacy("_ZN4acme3net4Conn9handshakeEi", "acme::net::Conn::handshake(int)") == (
+        "acme::net::Conn::handshake(int)"
+    )

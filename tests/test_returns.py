@@ -1,0 +1,118 @@
+"""Go-safe returns: --probe return fires once per return; uretprobe refused on Go."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ctrace import elf, emit
+from ctrace.elf import code
+from ctrace.elf.reader import open_elf
+from tests.conftest import Built, Processes, ctrace, need_bpftrace, run
+from tests.symfix import (
+    CALLS,
+    one_probe,
+    sym_fixture,  # noqa: F401 - provides the "sym" fixture
+)
+
+
+def count_returns(processes: Processes, binary: Path, func: str, probe_type: str) -> tuple[dict[str, Any], int]:
+    """Start ``binary``, attach ctrace's command, release the CALLS calls, count what fired."""
+    proc = processes.start(binary)
+    probe = one_probe(f"pid:{proc.pid}", "--func", func, "--probe", probe_type)
+    bpf = subprocess.Popen(probe["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert bpf.stdout is not None
+    assert "Attaching" in bpf.stdout.readline()
+    time.sleep(1.0)  # the probes are in place once bpftrace has printed its header
+    os.kill(proc.pid, signal.SIGUSR1)
+    proc.wait(timeout=10)
+    out, err = bpf.communicate(timeout=20)  # bpftrace -p exits with its process
+    stacks = [block for block in out.split("\n\n") if block.strip()]
+    return probe, len(stacks)
+
+
+@pytest.mark.bpftrace
+@pytest.mark.parametrize(
+    ("binary", "func"),
+    [
+        ("gocount", "classify"),
+        ("gocount-stripped", "classify"),
+        ("counted-mini", "classify"),
+        # bcc finds the debuglink file next to /proc/PID/root/..., not next to /proc/PID/exe
+        ("counted-linked", "classify"),
+    ],
+)
+def test_probe_return_fires_once_per_return(sym: Built, processes: Processes, binary: str, func: str) -> None:
+    need_bpftrace()
+    probe, fired = count_returns(processes, sym[binary], func, "return")
+    assert probe["probe"] == "return" and probe["argv"][-1].count("uprobe:") >= 2
+    if binary == "counted-linked":
+        assert probe["form"] == "exe" and not probe["alternatives"]
+    assert fired == CALLS
+
+
+@pytest.mark.bpftrace
+def test_uretprobe_still_works_for_c(sym: Built, processes: Processes) -> None:
+    need_bpftrace()
+    probe, fired = count_returns(processes, sym["counted"], "classify", "uretprobe")
+    assert probe["argv"][-1].startswith("uretprobe:") and fired == CALLS
+
+
+def test_uretprobe_on_go_is_refused(sym: Built, processes: Processes) -> None:
+    proc = processes.start(sym["gocount"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "classify", "--probe", "uretprobe")
+    assert res.code == 2 and res.out == ""
+    assert res.err.startswith("ctrace: error: --probe uretprobe on Go binary")
+    assert "moves (copies) goroutine stacks" in res.err and "hint: use --probe return" in res.err
+
+
+def test_return_refused_where_bpftrace_would_misread_the_offset(sym: Built, processes: Processes) -> None:
+    """Unstripped PIE C: a RET's file offset is also an address inside classify, on every path."""
+    proc = processes.start(sym["counted"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "classify", "--probe", "return")
+    assert res.code == 1 and res.out == ""
+    assert "cannot probe the RET" in res.err and "hint: use --probe uretprobe" in res.err
+
+
+def test_ret_addresses_match_objdump(sym: Built) -> None:
+    path = str(sym["gocount"])
+    (fn,) = [s for s in elf.inspect(path).symbols if s.name == "main.classify"]
+    text = run(
+        ["objdump", "-d", f"--start-address={fn.address}", f"--stop-address={fn.address + fn.size}", path]
+    ).stdout
+    want = [int(ln.split(":")[0], 16) for ln in text.splitlines() if ln.rstrip().endswith("ret")]
+    assert code.returns(open_elf(path), fn) == want and len(want) >= 2
+
+
+def test_return_program_lists_every_site() -> None:
+    sites = [emit.offset_site(0x10), emit.offset_site(0x20)]
+    cmd = emit.command("exe", 7, "/proc/7/exe", sites)
+    assert cmd is not None
+    assert cmd.argv == (
+        "bpftrace",
+        "--unsafe",
+        "-p",
+        "7",
+        "-e",
+        'uprobe:/proc/7/exe:0x10, uprobe:/proc/7/exe:0x20 { printf("%s\\n", ustack); }',
+    )
+    assert tuple(shlex.split(cmd.shell)) == cmd.argv
+
+
+def test_spans_cover_and_entries() -> None:
+    from ctrace.model import Symbol
+    from ctrace.sites import Spans
+
+    spans = Spans(
+        [Symbol("a", 0x100, 0x80, "symtab"), Symbol("b", 0x120, 0x10, "symtab"), Symbol("z", 0x400, 0, "dynsym")]
+    )
+    assert spans.covers(0x100) and spans.covers(0x17F) and spans.covers(0x125)
+    assert not spans.covers(0xFF) and not spans.covers(0x180) and not spans.covers(0x401)
+    assert spans.covers(0x400) and spans.entry == {0x100, 0x120, 0x400}
