@@ -17,7 +17,15 @@ def context(args: argparse.Namespace) -> Context:
     root = args.proc_root.rstrip("/") or "/"
     if not os.path.isdir(f"{root}/self") and not os.path.isdir(f"{root}/1"):
         raise_env(root)
-    return Context(proc_root=root, self_pid=os.getpid())
+    return Context(proc_root=root, self_pid=os.getpid(), cache_dir=cache_dir(args))
+
+
+def cache_dir(args: argparse.Namespace) -> str | None:
+    if args.no_cache or os.environ.get("CTRACE_NO_CACHE", "") not in ("", "0"):
+        return None
+    from ctrace.elf import cache
+
+    return cache.default_dir()
 
 
 def raise_env(root: str) -> None:
@@ -51,7 +59,7 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
     if args.output == "json":
-        render.dump(render.symbols_dict(binary, info, chosen), out)
+        render.symbols_json(binary, info, chosen, out)
     else:
         render.symbols_text(binary, info, chosen, out)
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ctrace import elf, emit, match, paths
+from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import open_elf
 from ctrace.errors import NotFound, UsageError
 from ctrace.model import Binary, Command, Probe, Process, Symbol, Target
@@ -28,14 +29,15 @@ class Loaded:
 class ElfCache:
     """One parse per file, however many processes run it (keyed by device and inode)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_dir: str | None = None) -> None:
         self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
+        self.cache_dir = cache_dir  # the on-disk cache across runs (elf/cache.py)
 
     def inspect(self, path: str) -> elf.ElfInfo:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino)
         if key not in self._by_inode:
-            self._by_inode[key] = elf.inspect(path)
+            self._by_inode[key] = elf_cache.inspect(path, self.cache_dir)
         return self._by_inode[key]
 
 
@@ -132,7 +134,7 @@ def targets(
 ) -> list[Target]:
     for pattern in patterns:
         match.check_pattern(pattern)
-    cache = ElfCache()
+    cache = ElfCache(ctx.cache_dir)
     loaded = [load(p, ctx, cache) for p in processes(target, ctx, runtime)]
     out = []
     failures = []
@@ -164,7 +166,7 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
 def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Binary, elf.ElfInfo]:
     """Symbols of a file path, or of the binary of a target's process."""
     if runtime is None and os.path.lexists(what) and ("/" in what or not _is_process(what, ctx)):
-        info = elf.inspect(what)
+        info = elf_cache.inspect(what, ctx.cache_dir)
         return _file_binary(what, info), info
     if what.startswith(("/", "./", "../")):
         raise NotFound(f"{what} does not exist", "give a binary's path, a process name or pid:N")
@@ -172,7 +174,7 @@ def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Bin
     if len({p.exe for p in procs}) > 1:
         pids = ", ".join(str(p.pid) for p in procs[:8])
         raise UsageError(f"{what!r} names processes running different binaries ({pids})", "pick one with pid:N")
-    loaded = load(procs[0], ctx, ElfCache())
+    loaded = load(procs[0], ctx, ElfCache(ctx.cache_dir))
     return loaded.binary, loaded.info
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from typing import Any, TextIO
 
 from ctrace import elf, procfs
@@ -102,6 +104,30 @@ def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -
         "sources": info.sources(),
         "symbols": [{"name": s.name, "address": s.address, "size": s.size, "source": s.source} for s in symbols],
     }
+
+
+def symbols_json(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
+    """``dump(symbols_dict(...))``, one symbol per line, written without building a dict per symbol.
+
+    json's indent path is pure Python: 1.6 s for dockerd's 70k symbols. Here the
+    C string encoder formats rows that are joined and written a chunk at a time,
+    so the memory of one chunk is reused for the next instead of the whole 7 MB
+    text being built (and page-faulted in) two or three times.
+    """
+    head = json.dumps({"binary": binary_dict(binary), "sources": info.sources()}, indent=2)[:-2]  # no "\n}"
+    out.write(f'{head},\n  "symbols": [')
+    quoted = encode_basestring_ascii
+    for start in range(0, len(symbols), _CHUNK):
+        part = symbols[start : start + _CHUNK]
+        names, sources = map(quoted, map(_NAME, part)), map(quoted, map(_SOURCE, part))
+        rows = map(_SYMBOL_ROW.format, names, map(_ADDRESS, part), map(_SIZE, part), sources)
+        out.write(("\n    " if start == 0 else ",\n    ") + ",\n    ".join(rows))
+    out.write("\n  ]\n}\n" if symbols else "]\n}\n")
+
+
+_CHUNK = 4096
+_SYMBOL_ROW = '{{"name": {}, "address": {}, "size": {}, "source": {}}}'
+_NAME, _ADDRESS, _SIZE, _SOURCE = (itemgetter(i) for i in range(4))
 
 
 def ns_dict(pid: int, status: procfs.Status, namespaces: dict[str, int]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ class Context:
 
     proc_root: str = PROC
     self_pid: int = 0  # ctrace's own PID, never a target
+    cache_dir: str | None = None  # where parsed binaries are cached (elf/cache.py); None: no cache
 
 
 class Resolver(Protocol):
