@@ -33,7 +33,7 @@ from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 
-FORMAT = 1
+FORMAT = 2
 MAGIC = b"ctr\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
 _SCHEMA = (tuple(f.name for f in dataclasses.fields(ElfInfo)), Symbol._fields)
@@ -87,10 +87,10 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
         return None
     try:
         with symtab.gc_paused():
-            stored_key, fields, names, addresses, sizes, sources = marshal.loads(body)
+            stored_key, fields, columns = marshal.loads(body)
             if stored_key != key:
                 return None  # two keys with one file name: rare, and a miss is always safe
-            symbols = tuple(map(symtab.NEW, repeat(Symbol), zip(names, addresses, sizes, sources)))
+            symbols = tuple(map(symtab.NEW, repeat(Symbol), zip(*columns)))
             return ElfInfo(path=path, symbols=symbols, **dict(fields))
     except (EOFError, ValueError, TypeError):
         return None
@@ -99,10 +99,10 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
 def store(file: str, key: str, info: ElfInfo) -> None:
     """Write ``info`` for ``key``; best effort (a read-only home just means no cache)."""
     fields = tuple((f.name, getattr(info, f.name)) for f in dataclasses.fields(info) if f.name not in _NOT_STORED)
-    columns = [list(col) for col in zip(*info.symbols)] or [[], [], [], []]
+    columns = [list(col) for col in zip(*info.symbols)]  # names, addresses, ...: compact and fast to load
     tmp = f"{file}.{os.getpid()}.tmp"
     try:
-        body = marshal.dumps((key, fields, *columns))
+        body = marshal.dumps((key, fields, columns))
         os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
