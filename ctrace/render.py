@@ -95,7 +95,15 @@ def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], o
     counts = ", ".join(f"{k} {v}" for k, v in info.sources().items()) or "none"
     stripped = "stripped" if info.stripped else "not stripped"
     out.write(f"# {binary.path}: {info.language}, {stripped}, {len(symbols)} functions ({counts})\n")
-    table([[f"{s.address:016x}", str(s.size), s.source, s.name] for s in symbols], out)
+    if not symbols:
+        return
+    # What table() prints, without its per-cell Python work (dockerd: ~440 ms to ~200 ms whole run):
+    # addresses are always 16 digits, and the widest size is the largest one.
+    size_w, source_w = len(str(max(map(_SIZE, symbols)))), max(len(s) for s in set(map(_SOURCE, symbols)))
+    for start in range(0, len(symbols), _CHUNK):
+        part = map(_ROW, symbols[start : start + _CHUNK])
+        rows = [f"{a:016x}  {z:<{size_w}}  {s:<{source_w}}  {n}".rstrip() for n, a, z, s in part]
+        out.write("\n".join(rows) + "\n")
 
 
 def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -> dict[str, Any]:
@@ -122,7 +130,7 @@ def symbols_json(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], o
 
 
 _CHUNK = 4096
-_NAME, _ROW = itemgetter(0), itemgetter(0, 1, 2, 3)
+_NAME, _SIZE, _SOURCE, _ROW = itemgetter(0), itemgetter(2), itemgetter(3), itemgetter(0, 1, 2, 3)
 
 
 def _rows(part: Sequence[Symbol]) -> list[str]:

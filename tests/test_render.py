@@ -36,3 +36,17 @@ def test_symbols_json_escapes_every_name() -> None:
     render.symbols_json(binary, info, symbols, text)
     assert text.getvalue().isascii()
     assert [s["name"] for s in json.loads(text.getvalue())["symbols"]] == [s.name for s in symbols]
+
+
+@pytest.mark.parametrize("name", ["names", "acme", "hello-dyn", "cilium-agent"])
+def test_symbols_text_is_the_table(built: Built, name: str) -> None:
+    path = str(built[name])
+    info = elf.inspect(path)
+    binary = Binary(path, path, None, info.build_id, info.stripped, info.language)
+    for symbols in (list(info.symbols), list(info.symbols[-3:]), []):
+        fast, slow = io.StringIO(), io.StringIO()
+        render.symbols_text(binary, info, symbols, fast)
+        render.table([[f"{s.address:016x}", str(s.size), s.source, s.name] for s in symbols], slow)
+        header, rows = fast.getvalue().split("\n", 1)
+        assert header.startswith(f"# {path}: ") and f" {len(symbols)} functions " in header
+        assert rows == slow.getvalue()
