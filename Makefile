@@ -26,7 +26,7 @@ unit:
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) benchmarks/run.py
+	$(PY) -m benchmarks.run
 
 kind-test: setup
 	hack/kind-test.sh

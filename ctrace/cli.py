@@ -52,6 +52,9 @@ def build_parser(prog: str) -> Parser:
     parser = Parser(prog=prog, description="Find the file, PID and symbol to probe, and print the bpftrace command.")
     parser.add_argument("--version", action=VersionAction, nargs=0, help="show ctrace, bpftrace and kernel versions")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="do not read or write the symbol cache (also CTRACE_NO_CACHE=1)"
+    )
     parser.add_argument("--proc-root", default="/proc", metavar="DIR", help="where the host's /proc is mounted")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

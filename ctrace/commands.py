@@ -19,7 +19,7 @@ def context(args: argparse.Namespace) -> Context:
     root = args.proc_root.rstrip("/") or "/"
     if not os.path.isdir(f"{root}/self") and not os.path.isdir(f"{root}/1"):
         raise_env(root)
-    return Context(proc_root=root, self_pid=os.getpid(), k8s=k8s_options(args))
+    return Context(proc_root=root, self_pid=os.getpid(), k8s=k8s_options(args), cache_dir=cache_dir(args))
 
 
 def k8s_options(args: argparse.Namespace) -> K8sOptions:
@@ -36,6 +36,14 @@ def k8s_options(args: argparse.Namespace) -> K8sOptions:
         under_kubectl=bool(get("under_kubectl")),
         request_timeout=get("request_timeout") or 10.0,
     )
+
+
+def cache_dir(args: argparse.Namespace) -> str | None:
+    if args.no_cache or os.environ.get("CTRACE_NO_CACHE", "") not in ("", "0"):
+        return None
+    from ctrace.elf import cache
+
+    return cache.default_dir()
 
 
 def raise_env(root: str) -> None:
@@ -94,7 +102,9 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         chosen, missing = plan.select(info.symbols, args.func, info.demangled)
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
-    if args.output in ("json", "yaml"):
+    if args.output == "json":
+        render.symbols_json(binary, info, chosen, out)
+    elif args.output == "yaml":
         render.data(render.symbols_dict(binary, info, chosen), args.output, out)
     else:
         render.symbols_text(binary, info, chosen, out)

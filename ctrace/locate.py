@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ctrace import elf, mapped, paths, procfs
+from ctrace.elf import cache as elf_cache
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Binary, Process
 from ctrace.resolvers import Context
@@ -23,17 +24,30 @@ class Loaded:
 
 
 class ElfCache:
-    """One parse per file, however many processes run it (keyed by device and inode)."""
+    """One parse per file, however many processes run it (keyed by device and inode),
 
-    def __init__(self) -> None:
+    and across runs through the on-disk cache (elf/cache.py) when ``cache_dir`` is set."""
+
+    def __init__(self, cache_dir: str | None = None) -> None:
         self._by_inode: dict[tuple[int, int], elf.ElfInfo] = {}
+        self.cache_dir = cache_dir
 
     def inspect(self, path: str, root: str = "/", binary_dir: str | None = None) -> elf.ElfInfo:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino)
         if key not in self._by_inode:
-            self._by_inode[key] = elf.inspect(path, root, binary_dir)
+            self._by_inode[key] = self._inspect(path, root, binary_dir)
         return self._by_inode[key]
+
+    def _inspect(self, path: str, root: str, binary_dir: str | None) -> elf.ElfInfo:
+        # The debug files found depend on the root's file tree, not on its /proc/PID/root
+        # spelling, which changes every run: key on the root directory's identity.
+        rst = os.stat(root)
+
+        def compute(p: str, **_: object) -> elf.ElfInfo:
+            return elf.inspect(p, root, binary_dir)
+
+        return elf_cache.inspect(path, self.cache_dir, compute, root_id=(rst.st_dev, rst.st_ino), binary_dir=binary_dir)
 
 
 def _locate(proc: Process, ctx: Context, lib: str | None) -> tuple[str, str, list[str]]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ctrace import cgroups, elf, emit, match, procfs, sites
+from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
 from ctrace.locate import ElfCache, Loaded, load, path_forms
@@ -171,10 +172,11 @@ def targets(
     lib: str | None = None,
     kind: str = "uprobe",
 ) -> list[Target]:
-    cache = ElfCache()
+    cache = ElfCache(ctx.cache_dir)
     loaded = _load_all(procs, ctx, cache, lib)
     out = []
     failures = []
+    gone: list[NotFound] = []
     for item in loaded:
         chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
         if missing:
@@ -187,10 +189,16 @@ def targets(
             )
         if kind == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
-        found = probes(item, chosen, ctx, kind)
+        try:
+            found = probes(item, chosen, ctx, kind)
+        except NotFound as err:  # the process exited while its file was read
+            gone.append(err)
+            continue
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
-    if not out:
+    if not out and failures:
         raise _no_match(*failures[0])
+    if not out:
+        raise gone[0] if gone else NotFound("every process of the target exited", "run it again")
     return out
 
 
@@ -230,7 +238,7 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
 def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Binary, elf.ElfInfo]:
     """Symbols of a file path, or of the binary of a target's process."""
     if runtime is None and os.path.lexists(what) and ("/" in what or not _is_process(what, ctx)):
-        info = elf.inspect(what)
+        info = elf_cache.inspect(what, ctx.cache_dir)
         return _file_binary(what, info), info
     if what.startswith(("/", "./", "../")):
         raise NotFound(f"{what} does not exist", "give a binary's path, a process name or pid:N")
@@ -238,7 +246,7 @@ def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Bin
     if len({p.exe for p in procs}) > 1:
         pids = ", ".join(str(p.pid) for p in procs[:8])
         raise UsageError(f"{what!r} names processes running different binaries ({pids})", "pick one with pid:N")
-    loaded = load(procs[0], ctx, ElfCache())
+    loaded = load(procs[0], ctx, ElfCache(ctx.cache_dir))
     return loaded.binary, loaded.info
 
 

@@ -41,6 +41,19 @@ def need_bpftrace() -> None:
     need(os.geteuid() == 0, "bpftrace needs root")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every ctrace run of the session caches under a temporary XDG_CACHE_HOME, never ~/.cache."""
+    home = tmp_path_factory.mktemp("xdg-cache")
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(home)
+    yield home
+    if before is None:
+        del os.environ["XDG_CACHE_HOME"]
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 @dataclass
 class Result:
     code: int

@@ -2,7 +2,7 @@
 
 This is the fast path (issue "Speed"): pyelftools spends 40-60 ms importing and
 tens of ms building section objects before the first symbol; the symbol tables
-themselves are flat arrays that ``struct.iter_unpack`` decodes directly. The
+themselves are flat arrays that elf/symtab.py decodes a column at a time. The
 reference for what this reader must return is pyelftools (see elf/reference.py
 and the tests that compare the two).
 """
@@ -15,15 +15,14 @@ import stat
 import struct
 from dataclasses import dataclass
 
+from ctrace.elf import symtab
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Symbol
 
 SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
 PT_LOAD, PT_NOTE = 1, 4
-STT_FUNC, STT_GNU_IFUNC = 2, 10
 DT_NEEDED, DT_STRTAB = 1, 5
 NT_GNU_BUILD_ID = 3
-_FUNC_TYPES = frozenset({STT_FUNC, STT_GNU_IFUNC})
 
 
 @dataclass(frozen=True)
@@ -120,36 +119,15 @@ class ElfFile:
         return bytes(self.data[sec.offset : end])
 
     def symbols(self) -> list[Symbol]:
-        """Traceable functions from .symtab then .dynsym, deduplicated by (name, address)."""
-        seen: dict[tuple[str, int], Symbol] = {}
-        for sec in self.sections:
-            if sec.type in (SHT_SYMTAB, SHT_DYNSYM):
-                source = "symtab" if sec.type == SHT_SYMTAB else "dynsym"
-                for sym in self._table(sec, source):
-                    seen.setdefault((sym.name, sym.address), sym)
-        return sorted(seen.values(), key=lambda s: (s.address, s.name))
-
-    def _table(self, sec: Section, source: str) -> list[Symbol]:
-        if sec.link >= len(self.sections):
-            return []
-        strtab = self.section_data(self.sections[sec.link])
-        data = self.section_data(sec)
-        if self.is64:
-            fmt, entsize = self.endian + "IBBHQQ", 24
-        else:
-            fmt, entsize = self.endian + "IIIBBH", 16
-        usable = len(data) - len(data) % entsize
-        out = []
-        for ent in struct.iter_unpack(fmt, data[:usable]):
-            if self.is64:
-                name_off, info, _, _, value, size = ent
-            else:
-                name_off, value, size, info, _, _ = ent
-            # An undefined function with a value is a canonical PLT entry in a
-            # non-PIC executable; bpftrace lists (and attaches to) those too.
-            if info & 0xF in _FUNC_TYPES and value:
-                out.append(Symbol(_cstr(strtab, name_off), value, size, source))
-        return out
+        """Traceable functions of .symtab and .dynsym (in section order), deduplicated by (name, address)."""
+        found: list[Symbol] = []
+        with symtab.gc_paused():
+            for sec in self.sections:
+                if sec.type in (SHT_SYMTAB, SHT_DYNSYM) and sec.link < len(self.sections):
+                    source = "symtab" if sec.type == SHT_SYMTAB else "dynsym"
+                    strtab = self.section_data(self.sections[sec.link])
+                    found += symtab.functions(self.section_data(sec), strtab, self.is64, self.endian, source)
+            return symtab.sorted_unique(found)
 
     @property
     def stripped(self) -> bool:
@@ -225,5 +203,7 @@ def open_elf(path: str) -> ElfFile:
             if st.st_size == 0:
                 return ElfFile(b"", path)
             return ElfFile(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), path)
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist (any more)") from None
     except PermissionError:
         raise NotTraceable(f"permission denied reading {path}", "run ctrace as root") from None

@@ -31,6 +31,7 @@ class Context:
     self_pid: int = 0  # ctrace's own PID, never a target
     k8s: K8sOptions = field(default_factory=K8sOptions)
     all_matches: bool = False  # `target --all`: a prefix naming several containers takes them all
+    cache_dir: str | None = None  # where parsed binaries are cached (elf/cache.py); None: no cache
 
 
 class Resolver(Protocol):

@@ -1,0 +1,135 @@
+"""Bulk decoding of ELF symbol tables: whole columns at a time, no per-entry Python code.
+
+A symbol table is a flat array of fixed-size records. Instead of unpacking each
+record (``struct.iter_unpack`` plus a Python loop: ~190 ms for dockerd's 170k
+.dynsym entries), this module reads it as arrays of 32- and 64-bit words, takes
+every field as a strided slice, keeps the functions with ``itertools.compress``
+and slices the names out of one decoded string table. Measured on dockerd
+(70k functions), whole decode ~60 ms; see benchmarks/.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import compress, repeat
+from operator import eq, itemgetter
+
+from ctrace.model import Symbol
+
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+# st_info byte -> 1 when its low nibble is FUNC or GNU_IFUNC: one bytes.translate
+# turns the strided st_info column into a selector for compress().
+_IS_FUNC = bytes(1 if (b & 0xF) in (STT_FUNC, STT_GNU_IFUNC) else 0 for b in range(256))
+_NATIVE = "<" if sys.byteorder == "little" else ">"
+_ADDRESS = itemgetter(1)
+_NAME = itemgetter(0)
+NEW = tuple.__new__  # Symbol(...) runs a Python-level __new__; this does not
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic GC while tens of thousands of Symbol tuples are made.
+
+    Each tuple is GC-tracked, so 70k of them trigger ~100 collections that
+    find nothing: 25 ms against 13 ms for dockerd's symbols (measured).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _words(code: str, data: bytes, endian: str) -> array[int]:
+    words = array(code)
+    words.frombytes(data)
+    if endian != _NATIVE:
+        words.byteswap()
+    return words
+
+
+def functions(data: bytes, strtab: bytes, is64: bool, endian: str, source: str) -> list[Symbol]:
+    """FUNC and IFUNC entries with a nonzero value, in table order.
+
+    An undefined function with a value is a canonical PLT entry in a non-PIC
+    executable; bpftrace lists (and attaches to) those too, so st_shndx is not
+    looked at.
+    """
+    entsize = 24 if is64 else 16
+    data = data[: len(data) - len(data) % entsize]
+    narrow = _words("I", data, endian)  # array('I') is 4 bytes on every Linux ABI
+    if is64:  # Elf64_Sym: name u32, info u8, other u8, shndx u16, value u64, size u64
+        wide = _words("Q", data, endian)
+        names, values, sizes, info = narrow[0::6], wide[1::3], wide[2::3], data[4::24]
+    else:  # Elf32_Sym: name, value, size (u32 each), info u8, other u8, shndx u16
+        names, values, sizes, info = narrow[0::4], narrow[1::4], narrow[2::4], data[12::16]
+    is_func = info.translate(_IS_FUNC)
+    func_values = list(compress(values, is_func))
+    # A nonzero int is true, so the values select themselves.
+    kept_values = list(compress(func_values, func_values))
+    kept_sizes = compress(compress(sizes, is_func), func_values)
+    kept_names = names_at(strtab, compress(compress(names, is_func), func_values))
+    return list(map(NEW, repeat(Symbol), zip(kept_names, kept_values, kept_sizes, repeat(source))))
+
+
+def names_at(strtab: bytes, offsets: Iterable[int]) -> list[str]:
+    """NUL-terminated names at ``offsets``, decoded as UTF-8 (surrogateescape).
+
+    Latin-1 maps byte n to character n, so byte offsets index the decoded str
+    and each name is one find and one slice; only non-ASCII names (a few Go
+    names in dockerd) are re-decoded as UTF-8.
+    """
+    text = strtab.decode("latin-1")
+    if not text.endswith("\0"):
+        text += "\0"  # an unterminated last name runs to the end of the table
+    end = text.find
+    names = [text[off : end("\0", off)] for off in offsets]
+    if strtab.isascii():
+        return names
+    return [n if n.isascii() else n.encode("latin-1").decode("utf-8", "surrogateescape") for n in names]
+
+
+def sorted_unique(symbols: list[Symbol]) -> list[Symbol]:
+    """Sorted by (address, name); of equal (name, address) the first one stays.
+
+    Sorting on the address alone is ~4x cheaper than on (address, name) tuples
+    (10 ms against 40 ms for dockerd); only runs of equal addresses (aliases,
+    and .dynsym entries repeating .symtab ones) are then fixed up one by one.
+    """
+    symbols = sorted(symbols, key=_ADDRESS)  # stable: table order survives within a run
+    addresses = list(map(_ADDRESS, symbols))
+    repeats = list(compress(range(1, len(addresses)), map(eq, addresses[1:], addresses)))
+    if not repeats:
+        return symbols
+    out: list[Symbol] = []
+    done = 0
+    for start, stop in _runs(repeats):
+        out.extend(symbols[done:start])
+        out.extend(_unique_by_name(symbols[start:stop]))
+        done = stop
+    out.extend(symbols[done:])
+    return out
+
+
+def _runs(repeats: list[int]) -> list[tuple[int, int]]:
+    """[start, stop) of each run of equal addresses, from the indices equal to their predecessor."""
+    runs: list[tuple[int, int]] = []
+    for i in repeats:
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i - 1, i + 1))
+    return runs
+
+
+def _unique_by_name(run: list[Symbol]) -> list[Symbol]:
+    first: dict[str, Symbol] = {}
+    for sym in run:
+        first.setdefault(sym.name, sym)
+    return sorted(first.values(), key=_NAME)

@@ -1,0 +1,116 @@
+"""The on-disk symbol cache (elf/cache.py): same answer as a fresh parse, and never trusted blindly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ctrace import elf
+from ctrace.elf import cache
+from ctrace.elf.reader import open_elf
+from tests.conftest import Built, ctrace
+
+
+def cache_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file()) if directory.exists() else []
+
+
+@pytest.mark.parametrize("name", ["hello-dyn", "acme", "cilium-agent", "hello-stripped"])
+def test_hit_returns_identical_info(built: Built, tmp_path: Path, name: str) -> None:
+    path = str(built[name])
+    calls: list[str] = []
+
+    def compute(p: str) -> elf.ElfInfo:
+        calls.append(p)
+        return elf.inspect(p)
+
+    first = cache.inspect(path, str(tmp_path), compute)
+    assert len(cache_files(tmp_path)) == 1
+    second = cache.inspect(path, str(tmp_path), compute)
+    assert calls == [path]  # the second answer came from the file
+    assert second == first == elf.inspect(path)
+
+
+def test_hit_on_another_path_reports_that_path(built: Built, tmp_path: Path) -> None:
+    copy = tmp_path / "bin" / "hello-copy"
+    copy.parent.mkdir()
+    shutil.copy(built["hello"], copy)
+    cache.inspect(str(built["hello"]), str(tmp_path / "c"))
+    info = cache.inspect(str(copy), str(tmp_path / "c"))
+    assert len(cache_files(tmp_path / "c")) == 1  # same build-id and size: one entry
+    assert info.path == str(copy)
+    assert info == elf.inspect(str(copy))
+
+
+def test_stripped_copy_with_same_build_id_is_not_confused(built: Built, tmp_path: Path) -> None:
+    full, stripped = str(built["hello"]), str(built["hello-stripped"])
+    assert open_elf(full).build_id == open_elf(stripped).build_id
+    cache.inspect(full, str(tmp_path))
+    assert cache.inspect(stripped, str(tmp_path)).symbols == ()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[: len(b) // 2],  # truncated
+        lambda b: b"",
+        lambda b: b"not a cache file at all",
+        lambda b: b[:-10] + bytes(10),  # payload changed, CRC stale
+        lambda b: b[:8] + b"\xff" * (len(b) - 8),
+    ],
+)
+def test_corrupt_file_is_ignored_and_rewritten(built: Built, tmp_path: Path, damage: object) -> None:
+    path = str(built["hello-dyn"])
+    want = cache.inspect(path, str(tmp_path))
+    (file,) = cache_files(tmp_path)
+    file.write_bytes(damage(file.read_bytes()))  # type: ignore[operator]
+    assert cache.inspect(path, str(tmp_path)) == want
+    assert cache.load(str(file), cache.cache_key(path, {}), path) == want  # rebuilt
+
+
+def test_options_are_part_of_the_key(built: Built, tmp_path: Path) -> None:
+    seen: list[dict[str, object]] = []
+
+    def compute(path: str, **options: object) -> elf.ElfInfo:
+        seen.append(options)
+        return elf.inspect(path)
+
+    path = str(built["hello"])
+    for root in ("/a", "/b", "/a"):
+        cache.inspect(path, str(tmp_path), compute, root=root)
+    assert seen == [{"root": "/a"}, {"root": "/b"}]
+    assert len(cache_files(tmp_path)) == 2
+
+
+def test_no_directory_means_no_cache(built: Built, tmp_path: Path) -> None:
+    assert cache.inspect(str(built["hello"]), None) == elf.inspect(str(built["hello"]))
+
+
+def test_unwritable_directory_still_answers(built: Built, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory would go")
+    info = cache.inspect(str(built["hello"]), str(blocker / "ctrace"))
+    assert info == elf.inspect(str(built["hello"]))
+
+
+def test_old_entries_are_pruned(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "KEEP", 2)
+    for name in ("hello", "hello-dyn", "acme"):
+        cache.inspect(str(built[name]), str(tmp_path))
+    assert len(cache_files(tmp_path)) == 2
+
+
+def test_cli_uses_xdg_cache_home_and_no_cache_bypasses_it(built: Built, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    path = str(built["acme"])
+    assert ctrace("--no-cache", "symbols", path, "-o", "json", env=env).code == 0
+    assert ctrace("symbols", path, "-o", "json", env={**env, "CTRACE_NO_CACHE": "1"}).code == 0
+    assert cache_files(tmp_path / "ctrace") == []
+    cold = ctrace("symbols", path, "-o", "json", env=env)
+    assert len(cache_files(tmp_path / "ctrace")) == 1
+    warm = ctrace("symbols", path, "-o", "json", env=env)
+    assert cold.code == warm.code == 0
+    assert warm.out == cold.out
