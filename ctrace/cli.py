@@ -95,6 +95,16 @@ def build_parser(prog: str) -> Parser:
         help="take every container a prefix matches; with --run, probe every target in one bpftrace program",
     )
     p.add_argument(
+        "--tool", choices=("bpftrace", "perf"), default="bpftrace", help="also print the perf probe/record path"
+    )
+    p.add_argument(
+        "--action",
+        choices=("stack", "count", "args", "latency"),
+        default="stack",
+        help="stack (ustack, default), count (per PID), args (arg0..arg5; Go's registers for Go), "
+        "latency (entry to return, a histogram; Go uses a uprobe on each RET)",
+    )
+    p.add_argument(
         "--probe",
         choices=("uprobe", "uretprobe", "return"),
         default="uprobe",

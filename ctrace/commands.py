@@ -69,9 +69,11 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = dataclasses.replace(ctx, all_matches=args.all)
-    result = plan.plan(args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe)
+    result = plan.plan(
+        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
+    )
     if args.run:
-        return runner.run(chosen_command(result, args.all).argv, args.duration)
+        return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
     elif args.output in ("json", "yaml"):
@@ -81,7 +83,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     return 0
 
 
-def chosen_command(result: plan.Plan, everything: bool) -> Command:
+def chosen_command(result: plan.Plan, everything: bool, action: str = "stack") -> Command:
     """The single command --run starts; several probes need --all (one program)."""
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
@@ -92,6 +94,8 @@ def chosen_command(result: plan.Plan, everything: bool) -> Command:
         return probes[0][1].commands[0]
     if not everything:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
+    if action != "stack":
+        raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")
     return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes])
 
 

@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
 
 _BARE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -24,6 +25,35 @@ _BARE_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*\Z")
 _QUOTABLE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+\Z")  # printable ASCII but " and \
 
 STACK_ACTION = 'printf("%s\\n", ustack);'
+# --action: what a probe does when it fires (latency is two blocks: see latency_program).
+ACTIONS = {
+    "stack": STACK_ACTION,
+    "count": "@calls[probe, pid] = count();",
+    "args": 'printf("%d %s %lx %lx %lx %lx %lx %lx\\n", pid, probe, arg0, arg1, arg2, arg3, arg4, arg5);',
+}
+# Go's register ABI (Go 1.17+, amd64) passes integer arguments in RAX, RBX, RCX, RDI, RSI, R8,
+# not in the SysV registers bpftrace's arg0..arg5 read.
+GO_ARGS = (
+    'printf("%d %s %lx %lx %lx %lx %lx %lx\\n", pid, probe, '
+    'reg("ax"), reg("bx"), reg("cx"), reg("di"), reg("si"), reg("r8"));'
+)
+LATENCY_ENTRY = "@start[tid] = nsecs;"
+LATENCY_EXIT = "@usecs = hist((nsecs - @start[tid]) / 1000); delete(@start[tid]);"
+
+
+def action_text(action: str, language: str) -> str:
+    if action == "args" and language == "go":
+        return GO_ARGS
+    return ACTIONS[action]
+
+
+def latency_program(path: str, entry: Sequence[Site], exits: Sequence[Site], exit_kind: str, pid: int | None) -> str:
+    """Entry stamps the thread's clock; each exit (uretprobe, or a uprobe on each RET for Go) adds to a histogram."""
+    own = f"pid == {int(pid)}" if pid is not None else ""
+    first = f"{', '.join(points(path, entry))}{f' /{own}/' if own else ''} {{ {LATENCY_ENTRY} }}"
+    cond = " && ".join(c for c in (own, "@start[tid]") if c)
+    last = "END { clear(@start); }"  # calls still in flight at Ctrl-C are not results
+    return f"{first} {', '.join(points(path, exits, exit_kind))} /{cond}/ {{ {LATENCY_EXIT} }} {last}"
 
 
 @dataclass(frozen=True)
@@ -163,6 +193,7 @@ def command(
     action: str = STACK_ACTION,
     kind: str = "uprobe",
     by_filter: bool = False,
+    exits: tuple[Sequence[Site], str] | None = None,
 ) -> Command | None:
     """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted.
 
@@ -177,12 +208,14 @@ def command(
         return None
     sites = [where] if isinstance(where, Site) else list(where)
     argv = ["bpftrace"]
-    if any(s.unsafe for s in sites):
+    if any(s.unsafe for s in [*sites, *(exits[0] if exits else [])]):
         argv.append("--unsafe")
-    if by_filter:
-        argv += ["-e", program(literal, sites, action, kind, pid)]
+    bound = pid if by_filter else None
+    if exits is not None:  # --action latency
+        text = latency_program(literal, sites, exits[0], exits[1], bound)
     else:
-        argv += ["-p", str(pid), "-e", program(literal, sites, action, kind)]
+        text = program(literal, sites, action, kind, bound)
+    argv += ["-e", text] if by_filter else ["-p", str(pid), "-e", text]
     return Command(form, tuple(argv), shlex.join(argv))
 
 
@@ -204,3 +237,26 @@ def agent_command(pod: Pod, agent: str, funcs: Sequence[str], context: str | Non
         argv += ["--func", func]
     argv.append("--run")
     return Command("agent", tuple(argv), shlex.join(argv))
+
+
+def perf_event(symbol: str, address: int, pid: int) -> str:
+    """A perf probe event name: letters, digits and '_', unique per address and process, at most 63 chars."""
+    last = re.sub(r"[^A-Za-z0-9_]", "_", last_component(symbol)) or "f"
+    if not last[0].isalpha():
+        last = "f" + last
+    return f"{last[:36]}_{address:x}_{pid}"
+
+
+def perf_commands(pid: int, path: str, symbol: str, offset: int, seconds: int = 10) -> tuple[Command, ...]:
+    """The seed's perf path (4.1.2): add a uprobe event, record it with DWARF call graphs for
+    the PID, show it, remove the event. perf probe takes a raw number as the uprobe's file
+    offset (perf 6.1, measured); a number, not the name, because ``pkg.(*T).m`` does not
+    parse as a perf probe point."""
+    event = f"ctrace:{perf_event(symbol, offset, pid)}"
+    steps = [
+        ["perf", "probe", "-x", path, "--add", f"{event}=0x{offset:x}"],
+        ["perf", "record", "-e", event, "-p", str(pid), "-g", "--call-graph", "dwarf", "--", "sleep", str(seconds)],
+        ["perf", "script"],
+        ["perf", "probe", "--del", event],
+    ]
+    return tuple(Command(f"perf-{s[1]}", tuple(s), shlex.join(s)) for s in steps)

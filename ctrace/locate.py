@@ -40,14 +40,13 @@ class ElfCache:
         return self._by_inode[key]
 
     def _inspect(self, path: str, root: str, binary_dir: str | None) -> elf.ElfInfo:
-        # The debug files found depend on the root's file tree, not on its /proc/PID/root
-        # spelling, which changes every run: key on the root directory's identity.
-        rst = os.stat(root)
-
+        # Keyed on the root as spelled (/proc/PID/root): the debug files found are stored
+        # with that prefix, and sites.bcc_visible compares them with the path bpftrace gets.
+        # A process's next run hits the cache; another process of the same file parses anew.
         def compute(p: str, **_: object) -> elf.ElfInfo:
             return elf.inspect(p, root, binary_dir)
 
-        return elf_cache.inspect(path, self.cache_dir, compute, root_id=(rst.st_dev, rst.st_ino), binary_dir=binary_dir)
+        return elf_cache.inspect(path, self.cache_dir, compute, root=root, binary_dir=binary_dir)
 
 
 def _locate(proc: Process, ctx: Context, lib: str | None) -> tuple[str, str, list[str]]:

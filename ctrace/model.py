@@ -88,6 +88,7 @@ class Probe:
     probe: str = "uprobe"  # "uprobe", "uretprobe" or "return" (a uprobe on each RET)
     points: tuple[str, ...] = ()  # the recommended command's attach points, for --run --all
     unsafe: bool = False  # bpftrace needs --unsafe for them
+    perf: tuple[Command, ...] = ()  # --tool perf: probe, record, script, delete
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from ctrace import cgroups, elf, emit, match, procfs, sites
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
-from ctrace.locate import ElfCache, Loaded, load, path_forms
+from ctrace.locate import ElfCache, Loaded, load, own_mount_ns, path_forms
 from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
 from ctrace.resolvers import Context, choose
 
@@ -81,14 +81,21 @@ class Made:
     unsafe: bool
 
 
-def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, kind: str = "uprobe") -> list[Probe]:
+def probes(
+    loaded: Loaded,
+    symbols: Sequence[Symbol],
+    ctx: Context,
+    kind: str = "uprobe",
+    action: str = "stack",
+    tool: str = "bpftrace",
+) -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, kind) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, kind, action) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -99,26 +106,59 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, kind: str = 
         first = usable[0]
         shown = loaded.info.demangled.get(sym.name)
         cmds = tuple(m.command for m in usable)
-        out.append(Probe(sym.name, sym.address, cmds, first.attach, shown, kind, first.points, first.unsafe))
+        perf = _perf(loaded, sym, ctx, elf_file) if tool == "perf" else ()
+        out.append(Probe(sym.name, sym.address, cmds, first.attach, shown, kind, first.points, first.unsafe, perf))
     return out
 
 
+def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple[Command, ...]:
+    """perf probe canonicalises the path it is given, so /proc/PID/root would lead it to the
+    host's file of that name: give it a real host path (MergedDir, or the process's own path
+    when it shares ctrace's mount namespace)."""
+    b = loaded.binary
+    path = b.merged_path or (b.path if own_mount_ns(loaded.process.pid, ctx) and not b.deleted else None)
+    if path is None:
+        loaded.warnings.append(f"no host path perf can use for {b.path} (no MergedDir); use the bpftrace commands")
+        return ()
+    offset = elf_file.vaddr_to_offset(sym.address)
+    if offset is None:
+        return ()
+    return emit.perf_commands(loaded.process.pid, path, sym.name, offset)
+
+
 def _command(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, kind: str
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, kind: str, action: str
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
     so that another form may still work."""
+    exits: tuple[list[emit.Site], str] | None = None
     try:
-        where = _sites(loaded, elf_file, sym, index, form.spans, kind)
+        where = _sites(loaded, elf_file, sym, index, form.spans, "uprobe" if action == "latency" else kind)
+        if action == "latency":
+            exits = _exits(loaded, elf_file, sym, index, form.spans)
     except NotTraceable as err:
         return err
     bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
     pid = loaded.process.pid
-    cmd = emit.command(form.name, pid, form.path, where, kind=bpf_kind, by_filter=form.by_filter) if where else None
+    text = emit.action_text("stack" if action == "latency" else action, loaded.info.language)
+    cmd = (
+        emit.command(form.name, pid, form.path, where, text, bpf_kind, form.by_filter, exits)
+        if where and (exits is None or exits[0])
+        else None
+    )
     if cmd is None:
         return None
     literal = emit.quote_path(form.path) or ""
     return Made(cmd, where[0].kind, tuple(emit.points(literal, where, bpf_kind)), any(w.unsafe for w in where))
+
+
+def _exits(
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans
+) -> tuple[list[emit.Site], str]:
+    """Where a call returns: a uretprobe, but for Go (stacks move) a uprobe on each RET."""
+    if loaded.info.language == "go":
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path), "uprobe"
+    return _sites(loaded, elf_file, sym, index, spans, "uprobe"), "uretprobe"
 
 
 def _sites(
@@ -145,6 +185,8 @@ def plan(
     max_funcs: int = DEFAULT_MAX_FUNCS,
     lib: str | None = None,
     kind: str = "uprobe",
+    action: str = "stack",
+    tool: str = "bpftrace",
 ) -> Plan:
     """Targets on this host, and pods elsewhere with the command to run there."""
     for pattern in patterns:
@@ -152,7 +194,7 @@ def plan(
     procs = processes(target, ctx, runtime)
     remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
     local = [p for p in procs if not p.remote]
-    return Plan(targets(local, patterns, ctx, max_funcs, lib, kind) if local else [], remote)
+    return Plan(targets(local, patterns, ctx, max_funcs, lib, kind, action, tool) if local else [], remote)
 
 
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
@@ -171,6 +213,8 @@ def targets(
     max_funcs: int = DEFAULT_MAX_FUNCS,
     lib: str | None = None,
     kind: str = "uprobe",
+    action: str = "stack",
+    tool: str = "bpftrace",
 ) -> list[Target]:
     cache = ElfCache(ctx.cache_dir)
     loaded = _load_all(procs, ctx, cache, lib)
@@ -190,7 +234,7 @@ def targets(
         if kind == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
         try:
-            found = probes(item, chosen, ctx, kind)
+            found = probes(item, chosen, ctx, kind, action, tool)
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue

@@ -30,6 +30,7 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "argv": list(first.argv),
         "shell": first.shell,
         "alternatives": [{"form": c.form, "argv": list(c.argv), "shell": c.shell} for c in p.commands[1:]],
+        "perf": [{"step": c.form, "argv": list(c.argv), "shell": c.shell} for c in p.perf],
     }
 
 

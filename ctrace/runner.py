@@ -20,6 +20,9 @@ GRACE = 10.0  # seconds bpftrace gets to detach after SIGINT
 def run(argv: Sequence[str], duration: float | None = None) -> int:
     if shutil.which(argv[0]) is None:
         raise EnvironmentProblem(f"{argv[0]} is not installed", f"install it (Debian: apt-get install {argv[0]})")
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored;
+    # --run promises Ctrl-C semantics, so take SIGINT back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     proc = subprocess.Popen(list(argv))
     try:
         try:

@@ -74,6 +74,9 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         shown = f"{probe.demangled}  [{probe.symbol}]" if probe.demangled else probe.symbol
         out.write("\n" + style.dim(f"# {shown}  ({kind}0x{probe.address:x}, attached {how})") + "\n")
         commands(probe.commands, out, wide, style)
+        if probe.perf:
+            out.write(style.dim("# perf (seed 4.1.2): add the event, record it with DWARF stacks, show, remove") + "\n")
+            out.write("".join(c.shell + "\n" for c in probe.perf))
 
 
 def commands(cmds: Sequence[Command], out: TextIO, wide: bool, style: Style) -> None:

@@ -16,6 +16,8 @@ command -v make >/dev/null || need+=(make)
 [ -x /bin/busybox ] || need+=(busybox-static)  # /bin/sh of the tests' multi-process container
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 [ -x /bin/busybox ] || need+=(busybox-static)   # a shell and unshare for FROM-scratch test images
+command -v perf >/dev/null || need+=(linux-perf)  # --tool perf is checked against the real perf
+command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
