@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("bad")
     fifo = tmp / "fifo"
     os.mkfifo(fifo)
+    refusing = socket.socket(socket.AF_UNIX)  # bound, never listening: connect() is refused
+    refusing.bind(f"{fifo}.sock")
     text = tmp / "notes.txt"
     text.write_text("not a binary\n")
     zombie, parent = _zombie()
@@ -119,6 +122,19 @@ ROWS: dict[str, Callable[[World], Case]] = {
         (T, f"pid:{w.other_uid}", "--func", "main"), 3, ("permission denied", "root"), prefix=NO_CAPS
     ),
     "ns without caps": lambda w: Case(("ns", str(w.other_uid)), 3, ("permission denied",), prefix=NO_CAPS),
+    # docker daemon
+    "docker socket missing": lambda w: Case(
+        (T, "no-such-container-x", "--func", "main"),
+        3,
+        ("cannot talk to the docker daemon",),
+        env=(("DOCKER_HOST", "unix:///nonexistent/docker.sock"),),
+    ),
+    "docker socket refusing": lambda w: Case(
+        (T, "no-such-container-x", "--func", "main"),
+        3,
+        ("Connection refused",),
+        env=(("DOCKER_HOST", f"unix://{w.fifo}.sock"),),
+    ),
     # Kubernetes configuration
     "missing kubeconfig": lambda w: Case(
         (T, "pod/x", "--func", "f", "--kubeconfig", "/nonexistent"), 3, ("kubeconfig",)
