@@ -9,6 +9,7 @@ from ctrace import elf, mapped, paths, procfs
 from ctrace.elf import cache as elf_cache
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Binary, Process
+from ctrace.progress import progress
 from ctrace.resolvers import Context
 
 
@@ -36,7 +37,8 @@ class ElfCache:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino)
         if key not in self._by_inode:
-            self._by_inode[key] = self._inspect(path, root, binary_dir)
+            with progress(f"reading the symbols of {os.path.basename(path)}..."):
+                self._by_inode[key] = self._inspect(path, root, binary_dir)
         return self._by_inode[key]
 
     def _inspect(self, path: str, root: str, binary_dir: str | None) -> elf.ElfInfo:
