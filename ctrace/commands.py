@@ -147,14 +147,13 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 def _owner(pid: int, ctx: Context) -> dict[str, object]:
     """The container and pod of a PID, for ``ns`` (the reverse lookup)."""
-    from ctrace import cgroups
     from ctrace.resolvers import docker, kubernetes
 
     proc = _quiet_process(pid, ctx)
     if proc is None:
         return {"container": None, "pod": None}
-    where = {pid: cgroups.placement(procfs.parse_cgroup(procfs.read_text(pid, "cgroup", ctx.proc_root)))}
-    where = {k: v for k, v in where.items() if v.container_id}
+    found = procfs.placement(pid, ctx.proc_root)
+    where = {pid: found} if found.container_id else {}
     (proc,) = kubernetes.annotate(docker.annotate([proc], ctx, where), ctx, where)
     d = render.process_dict(proc)
     return {"container": d["container"], "pod": d["pod"]}

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ctrace import cgroups, elf, emit, match, procfs, sites
+from ctrace import elf, emit, match, procfs, sites
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
@@ -28,7 +28,7 @@ def _with_containers(procs: list[Process], ctx: Context) -> list[Process]:
     for p in procs:
         if p.container is None and not p.remote:
             try:
-                found = cgroups.placement(procfs.parse_cgroup(procfs.read_text(p.pid, "cgroup", ctx.proc_root)))
+                found = procfs.placement(p.pid, ctx.proc_root)
             except CtraceError:
                 continue
             if found.container_id:

@@ -203,15 +203,19 @@ def pids(proc_root: str = PROC) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
+def placement(pid: int, proc_root: str = PROC) -> cgroups.Placement:
+    """The container (and pod) a process is in, from /proc/PID/cgroup."""
+    return cgroups.placement(parse_cgroup(read_text(pid, "cgroup", proc_root)))
+
+
 def placements(proc_root: str = PROC) -> dict[int, cgroups.Placement]:
     """Host PID -> container, for every process in a container (one pass over /proc)."""
     out = {}
     for pid in pids(proc_root):
         try:
-            text = read_text(pid, "cgroup", proc_root)
+            found = placement(pid, proc_root)
         except CtraceError:
             continue
-        found = cgroups.placement(parse_cgroup(text))
         if found.container_id:
             out[pid] = found
     return out

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from ctrace import elf, procfs
 from ctrace.model import Binary, Probe, Process, Remote, Symbol, Target
 from ctrace.plan import Plan
+from ctrace.text import chain
 
 
 def binary_dict(b: Binary) -> dict[str, Any]:
@@ -91,10 +92,6 @@ def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
         out.write("  ".join(cells).rstrip() + "\n")
-
-
-def chain(nspid: Sequence[int]) -> str:
-    return " -> ".join(str(n) for n in nspid)
 
 
 def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:

@@ -74,8 +74,14 @@ def container_pids(container_id: str, proc_root: str) -> list[int]:
 
 def configured(opts: K8sOptions) -> bool:
     """Whether a cluster is configured at all (a kubeconfig, or running in a pod): cheap, no import."""
-    kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG")
-    return bool(kubeconfig) or os.path.exists(os.path.expanduser("~/.kube/config")) or _in_cluster()
+    return _has_kubeconfig(opts) or _in_cluster()
+
+
+def _has_kubeconfig(opts: K8sOptions) -> bool:
+    """kubectl's order: --kubeconfig, then KUBECONFIG, then ~/.kube/config."""
+    if opts.kubeconfig or os.environ.get("KUBECONFIG"):
+        return True
+    return os.path.exists(os.path.expanduser("~/.kube/config"))
 
 
 def _in_cluster() -> bool:
@@ -183,7 +189,7 @@ def _load(opts: K8sOptions) -> tuple[Any, str]:
 
     cfg = client.Configuration()
     try:
-        if opts.kubeconfig or os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+        if _has_kubeconfig(opts):
             config.load_kube_config(config_file=opts.kubeconfig, context=opts.context, client_configuration=cfg)
             namespace = opts.namespace or _context_namespace(opts)
         elif _in_cluster():
