@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _ID = r"([0-9a-f]{64})"
 _SCOPES = (
@@ -31,8 +31,7 @@ _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12
 _POD = re.compile(rf"(?:\A|-)pod({_UID})(?:\.slice)?\Z")
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """The innermost container a process is in; all None for a host process."""
 
     container_id: str | None = None

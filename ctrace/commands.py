@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from typing import TextIO
 
@@ -68,7 +67,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         raise UsageError("the target is empty", "give a process name, pid:N, pod/NAME or -l SELECTOR")
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
-    ctx = dataclasses.replace(ctx, all_matches=args.all)
+    ctx = ctx._replace(all_matches=args.all)
     result = plan.plan(
         args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
     )

@@ -15,7 +15,7 @@ import bisect
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
@@ -56,8 +56,7 @@ def latency_program(path: str, entry: Sequence[Site], exits: Sequence[Site], exi
     return f"{first} {', '.join(points(path, exits, exit_kind))} /{cond}/ {{ {LATENCY_EXIT} }} {last}"
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(NamedTuple):
     """How bpftrace is told where to attach: a (quoted) name or an address."""
 
     text: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ctrace import elf, mapped, paths, procfs
 from ctrace.elf import cache as elf_cache
@@ -13,14 +13,13 @@ from ctrace.progress import progress
 from ctrace.resolvers import Context
 
 
-@dataclass
-class Loaded:
+class Loaded(NamedTuple):
     """A binary of one process, with what its ELF file told us."""
 
     process: Process
     binary: Binary
     info: elf.ElfInfo
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str]  # appended to while probes are made
     lib: bool = False  # a library the process maps (--lib), not its executable
 
 

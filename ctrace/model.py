@@ -1,16 +1,20 @@
-"""Frozen result types; render.py turns them into text, JSON or YAML."""
+"""Result types; render.py turns them into text, JSON or YAML.
+
+NamedTuples, not dataclasses: importing dataclasses (and inspect, which it
+imports) and building a class with it costs ~15 ms per run, a quarter of
+`ctrace symbols` on a small library (issue "Speed").
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
 class Symbol(NamedTuple):
     """A traceable function: FUNC or IFUNC with a nonzero address.
 
-    A NamedTuple, not a dataclass: a big Go binary has 100k of them and a
-    frozen dataclass costs three times as much to build.
+    A big Go binary has 100k of them; symtab.NEW builds them without the
+    Python-level __new__.
     """
 
     name: str
@@ -19,8 +23,7 @@ class Symbol(NamedTuple):
     source: str  # "symtab", "dynsym", "pclntab", "build-id", "debuglink", "minidebuginfo"
 
 
-@dataclass(frozen=True)
-class Container:
+class Container(NamedTuple):
     id: str
     name: str
     image: str
@@ -29,8 +32,7 @@ class Container:
     merged_dir: str | None = None  # GraphDriver.Data.MergedDir (overlay2 only)
 
 
-@dataclass(frozen=True)
-class Pod:
+class Pod(NamedTuple):
     namespace: str
     name: str
     uid: str
@@ -39,8 +41,7 @@ class Pod:
     agent: str | None = None  # the ctrace node agent pod on that node, if any
 
 
-@dataclass(frozen=True)
-class Process:
+class Process(NamedTuple):
     """One process (thread group), keyed by its host PID."""
 
     pid: int
@@ -56,8 +57,7 @@ class Process:
     notes: tuple[str, ...] = ()  # resolver warnings, shown with the target
 
 
-@dataclass(frozen=True)
-class Binary:
+class Binary(NamedTuple):
     path: str  # inside the process's mount namespace, symlinks resolved
     host_path: str  # a path bpftrace can open from the host
     merged_path: str | None
@@ -67,8 +67,7 @@ class Binary:
     deleted: bool = False
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """One runnable command and the path form it uses (seed 2.5.1-2.5.3)."""
 
     form: str  # "proc-root", "exe", "merged", "pid-path"
@@ -76,8 +75,7 @@ class Command:
     shell: str
 
 
-@dataclass(frozen=True)
-class Probe:
+class Probe(NamedTuple):
     """A matched function and the commands that probe it, the recommended first."""
 
     symbol: str
@@ -91,16 +89,14 @@ class Probe:
     perf: tuple[Command, ...] = ()  # --tool perf: probe, record, script, delete
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     process: Process
     binary: Binary
     probes: tuple[Probe, ...] = ()
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Remote:
+class Remote(NamedTuple):
     """A pod on another node: the command that runs ctrace there, through the node agent."""
 
     pod: Pod

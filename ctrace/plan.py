@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ctrace import elf, emit, match, procfs, sites
 from ctrace.elf import cache as elf_cache
@@ -63,8 +63,7 @@ def select(
 _NAMED_SOURCES = ("symtab", "dynsym")
 
 
-@dataclass(frozen=True)
-class Form:
+class Form(NamedTuple):
     """One way to name the file to bpftrace (seed 2.5.1-2.5.3), and what bcc sees through it."""
 
     name: str
@@ -73,8 +72,7 @@ class Form:
     spans: sites.Spans
 
 
-@dataclass(frozen=True)
-class Made:
+class Made(NamedTuple):
     command: Command
     attach: str
     points: tuple[str, ...]
@@ -171,8 +169,7 @@ def _sites(
     return [where] if where is not None else []
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     targets: list[Target]
     remote: list[Remote]
 

@@ -10,7 +10,7 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ctrace import cgroups
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceable
@@ -19,8 +19,7 @@ PROC = "/proc"
 DELETED = " (deleted)"
 
 
-@dataclass(frozen=True)
-class Status:
+class Status(NamedTuple):
     name: str
     tgid: int
     ppid: int
@@ -32,8 +31,7 @@ class Status:
     kthread: bool = False
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(NamedTuple):
     start: int
     end: int
     perms: str

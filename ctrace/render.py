@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from typing import Any, TextIO
@@ -16,7 +15,7 @@ from ctrace.text import chain
 
 
 def binary_dict(b: Binary) -> dict[str, Any]:
-    return asdict(b)
+    return b._asdict()
 
 
 def probe_dict(p: Probe) -> dict[str, Any]:
@@ -41,8 +40,8 @@ def process_dict(p: Process) -> dict[str, Any]:
         "pid": p.pid,
         "nspid": list(p.nspid),
         "comm": p.comm,
-        "container": asdict(p.container) if p.container else None,
-        "pod": asdict(p.pod) if p.pod else None,
+        "container": p.container._asdict() if p.container else None,
+        "pod": p.pod._asdict() if p.pod else None,
     }
 
 
@@ -58,7 +57,7 @@ def target_dict(t: Target) -> dict[str, Any]:
 def remote_dict(r: Remote) -> dict[str, Any]:
     cmd = r.command
     return {
-        "pod": asdict(r.pod),
+        "pod": r.pod._asdict(),
         "note": r.note,
         "argv": list(cmd.argv) if cmd else None,
         "shell": cmd.shell if cmd else None,

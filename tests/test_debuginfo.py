@@ -88,7 +88,7 @@ def test_libc_debug_only_function_fires(built: Built, processes: Processes) -> N
     ctx = Context(proc_root="/proc", self_pid=os.getpid())
     host_path = f"/proc/{proc.pid}/root{LIBC}"
     binary = Binary(LIBC, host_path, None, info.build_id, info.stripped, info.language)
-    loaded = plan.Loaded(host.process(proc.pid, ctx), binary, info)
+    loaded = plan.Loaded(host.process(proc.pid, ctx), binary, info, [])
     (probe,) = plan.probes(loaded, [target], ctx)
     # bcc reads the same build-id file, so bpftrace takes the virtual address
     assert probe.attach == "address" and hex(target.address) in probe.commands[0].argv[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ctrace.elf import debuginfo, demangle, pclntab
 from ctrace.elf.reader import ElfFile, open_elf
@@ -13,8 +13,7 @@ from ctrace.model import Symbol
 __all__ = ["ElfInfo", "ElfFile", "inspect", "language"]
 
 
-@dataclass(frozen=True)
-class ElfInfo:
+class ElfInfo(NamedTuple):
     path: str
     symbols: tuple[Symbol, ...]
     build_id: str | None
@@ -22,7 +21,7 @@ class ElfInfo:
     language: str
     pie: bool
     debug_files: tuple[tuple[str, str], ...] = ()  # (source, path) of each debug file read
-    demangled: Mapping[str, str] = field(default_factory=dict)  # mangled -> readable
+    demangled: Mapping[str, str] = {}  # mangled -> readable
 
     def sources(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -20,12 +20,12 @@ marshal is not meant for data from others: the directory is the user's own
 
 from __future__ import annotations
 
-import dataclasses
 import marshal
 import os
 import zlib
 from collections.abc import Callable
 from itertools import repeat
+from typing import Any
 
 from ctrace import __version__, elf
 from ctrace.elf import ElfInfo, symtab
@@ -36,7 +36,7 @@ from ctrace.model import Symbol
 FORMAT = 2
 MAGIC = b"ctr\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
-_SCHEMA = (tuple(f.name for f in dataclasses.fields(ElfInfo)), Symbol._fields)
+_SCHEMA = (ElfInfo._fields, Symbol._fields)
 _NOT_STORED = ("path", "symbols")
 
 Inspect = Callable[..., ElfInfo]
@@ -102,7 +102,7 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
 
 def store(file: str, key: str, info: ElfInfo) -> None:
     """Write ``info`` for ``key``; best effort (a read-only home just means no cache)."""
-    fields = tuple((f.name, getattr(info, f.name)) for f in dataclasses.fields(info) if f.name not in _NOT_STORED)
+    fields: Any = tuple((name, value) for name, value in zip(info._fields, info) if name not in _NOT_STORED)
     columns = [list(col) for col in zip(*info.symbols)]  # names, addresses, ...: compact and fast to load
     tmp = f"{file}.{os.getpid()}.tmp"
     try:

@@ -13,7 +13,7 @@ import mmap
 import os
 import stat
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ctrace.elf import symtab
 from ctrace.errors import NotFound, NotTraceable
@@ -25,8 +25,7 @@ DT_NEEDED, DT_STRTAB = 1, 5
 NT_GNU_BUILD_ID = 3
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     name: str
     type: int
     flags: int
@@ -37,8 +36,7 @@ class Section:
     entsize: int
 
 
-@dataclass(frozen=True)
-class Segment:
+class Segment(NamedTuple):
     type: int
     flags: int
     offset: int

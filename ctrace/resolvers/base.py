@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ctrace.model import Process
 from ctrace.procfs import PROC
 
 
-@dataclass(frozen=True)
-class K8sOptions:
+class K8sOptions(NamedTuple):
     """kubectl's flags, with kubectl's meaning (None: kubectl's default)."""
 
     namespace: str | None = None
@@ -23,13 +21,12 @@ class K8sOptions:
     request_timeout: float = 10.0
 
 
-@dataclass(frozen=True)
-class Context:
+class Context(NamedTuple):
     """The outside world a resolver may look at, passed in (STYLE.md habit 4)."""
 
     proc_root: str = PROC
     self_pid: int = 0  # ctrace's own PID, never a target
-    k8s: K8sOptions = field(default_factory=K8sOptions)
+    k8s: K8sOptions = K8sOptions()
     all_matches: bool = False  # `target --all`: a prefix naming several containers takes them all
     cache_dir: str | None = None  # where parsed binaries are cached (elf/cache.py); None: no cache
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import replace
 from typing import Any, TypedDict
 
 from ctrace import cgroups, procfs
@@ -155,7 +154,7 @@ class Enricher:
         found = self.of(where) if where else None
         if found is None:
             return proc
-        return replace(proc, runtime=found.runtime, container=found, init=found.init_pid == proc.pid)
+        return proc._replace(runtime=found.runtime, container=found, init=found.init_pid == proc.pid)
 
 
 def resolve(target: str, ctx: Context) -> list[Process]:
@@ -186,7 +185,7 @@ def _host_fallback(target: str, ctx: Context, err: EnvironmentProblem) -> list[P
     except NotFound:
         raise err from None  # nothing by that name here: it was probably a container
     note = f"{err.message}; matched process names only, and container names are unknown"
-    return [replace(p, notes=(*p.notes, note)) for p in found]
+    return [p._replace(notes=(*p.notes, note)) for p in found]
 
 
 def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placement] | None = None) -> list[Process]:
@@ -202,7 +201,7 @@ def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placem
     out = []
     for p in procs:
         found = enrich.of(where[p.pid]) if p.pid in where else None
-        out.append(replace(p, runtime=found.runtime, container=found, init=found.init_pid == p.pid) if found else p)
+        out.append(p._replace(runtime=found.runtime, container=found, init=found.init_pid == p.pid) if found else p)
     return out
 
 

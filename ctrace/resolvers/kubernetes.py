@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from typing import Any
 
 from ctrace import cgroups, procfs
@@ -107,7 +106,7 @@ def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placem
     out = []
     for p in procs:
         found = by_id.get(where[p.pid].container_id or "") if p.pid in where else None
-        out.append(replace(p, pod=found) if found else p)
+        out.append(p._replace(pod=found) if found else p)
     return out
 
 
