@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn, TextIO
 
 from ctrace import __version__
@@ -44,12 +44,30 @@ def program_name(argv0: str) -> str:
     return name if name not in ("__main__.py", "cli.py") else "ctrace"
 
 
-def build_parser(prog: str) -> Parser:
-    common = Parser(add_help=False)
-    common.add_argument(
-        "-o", "--output", choices=("text", "wide", "json", "yaml"), default="text", help="output format (like kubectl)"
+class Formatter(argparse.HelpFormatter):
+    """argparse's, without importing shutil (and through it bz2, lzma, fnmatch) for the width."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        if width is None:
+            try:
+                width = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    width = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 80
+                except (OSError, ValueError, AttributeError):
+                    width = 80
+            width -= 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def build_parser(prog: str, argv: Sequence[str] | None = None) -> Parser:
+    """The whole command line; with ``argv``, only the subcommands named in it get their
+    arguments, the others are listed by name: building all of them is ~4 ms a run."""
+    parser = Parser(
+        prog=prog,
+        description="Find the file, PID and symbol to probe, and print the bpftrace command.",
+        formatter_class=Formatter,
     )
-    parser = Parser(prog=prog, description="Find the file, PID and symbol to probe, and print the bpftrace command.")
     parser.add_argument("--version", action=VersionAction, nargs=0, help="show ctrace, bpftrace and kernel versions")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument(
@@ -58,20 +76,42 @@ def build_parser(prog: str) -> Parser:
     parser.add_argument("--proc-root", default="/proc", metavar="DIR", help="where the host's /proc is mounted")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
+    wanted = None if argv is None else set(argv)
+    for name, help_text, groups, add in COMMANDS:
+        extra = {"help": help_text} if help_text else {}  # no help: not listed in --help
+        if wanted is not None and name not in wanted:
+            sub.add_parser(name, formatter_class=Formatter, **extra)  # type: ignore[arg-type]
+            continue
+        p = sub.add_parser(name, formatter_class=Formatter, **extra)  # type: ignore[arg-type]
+        for group in groups:
+            group(p)
+        add(p)
+    return parser
 
-    cluster = Parser(add_help=False)  # which cluster: for the pod lookup and the reverse lookup of ps/ns
-    g = cluster.add_argument_group("Kubernetes cluster")
+
+def _output(p: Parser) -> None:
+    p.add_argument(
+        "-o", "--output", choices=("text", "wide", "json", "yaml"), default="text", help="output format (like kubectl)"
+    )
+
+
+def _cluster(p: Parser) -> None:
+    """Which cluster: for the pod lookup, and the reverse lookup of ps and ns."""
+    g = p.add_argument_group("Kubernetes cluster")
     g.add_argument("--context", help="kubeconfig context")
     g.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config, in-cluster)")
     g.add_argument("--request-timeout", type=float, default=10.0, metavar="S", help="API timeout (default 10)")
-    k8s = Parser(add_help=False, parents=[cluster])
-    g = k8s.add_argument_group("Kubernetes targets (kubectl's meaning)")
+
+
+def _pods(p: Parser) -> None:
+    g = p.add_argument_group("Kubernetes targets (kubectl's meaning)")
     g.add_argument("-n", "--namespace", help="namespace (default: the current context's)")
     g.add_argument("-A", "--all-namespaces", action="store_true", help="with -l: pods of every namespace")
     g.add_argument("-l", "--selector", help="pods matching this label selector")
     g.add_argument("-c", "--container", help="container of the pod (default: kubectl's default container)")
 
-    p = sub.add_parser("target", parents=[common, k8s], help="bpftrace commands for functions of a running target")
+
+def _target(p: Parser) -> None:
     p.add_argument(
         "target",
         nargs="?",
@@ -111,27 +151,40 @@ def build_parser(prog: str) -> Parser:
         help="entry (default), uretprobe (not for Go), or return: a uprobe on each RET instruction",
     )
 
-    p = sub.add_parser("symbols", parents=[common, k8s], help="traceable functions of a binary or a target")
+
+def _symbols(p: Parser) -> None:
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
     p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
 
-    p = sub.add_parser("ns", parents=[common, cluster], help="PID chain and namespaces of a process")
+
+def _ns(p: Parser) -> None:
     p.add_argument("pid", metavar="PID")
 
-    p = sub.add_parser(
-        "ps", parents=[common, cluster], help="processes with their binary, container, pod and PID chain"
-    )
+
+def _ps(p: Parser) -> None:
     p.add_argument("name", nargs="?", help="only processes of this name")
     p.add_argument("--container", metavar="NAME", help="a docker container's processes, with in-container PIDs")
 
-    p = sub.add_parser("completion", help="print a shell completion script (source <(ctrace completion bash))")
+
+def _completion(p: Parser) -> None:
     p.add_argument("shell", choices=("bash", "zsh"))
 
-    p = sub.add_parser("__complete")  # what the completion scripts call; not listed in --help
+
+def _complete(p: Parser) -> None:
     p.add_argument("kind", choices=("targets", "funcs"))
     p.add_argument("target", nargs="?", default="")
-    return parser
+
+
+Add = Callable[[Parser], None]
+COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
+    ("target", "bpftrace commands for functions of a running target", (_output, _cluster, _pods), _target),
+    ("symbols", "traceable functions of a binary or a target", (_output, _cluster, _pods), _symbols),
+    ("ns", "PID chain and namespaces of a process", (_output, _cluster), _ns),
+    ("ps", "processes with their binary, container, pod and PID chain", (_output, _cluster), _ps),
+    ("completion", "print a shell completion script (source <(ctrace completion bash))", (), _completion),
+    ("__complete", None, (), _complete),  # what the completion scripts call
+)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -140,7 +193,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     prog = program_name(sys.argv[0])
     debug = "--debug" in args_list
     try:
-        args = build_parser(prog).parse_args(args_list)
+        args = build_parser(prog, args_list).parse_args(args_list)
         args.under_kubectl = prog.startswith("kubectl ")
         from ctrace import commands
 

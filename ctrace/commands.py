@@ -1,17 +1,22 @@
-"""One function per subcommand: call the library, hand the result to render."""
+"""One function per subcommand: call the library, hand the result to render.
+
+Each command imports what it uses, when it runs: ``ctrace symbols FILE`` needs
+neither the resolvers nor the planner, and every module not imported is time
+a user does not wait for (issue "Speed"; ``python -X importtime`` shows it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from ctrace import emit, plan, procfs, render, runner, text
 from ctrace.errors import NotFound, UsageError
-from ctrace.match import match
-from ctrace.model import Command, Process
-from ctrace.resolvers import Context, host
-from ctrace.resolvers.base import K8sOptions
+from ctrace.resolvers.base import Context, K8sOptions
+
+if TYPE_CHECKING:
+    from ctrace.model import Command, Process
+    from ctrace.plan import Plan
 
 
 def context(args: argparse.Namespace) -> Context:
@@ -61,6 +66,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
+    from ctrace import plan, render, runner, text
+
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
     if not args.target and not args.selector:
@@ -82,8 +89,10 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     return 0
 
 
-def chosen_command(result: plan.Plan, everything: bool, action: str = "stack") -> Command:
+def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
     """The single command --run starts; several probes need --all (one program)."""
+    from ctrace import emit
+
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
@@ -99,10 +108,26 @@ def chosen_command(result: plan.Plan, everything: bool, action: str = "stack") -
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
-    binary, info = plan.symbols_of(args.what, ctx, args.runtime)
+    from ctrace import render
+
+    if args.runtime is None and "/" in args.what and os.path.lexists(args.what):
+        if not args.func and args.output in ("json", "text") and ctx.cache_dir is not None:
+            render.file_listing(args.what, ctx.cache_dir, args.output, out)
+            return
+        from ctrace import elf
+        from ctrace.elf import cache
+
+        info = cache.inspect(args.what, ctx.cache_dir)
+        binary = elf.file_binary(args.what, info.build_id, info.stripped, info.language)
+    else:
+        from ctrace import plan
+
+        binary, info = plan.symbols_of(args.what, ctx, args.runtime)
     chosen = list(info.symbols)
     if args.func:
-        chosen, missing = plan.select(info.symbols, args.func, info.demangled)
+        from ctrace.plan import select
+
+        chosen, missing = select(info.symbols, args.func, info.demangled)
         if missing:
             raise NotFound(f"no function matches {missing[0]!r} in {binary.path}", "drop --func to see them all")
     if args.output == "json":
@@ -114,6 +139,9 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 
 def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+    from ctrace import procfs, render
+    from ctrace.resolvers import host
+
     pid = host.parse_pid(args.pid)
     if pid is None:
         raise UsageError(f"{args.pid!r} is not a PID", "e.g. ctrace ns 1234")
@@ -127,7 +155,8 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
-    from ctrace.resolvers import docker, kubernetes
+    from ctrace import procfs, render
+    from ctrace.resolvers import docker, host, kubernetes
 
     where = procfs.placements(ctx.proc_root)
     if args.container:
@@ -146,6 +175,7 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 def _owner(pid: int, ctx: Context) -> dict[str, object]:
     """The container and pod of a PID, for ``ns`` (the reverse lookup)."""
+    from ctrace import procfs, render
     from ctrace.resolvers import docker, kubernetes
 
     proc = _quiet_process(pid, ctx)
@@ -175,6 +205,8 @@ def complete(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 def _quiet_process(pid: int, ctx: Context) -> Process | None:
     """A user-space process, or None for kernel threads and processes that exited."""
+    from ctrace.resolvers import host
+
     try:
         return host.process(pid, ctx)
     except Exception:  # noqa: BLE001 - ps lists what it can read
@@ -182,12 +214,11 @@ def _quiet_process(pid: int, ctx: Context) -> Process | None:
 
 
 def _ps_dict(p: Process) -> dict[str, object]:
+    from ctrace import render
+
     d = render.process_dict(p)
     d["exe"] = p.exe
     d["deleted"] = p.deleted
     d["init"] = p.init
     d["container_pid"] = p.nspid[-1]  # seed 7.3: the PID `docker top` does not show
     return d
-
-
-__all__ = ["match", "run"]

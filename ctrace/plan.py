@@ -280,7 +280,7 @@ def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Bin
     """Symbols of a file path, or of the binary of a target's process."""
     if runtime is None and os.path.lexists(what) and ("/" in what or not _is_process(what, ctx)):
         info = elf_cache.inspect(what, ctx.cache_dir)
-        return _file_binary(what, info), info
+        return elf.file_binary(what, info.build_id, info.stripped, info.language), info
     if what.startswith(("/", "./", "../")):
         raise NotFound(f"{what} does not exist", "give a binary's path, a process name or pid:N")
     procs = processes(what, ctx, runtime)
@@ -296,8 +296,3 @@ def _is_process(what: str, ctx: Context) -> bool:
         return bool(processes(what, ctx))
     except NotFound:
         return False
-
-
-def _file_binary(path: str, info: elf.ElfInfo) -> Binary:
-    real = os.path.realpath(path)
-    return Binary(real, real, None, info.build_id, info.stripped, info.language)

@@ -10,10 +10,12 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ctrace import cgroups
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceable
+
+if TYPE_CHECKING:
+    from ctrace import cgroups
 
 PROC = "/proc"
 DELETED = " (deleted)"
@@ -203,6 +205,8 @@ def pids(proc_root: str = PROC) -> list[int]:
 
 def placement(pid: int, proc_root: str = PROC) -> cgroups.Placement:
     """The container (and pod) a process is in, from /proc/PID/cgroup."""
+    from ctrace import cgroups  # its regular expressions are compiled at import: only when asked
+
     return cgroups.placement(parse_cgroup(read_text(pid, "cgroup", proc_root)))
 
 

@@ -6,12 +6,17 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from ctrace import elf, procfs
 from ctrace.model import Binary, Probe, Process, Remote, Symbol, Target
-from ctrace.plan import Plan
 from ctrace.text import chain
+
+if TYPE_CHECKING:
+    from ctrace.elf import ElfInfo
+    from ctrace.plan import Plan
+    from ctrace.procfs import Status
+
+DebugFiles = Sequence[tuple[str, str]]
 
 
 def binary_dict(b: Binary) -> dict[str, Any]:
@@ -93,29 +98,36 @@ def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
         out.write("  ".join(cells).rstrip() + "\n")
 
 
-def symbols_text(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
-    counts = ", ".join(f"{k} {v}" for k, v in info.sources().items()) or "none"
-    stripped = "stripped" if info.stripped else "not stripped"
-    out.write(f"# {binary.path}: {info.language}, {stripped}, {len(symbols)} functions ({counts})\n")
-    for source, path in info.debug_files:
-        out.write(f"# {source}: {path}\n")
+def symbols_text(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
+    out.write(text_head(binary.path, info.language, info.stripped, len(symbols), info.sources(), info.debug_files))
+    out.write(text_rows(symbols, info.demangled))
+
+
+def text_head(
+    path: str, language: str, stripped: bool, count: int, sources: Mapping[str, int], debug_files: DebugFiles
+) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sources.items()) or "none"
+    lines = [f"# {path}: {language}, {'stripped' if stripped else 'not stripped'}, {count} functions ({counts})"]
+    lines += [f"# {source}: {file}" for source, file in debug_files]
+    return "\n".join(lines) + "\n"
+
+
+def text_rows(symbols: Sequence[Symbol], demangled: Mapping[str, str]) -> str:
+    """What table() prints, without its per-cell Python work (dockerd: ~440 ms to ~200 ms whole run):
+    addresses are always 16 digits, and the widest size is the largest one."""
     if not symbols:
-        return
-    # What table() prints, without its per-cell Python work (dockerd: ~440 ms to ~200 ms whole run):
-    # addresses are always 16 digits, and the widest size is the largest one.
+        return ""
     size_w, source_w = len(str(max(map(_SIZE, symbols)))), max(len(s) for s in set(map(_SOURCE, symbols)))
-    d = info.demangled
-    for start in range(0, len(symbols), _CHUNK):
-        part = map(_ROW, symbols[start : start + _CHUNK])
-        rows = [f"{a:016x}  {z:<{size_w}}  {s:<{source_w}}  {_shown(n, d)}".rstrip() for n, a, z, s in part]
-        out.write("\n".join(rows) + "\n")
+    d = demangled
+    rows = [f"{a:016x}  {z:<{size_w}}  {s:<{source_w}}  {_shown(n, d)}".rstrip() for n, a, z, s in symbols]
+    return "\n".join(rows) + "\n"
 
 
 def _shown(name: str, demangled: Mapping[str, str]) -> str:
     return f"{demangled[name]}  [{name}]" if name in demangled else name
 
 
-def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -> dict[str, Any]:
+def symbols_dict(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol]) -> dict[str, Any]:
     d = info.demangled
     return {
         "binary": binary_dict(binary),
@@ -128,26 +140,40 @@ def symbols_dict(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol]) -
     }
 
 
-def symbols_json(binary: Binary, info: elf.ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
-    """``dump(symbols_dict(...))``, one symbol per line, written without building a dict per symbol.
+def symbols_json(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
+    """``dump(symbols_dict(...))``, written without building a dict per symbol.
 
-    json's indent path is pure Python: 1.6 s for dockerd's 70k symbols. Here rows
-    are f-strings, written a chunk at a time so one chunk's memory is reused for
-    the next, and a chunk whose names are all plain printable ASCII (nearly all)
-    skips the per-name JSON escaping: ~50 ms for dockerd (benchmarks/).
+    json's indent path is pure Python: 1.6 s for dockerd's 70k symbols. Here the
+    head is json.dumps and the rows are f-strings (json_rows).
     """
-    debug = [{"source": src, "path": path} for src, path in info.debug_files]
-    head = json.dumps({"binary": binary_dict(binary), "sources": info.sources(), "debug_files": debug}, indent=2)
-    out.write(f'{head[:-2]},\n  "symbols": [')  # head without its closing "\n}"
-    d = info.demangled
-    for start in range(0, len(symbols), _CHUNK):
-        rows = _rows(symbols[start : start + _CHUNK], d)
-        out.write(("\n    " if start == 0 else ",\n    ") + ",\n    ".join(rows))
-    out.write("\n  ]\n}\n" if symbols else "]\n}\n")
+    out.write(json_head(binary, info.sources(), info.debug_files))
+    out.write(json_rows(symbols, info.demangled))
+    out.write(JSON_TAIL)
+
+
+JSON_TAIL = "]\n}\n"
+
+
+def json_head(binary: Binary, sources: Mapping[str, int], debug_files: DebugFiles) -> str:
+    debug = [{"source": src, "path": path} for src, path in debug_files]
+    head = json.dumps({"binary": binary_dict(binary), "sources": sources, "debug_files": debug}, indent=2)
+    return f'{head[:-2]},\n  "symbols": ['  # head without its closing "\n}"
+
+
+def json_rows(symbols: Sequence[Symbol], demangled: Mapping[str, str]) -> str:
+    """The "symbols" array's rows, one per line, and the indent of its closing "]".
+
+    A chunk of names that are all plain printable ASCII (nearly all) skips the
+    per-name JSON escaping: ~50 ms for dockerd's 70k (benchmarks/).
+    """
+    if not symbols:
+        return ""
+    chunks = [",\n    ".join(_rows(symbols[i : i + _CHUNK], demangled)) for i in range(0, len(symbols), _CHUNK)]
+    return "\n    " + ",\n    ".join(chunks) + "\n  "
 
 
 _CHUNK = 4096
-_NAME, _SIZE, _SOURCE, _ROW = itemgetter(0), itemgetter(2), itemgetter(3), itemgetter(0, 1, 2, 3)
+_NAME, _SIZE, _SOURCE = itemgetter(0), itemgetter(2), itemgetter(3)
 
 
 def _rows(part: Sequence[Symbol], demangled: Mapping[str, str]) -> list[str]:
@@ -158,12 +184,12 @@ def _rows(part: Sequence[Symbol], demangled: Mapping[str, str]) -> list[str]:
     if not demangled:
         return [
             f'{{"name": {quoted(n)}, "address": {a}, "size": {z}, "source": "{s}", "demangled": null}}'
-            for n, a, z, s in map(_ROW, part)
+            for n, a, z, s in part
         ]
     dm = _json_or_null
     return [
         f'{{"name": {quoted(n)}, "address": {a}, "size": {z}, "source": "{s}", "demangled": {dm(demangled, n)}}}'
-        for n, a, z, s in map(_ROW, part)
+        for n, a, z, s in part
     ]
 
 
@@ -171,7 +197,33 @@ def _json_or_null(demangled: Mapping[str, str], name: str) -> str:
     return encode_basestring_ascii(demangled[name]) if name in demangled else "null"
 
 
-def ns_dict(pid: int, status: procfs.Status, namespaces: dict[str, int]) -> dict[str, Any]:
+def file_listing(path: str, cache_dir: str, fmt: str, out: TextIO) -> None:
+    """``ctrace symbols FILE`` (json or text, every function) through the listing cache.
+
+    The rows of a listing do not depend on the path, so they are kept rendered
+    (elf/cache.listing); a second call reads them back and writes the bytes out,
+    without decoding a symbol or formatting a row.
+    """
+    from ctrace.elf import cache, file_binary
+
+    rows = json_rows if fmt == "json" else text_rows
+    got = cache.listing(path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled))
+    binary = file_binary(path, got.build_id, got.stripped, got.language)
+    if fmt == "json":
+        head, tail = json_head(binary, got.sources, got.debug_files), JSON_TAIL
+    else:
+        head, tail = text_head(binary.path, got.language, got.stripped, got.functions, got.sources, got.debug_files), ""
+    out.write(head)
+    buffer = getattr(out, "buffer", None)
+    if buffer is not None and (getattr(out, "encoding", "") or "").lower().replace("-", "") == "utf8":
+        out.flush()
+        buffer.write(got.rows)
+    else:
+        out.write(got.rows.decode("utf-8", "surrogateescape"))
+    out.write(tail)
+
+
+def ns_dict(pid: int, status: Status, namespaces: dict[str, int]) -> dict[str, Any]:
     return {
         "pid": pid,
         "nspid": list(status.nspid),

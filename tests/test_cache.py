@@ -110,7 +110,57 @@ def test_cli_uses_xdg_cache_home_and_no_cache_bypasses_it(built: Built, tmp_path
     assert ctrace("symbols", path, "-o", "json", env={**env, "CTRACE_NO_CACHE": "1"}).code == 0
     assert cache_files(tmp_path / "ctrace") == []
     cold = ctrace("symbols", path, "-o", "json", env=env)
-    assert len(cache_files(tmp_path / "ctrace")) == 1
+    # the ElfInfo, and the rendered JSON rows
+    assert sorted(f.suffix for f in cache_files(tmp_path / "ctrace")) == ["", ".json"]
     warm = ctrace("symbols", path, "-o", "json", env=env)
     assert cold.code == warm.code == 0
     assert warm.out == cold.out
+
+
+@pytest.mark.parametrize("name", ["acme", "cilium-agent-stripped", "hello", "hello-dyn"])
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_listing_from_the_cache_is_what_a_fresh_parse_prints(built: Built, tmp_path: Path, name: str, fmt: str) -> None:
+    """The rendered rows read back (a hit, through a copy at another path) print what --no-cache prints."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    copy = tmp_path / "elsewhere" / name
+    copy.parent.mkdir()
+    shutil.copy(built[name], copy)
+    first = ctrace("symbols", str(built[name]), "-o", fmt, env=env)
+    assert first.code == 0
+    assert any(f.suffix == f".{fmt}" for f in cache_files(tmp_path / "ctrace"))
+    for path in (str(built[name]), str(copy)):
+        fresh = ctrace("--no-cache", "symbols", path, "-o", fmt, env=env)
+        cached = ctrace("symbols", path, "-o", fmt, env=env)
+        assert fresh.code == cached.code == 0
+        assert cached.out == fresh.out
+    assert str(copy) in cached.out and str(built[name]) not in cached.out
+
+
+def test_listing_hit_reads_no_symbols(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(built["acme"])
+    made = cache.listing(path, str(tmp_path), "json", lambda info: f"{len(info.symbols)} rows")
+
+    def fail(*args: object, **kwargs: object) -> elf.ElfInfo:
+        raise AssertionError("a listing hit must not load or parse symbols")
+
+    monkeypatch.setattr(cache, "inspect", fail)
+    assert cache.listing(path, str(tmp_path), "json", lambda info: "never called") == made
+    assert made.rows == f"{made.functions} rows".encode() and made.functions > 0
+
+
+def test_damaged_listing_is_rebuilt(built: Built, tmp_path: Path) -> None:
+    path = str(built["hello-dyn"])
+    want = cache.listing(path, str(tmp_path), "text", lambda info: "rows\n")
+    (rows,) = [f for f in cache_files(tmp_path) if f.suffix == ".text"]
+    rows.write_bytes(rows.read_bytes()[:-3])
+    assert cache.listing(path, str(tmp_path), "text", lambda info: "rows\n") == want
+
+
+def test_prune_keeps_the_newest_within_the_byte_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "MAX_BYTES", 2500)
+    for i in range(4):
+        f = tmp_path / f"entry{i}"
+        f.write_bytes(bytes(1000))
+        os.utime(f, ns=(i * 10**9, i * 10**9))
+    cache._prune(str(tmp_path))
+    assert [f.name for f in cache_files(tmp_path)] == ["entry2", "entry3"]

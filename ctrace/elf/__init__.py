@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import NamedTuple
 
-from ctrace.elf import debuginfo, demangle, pclntab
+from ctrace.elf import symtab
 from ctrace.elf.reader import ElfFile, open_elf
-from ctrace.model import Symbol
+from ctrace.model import Binary, Symbol
 
-__all__ = ["ElfInfo", "ElfFile", "inspect", "language"]
+__all__ = ["ElfInfo", "ElfFile", "file_binary", "inspect", "language"]
+
+_NAME, _ADDRESS, _SOURCE = itemgetter(0), itemgetter(1), itemgetter(3)
 
 
 class ElfInfo(NamedTuple):
@@ -24,10 +28,8 @@ class ElfInfo(NamedTuple):
     demangled: Mapping[str, str] = {}  # mangled -> readable
 
     def sources(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for sym in self.symbols:
-            counts[sym.source] = counts.get(sym.source, 0) + 1
-        return counts
+        """Functions per source, in order of first appearance."""
+        return dict(Counter(map(_SOURCE, self.symbols)))
 
 
 def inspect(path: str, root: str = "/", binary_dir: str | None = None) -> ElfInfo:
@@ -38,7 +40,14 @@ def inspect(path: str, root: str = "/", binary_dir: str | None = None) -> ElfInf
     lang = language(elf, symbols)
     extra, debug_files = extra_sources(elf, symbols, lang, root, binary_dir or os.path.dirname(os.path.realpath(path)))
     symbols = merge(symbols, extra)
-    demangled = demangle.demangle_all(s.name for s in symbols if s.name.startswith(("_Z", "_R")))
+    demangled: dict[str, str] = {}
+    # Only C++ and Rust have mangled names ("c" is decided by their absence, see
+    # language()); not looking at 70k Go names saves a pass. A cgo binary's C++
+    # names stay mangled.
+    if lang in ("c++", "rust"):
+        from ctrace.elf import demangle
+
+        demangled = demangle.demangle_all(n for n in map(_NAME, symbols) if n.startswith(("_Z", "_R")))
     return ElfInfo(
         path=path,
         symbols=symbols,
@@ -55,6 +64,8 @@ def extra_sources(
     elf: ElfFile, symbols: tuple[Symbol, ...], lang: str, root: str, binary_dir: str
 ) -> tuple[list[Symbol], tuple[tuple[str, str], ...]]:
     """Functions beyond .symtab/.dynsym: the Go table, debug files, MiniDebugInfo."""
+    from ctrace.elf import debuginfo, pclntab
+
     # An unstripped Go binary's .symtab already lists its functions; the table is
     # read only when it is gone (-ldflags=-s -w), which keeps big Go binaries fast.
     extra = pclntab.functions(elf, symbols) if lang == "go" and elf.stripped else []
@@ -66,13 +77,34 @@ def extra_sources(
 
 
 def merge(first: tuple[Symbol, ...], more: list[Symbol]) -> tuple[Symbol, ...]:
-    """``first`` plus what ``more`` adds, deduplicated by (name, address), in address order."""
+    """``first`` plus what ``more`` adds, deduplicated by (name, address), in (address, name) order.
+
+    ``first`` is elf.symbols(): sorted and unique already. Most of ``more`` (a Go
+    table, a debug file) repeats it, so only names ``first`` lacks, or has at
+    other addresses, are looked at one by one.
+    """
     if not more:
         return first
-    seen = {(s.name, s.address): s for s in first}
-    for sym in more:
-        seen.setdefault((sym.name, sym.address), sym)
-    return tuple(sorted(seen.values(), key=lambda s: (s.address, s.name)))
+    at = dict(zip(map(_NAME, first), map(_ADDRESS, first)))  # a name's last address: most have one
+    unsure = [s for s in more if at.get(s.name) != s.address]
+    if not unsure:
+        return first
+    with symtab.gc_paused():
+        names = {s.name for s in unsure}
+        seen = {(s.name, s.address) for s in first if s.name in names}
+        added: list[Symbol] = []
+        for sym in unsure:
+            key = (sym.name, sym.address)
+            if key not in seen:
+                seen.add(key)
+                added.append(sym)
+        return tuple(symtab.sorted_unique([*first, *added]))
+
+
+def file_binary(path: str, build_id: str | None, stripped: bool, language: str) -> Binary:
+    """The Binary of a file named on the command line (not a process's)."""
+    real = os.path.realpath(path)
+    return Binary(real, real, None, build_id, stripped, language)
 
 
 _GO_SECTIONS = (".gopclntab", ".go.buildinfo", ".note.go.buildid")

@@ -16,6 +16,11 @@ file that fails to read, check or load is ignored and rewritten. Writes go to
 a temporary file renamed into place, so readers never see half a file.
 marshal is not meant for data from others: the directory is the user's own
 (created 0700), and the CRC is against damage, not against an attacker.
+
+Beside an entry, ``listing`` keeps the rendered rows of ``ctrace symbols FILE``
+(``<entry>.json``, ``<entry>.text``): rows do not depend on the path, and
+reading 10 MB of rows back is ~10x cheaper than loading 70k symbols and
+formatting them again. At most KEEP files and MAX_BYTES are kept, newest first.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 import zlib
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 from ctrace import __version__, elf
 from ctrace.elf import ElfInfo, symtab
@@ -33,9 +38,10 @@ from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"ctr\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
+MAX_BYTES = 256 << 20  # and at most this much (dockerd's JSON rows are 10 MB)
 _SCHEMA = (ElfInfo._fields, Symbol._fields)
 _NOT_STORED = ("path", "symbols")
 
@@ -60,13 +66,52 @@ def inspect(path: str, directory: str | None, compute: Inspect | None = None, **
         key = cache_key(path, options)
     except (OSError, CtraceError):
         return compute(path, **options)  # not a readable ELF file: let inspect say why
-    file = os.path.join(directory, f"{zlib.crc32(key.encode()):08x}{zlib.adler32(key.encode()):08x}")
+    file = os.path.join(directory, _name(key))
     found = load(file, key, path)
     if found is not None:
         return found
     info = compute(path, **options)
     store(file, key, info)
     return info
+
+
+class Listing(NamedTuple):
+    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
+
+    build_id: str | None
+    stripped: bool
+    language: str
+    sources: dict[str, int]
+    debug_files: tuple[tuple[str, str], ...]
+    functions: int  # how many rows
+    rows: bytes  # UTF-8 (surrogateescape: names are bytes in the file)
+
+
+def listing(path: str, directory: str, fmt: str, rows: Callable[[ElfInfo], str]) -> Listing:
+    """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``), cached."""
+    try:
+        key = repr((cache_key(path, {}), "listing", fmt))
+    except (OSError, CtraceError):
+        key = None  # not a readable ELF file: inspect says why
+    file = os.path.join(directory, f"{_name(key)}.{fmt}") if key else ""
+    found = _read(file, key) if key else None
+    if found is not None:
+        try:
+            return Listing(*found)
+        except TypeError:
+            pass  # a file of another shape under a matching key: rewrite it
+    info = inspect(path, directory)
+    text = rows(info).encode("utf-8", "surrogateescape")
+    made = Listing(
+        info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
+    )
+    if key:
+        _write(file, key, tuple(made))
+    return made
+
+
+def _name(key: str) -> str:
+    return f"{zlib.crc32(key.encode()):08x}{zlib.adler32(key.encode()):08x}"
 
 
 def cache_key(path: str, options: dict[str, object]) -> str:
@@ -81,6 +126,27 @@ def cache_key(path: str, options: dict[str, object]) -> str:
 
 def load(file: str, key: str, path: str) -> ElfInfo | None:
     """The cached ElfInfo (with ``path`` as its path), or None for a miss or a bad file."""
+    with symtab.gc_paused():
+        found = _read(file, key)
+        if found is None:
+            return None
+        try:
+            fields, columns = found
+            symbols = tuple(map(symtab.NEW, repeat(Symbol), zip(*columns)))
+            return ElfInfo(path=path, symbols=symbols, **dict(fields))
+        except (ValueError, TypeError):
+            return None
+
+
+def store(file: str, key: str, info: ElfInfo) -> None:
+    """Write ``info`` for ``key``; best effort (a read-only home just means no cache)."""
+    fields = tuple((name, value) for name, value in zip(info._fields, info) if name not in _NOT_STORED)
+    columns = [list(col) for col in zip(*info.symbols)]  # names, addresses, ...: compact and fast to load
+    _write(file, key, (fields, columns))
+
+
+def _read(file: str, key: str) -> Any:
+    """The value stored under ``key`` in ``file``, or None for a miss or a bad file."""
     try:
         with open(file, "rb") as f:
             blob = f.read()
@@ -90,38 +156,42 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
     if blob[:4] != MAGIC or blob[4:8] != zlib.crc32(body).to_bytes(4, "little"):
         return None
     try:
-        with symtab.gc_paused():
-            stored_key, fields, columns = marshal.loads(body)
-            if stored_key != key:
-                return None  # two keys with one file name: rare, and a miss is always safe
-            symbols = tuple(map(symtab.NEW, repeat(Symbol), zip(*columns)))
-            return ElfInfo(path=path, symbols=symbols, **dict(fields))
+        stored_key, value = marshal.loads(body)
     except (EOFError, ValueError, TypeError):
         return None
+    return value if stored_key == key else None  # two keys with one file name: rare, and a miss is safe
 
 
-def store(file: str, key: str, info: ElfInfo) -> None:
-    """Write ``info`` for ``key``; best effort (a read-only home just means no cache)."""
-    fields: Any = tuple((name, value) for name, value in zip(info._fields, info) if name not in _NOT_STORED)
-    columns = [list(col) for col in zip(*info.symbols)]  # names, addresses, ...: compact and fast to load
+def _write(file: str, key: str, value: Any) -> None:
+    """Best effort: a read-only home just means no cache."""
     tmp = f"{file}.{os.getpid()}.tmp"
     try:
-        body = marshal.dumps((key, fields, columns))
+        body = marshal.dumps((key, value))
         os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
         os.replace(tmp, file)
         _prune(os.path.dirname(file))
-    except (OSError, ValueError):  # ValueError: a field marshal cannot write
+    except (OSError, ValueError):  # ValueError: a value marshal cannot write
         _remove(tmp)
 
 
 def _prune(directory: str) -> None:
-    entries = [e for e in os.scandir(directory) if e.is_file() and not e.name.endswith(".tmp")]
-    if len(entries) > KEEP:
-        entries.sort(key=lambda e: e.stat().st_mtime_ns)
-        for entry in entries[: len(entries) - KEEP]:
-            _remove(entry.path)
+    """Keep the newest KEEP files, and of those no more than MAX_BYTES."""
+    entries = []
+    for e in os.scandir(directory):
+        try:
+            if e.is_file() and not e.name.endswith(".tmp"):
+                st = e.stat()
+                entries.append((st.st_mtime_ns, st.st_size, e.path))
+        except OSError:
+            continue  # removed by another ctrace meanwhile
+    entries.sort(reverse=True)
+    total = 0
+    for i, (_, size, path) in enumerate(entries):
+        total += size
+        if i >= KEEP or (i > 0 and total > MAX_BYTES):
+            _remove(path)
 
 
 def _remove(path: str) -> None:

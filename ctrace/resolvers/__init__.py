@@ -9,30 +9,39 @@ lost), else to the host resolver, which matches process names.
 from __future__ import annotations
 
 from ctrace.errors import UsageError
-from ctrace.resolvers import docker, host, kubernetes
 from ctrace.resolvers.base import Context, Resolver
 
-# Claims are tried in this order; a name nobody claims is a host process name.
-RESOLVERS: dict[str, Resolver] = {
-    "k8s": kubernetes,  # pod/NAME, deploy/NAME, -l, and bare names under kubectl
-    "host": host,  # then pid:N and bare PIDs, which are never containers
-    "docker": docker,
-}
 ALIASES = {"kubernetes": "k8s"}
 
 
+def resolvers() -> dict[str, Resolver]:
+    """Every resolver, in the order their claims are tried; a name nobody claims is a host process name.
+
+    Imported when a target is resolved, not with the package: ``Context`` lives
+    here too, and ``ctrace symbols FILE`` needs it but no resolver.
+    """
+    from ctrace.resolvers import docker, host, kubernetes
+
+    return {
+        "k8s": kubernetes,  # pod/NAME, deploy/NAME, -l, and bare names under kubectl
+        "host": host,  # then pid:N and bare PIDs, which are never containers
+        "docker": docker,
+    }
+
+
 def choose(target: str, ctx: Context, runtime: str | None = None) -> Resolver:
+    known = resolvers()
     if runtime is not None:
         try:
-            return RESOLVERS[ALIASES.get(runtime, runtime)]
+            return known[ALIASES.get(runtime, runtime)]
         except KeyError:
-            raise UsageError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RESOLVERS)}") from None
+            raise UsageError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(known)}") from None
     if not target.strip() and ctx.k8s.selector is None:
         raise UsageError("the target is empty", "give a process name, pid:N or a container name")
-    for resolver in RESOLVERS.values():
+    for resolver in known.values():
         if resolver.claims(target, ctx):
             return resolver
-    return host
+    return known["host"]
 
 
-__all__ = ["RESOLVERS", "Context", "Resolver", "choose"]
+__all__ = ["Context", "Resolver", "choose", "resolvers"]
