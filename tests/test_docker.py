@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from ctrace.resolvers import docker, engine
 from tests.conftest import ROOT, Built, Processes, ctrace, fire, need, need_bpftrace, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpftrace]
@@ -321,3 +323,41 @@ def test_lib_on_a_host_process(built: Built, processes: Processes) -> None:
     assert b["path"].endswith("/libc.so.6") and b["host_path"] == f"/proc/{proc.pid}/root{b['path']}"
     assert any("same file" in w for w in t["warnings"])  # the host's libc: every process maps it
     assert fire_all("--lib libc (host process)", t["probes"][0], "usleep") == ["proc-root"]
+
+
+def test_local_socket_imports_no_http_library(dk: Docker, cilium_image: str) -> None:
+    # `import docker` (requests, urllib3, http.client) added ~100 ms of a 300 ms budget (engine.py).
+    name = f"{P}no-sdk"
+    pid = dk.start(name, cilium_image)
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_TLS_VERIFY")}
+    argv = [sys.executable, "-X", "importtime", "-m", "ctrace", "target", name, "--func", "main.main", "-o", "json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [t["pid"] for t in json.loads(proc.stdout)["targets"]] == [pid]
+    rows = [line.split("|") for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    imported = {row[-1].strip() for row in rows if len(row) == 3}
+    assert "ctrace.resolvers.engine" in imported
+    heavy = {m for m in imported if m.split(".")[0] in ("docker", "requests", "urllib3") or m == "http.client"}
+    assert not heavy, sorted(heavy)
+
+
+def test_socket_and_sdk_agree(dk: Docker, cilium_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = f"{P}socket"
+    pid = dk.start(name, cilium_image)
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
+    local, sdk = docker.client(), docker.Sdk.connect()
+    assert isinstance(local, engine.Engine)
+    (mine,) = [s for s in local.containers() if s["Names"] == [f"/{name}"]]
+    (theirs,) = [s for s in sdk.containers() if s["Id"] == mine["Id"]]
+    assert (theirs["Names"], theirs["Image"]) == (mine["Names"], mine["Image"])  # Status ("Up 1 second") moves on
+    found = docker.container(local, mine["Id"])
+    assert found is not None and found == docker.container(sdk, mine["Id"])
+    assert (found.name, found.image, found.init_pid) == (name, cilium_image, pid)
+    assert local.inspect("0" * 64) is None and sdk.inspect("0" * 64) is None
+    # Both framings, from the real daemon: an inspect body is chunked, a ping has Content-Length.
+    inspected = engine.parse(engine.request(local.path, f"/containers/{mine['Id']}/json"))
+    assert inspected.headers.get("transfer-encoding") == "chunked"
+    assert json.loads(inspected.body)["Id"] == mine["Id"]
+    pong = engine.parse(engine.request(local.path, "/_ping"))
+    assert (pong.status, pong.headers["content-length"], pong.body) == (200, "2", b"OK")

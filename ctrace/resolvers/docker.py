@@ -5,7 +5,9 @@ comes from its cgroup (``ctrace.cgroups``), so a name that is both a container
 and a process inside it gives one target. The daemon is asked only for what
 /proc cannot tell: names, image, the init PID and MergedDir.
 
-Only this module imports the ``docker`` package, inside the functions that use it.
+The local socket is spoken to directly (``engine.py``); only a daemon over
+TCP, TLS or ssh needs the ``docker`` package, which only this module imports,
+inside the functions that use it.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any, TypedDict
+from typing import Any, Protocol
 
 from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, UsageError
 from ctrace.model import Container, Process
-from ctrace.resolvers import host
+from ctrace.resolvers import engine, host
 from ctrace.resolvers.base import Context
+from ctrace.resolvers.engine import Summary
 
 NAME = "docker"
 SOCKET = "/var/run/docker.sock"
@@ -28,12 +31,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # docker's container-name a
 _HEX = re.compile(r"[0-9a-f]+\Z")
 
 
-class Summary(TypedDict):
-    """The fields of GET /containers/json ctrace reads."""
+class Daemon(Protocol):
+    """What ctrace asks a docker daemon, over the local socket (engine.Engine) or the SDK (Sdk)."""
 
-    Id: str
-    Names: list[str]
-    Image: str
+    def containers(self) -> list[Summary]: ...
+
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        """None when the container is gone (it exited between list and inspect)."""
+        ...
 
 
 def claims(target: str, ctx: Context) -> bool:
@@ -43,43 +48,57 @@ def claims(target: str, ctx: Context) -> bool:
     return bool(os.environ.get("DOCKER_HOST")) or os.path.exists(SOCKET)
 
 
-def client() -> Any:
-    """A connected docker client, or EnvironmentProblem saying why not."""
-    import docker
-    import requests
+def client() -> Daemon:
+    """A daemon that answers a ping, or EnvironmentProblem saying why not.
 
-    try:
-        api = docker.from_env(timeout=15)
-        api.ping()
-    except (docker.errors.DockerException, requests.RequestException, OSError) as err:
-        reason = "permission denied on the socket" if "ermission denied" in str(err) else str(err).splitlines()[0]
-        raise EnvironmentProblem(
-            f"cannot talk to the docker daemon: {reason}",
-            "start dockerd (hack/dockerd.sh) and run as root or a member of the docker group",
-        ) from err
+    DOCKER_HOST unset or unix://: the socket, without the docker SDK (engine.py);
+    anything else (tcp://, ssh://, TLS): the SDK, which knows those.
+    """
+    host_url = os.environ.get("DOCKER_HOST", "")
+    if os.environ.get("DOCKER_TLS_VERIFY") or (host_url and not host_url.startswith("unix://")):
+        return Sdk.connect()
+    api = engine.Engine(host_url[len("unix://") :] or SOCKET)
+    api.ping()
     return api
 
 
-def _summaries(api: Any) -> list[Summary]:
-    import docker
+class Sdk:
+    """The docker SDK behind the same two methods as engine.Engine."""
 
-    try:
-        found: list[Summary] = api.api.containers()
-    except docker.errors.APIError as err:
-        raise EnvironmentProblem(f"docker daemon error listing containers: {err.explanation}") from err
-    return found
+    def __init__(self, api: Any) -> None:
+        self.api = api
 
+    @classmethod
+    def connect(cls) -> Sdk:
+        import docker
+        import requests
 
-def _inspect(api: Any, ident: str) -> dict[str, Any] | None:
-    import docker
+        try:
+            api = docker.from_env(timeout=engine.TIMEOUT)
+            api.ping()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as err:
+            raise engine.unreachable(str(err).splitlines()[0]) from err
+        return cls(api)
 
-    try:
-        data: dict[str, Any] = api.api.inspect_container(ident)
-    except docker.errors.NotFound:
-        return None  # exited between list and inspect
-    except docker.errors.APIError as err:
-        raise EnvironmentProblem(f"docker daemon error inspecting {ident[:12]}: {err.explanation}") from err
-    return data
+    def containers(self) -> list[Summary]:
+        import docker
+
+        try:
+            found: list[Summary] = self.api.api.containers()
+        except docker.errors.APIError as err:
+            raise EnvironmentProblem(f"docker daemon error listing containers: {err.explanation}") from err
+        return found
+
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        import docker
+
+        try:
+            data: dict[str, Any] = self.api.api.inspect_container(ident)
+        except docker.errors.NotFound:
+            return None  # exited between list and inspect
+        except docker.errors.APIError as err:
+            raise EnvironmentProblem(f"docker daemon error inspecting {ident[:12]}: {err.explanation}") from err
+        return data
 
 
 def names(s: Summary) -> list[str]:
@@ -110,8 +129,8 @@ def select(summaries: Iterable[Summary], target: str, take_all: bool) -> list[Su
     return hits
 
 
-def container(api: Any, ident: str) -> Container | None:
-    data = _inspect(api, ident)
+def container(api: Daemon, ident: str) -> Container | None:
+    data = api.inspect(ident)
     if data is None:
         return None
     merged = ((data.get("GraphDriver") or {}).get("Data") or {}).get("MergedDir")
@@ -132,7 +151,7 @@ def placements(ctx: Context) -> dict[int, cgroups.Placement]:
 class Enricher:
     """Container details by id, each asked of the daemon once."""
 
-    def __init__(self, api: Any, known: Iterable[Container] = ()) -> None:
+    def __init__(self, api: Daemon | None, known: Iterable[Container] = ()) -> None:
         self.api = api
         self.cache: dict[str, Container | None] = {c.id: c for c in known}
 
@@ -141,8 +160,7 @@ class Enricher:
         if ident is None or where.runtime is None:
             return None
         if ident not in self.cache:
-            asked = self.api is not None and where.runtime == "docker"
-            found = container(self.api, ident) if asked else None
+            found = container(self.api, ident) if self.api is not None and where.runtime == "docker" else None
             self.cache[ident] = found or Container(ident, "", "", where.runtime)
         return self.cache[ident]
 
@@ -162,7 +180,7 @@ def resolve(target: str, ctx: Context) -> list[Process]:
         api = client()
     except EnvironmentProblem as err:
         return _host_fallback(target, ctx, err)
-    chosen = [c for c in (container(api, s["Id"]) for s in select(_summaries(api), target, ctx.all_matches)) if c]
+    chosen = [c for c in (container(api, s["Id"]) for s in select(api.containers(), target, ctx.all_matches)) if c]
     where = placements(ctx)
     ids = {c.id for c in chosen}
     pids = {pid for pid, p in where.items() if p.container_id in ids}
@@ -191,7 +209,7 @@ def _host_fallback(target: str, ctx: Context, err: EnvironmentProblem) -> list[P
 def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placement] | None = None) -> list[Process]:
     """``ctrace ps``: each process with its container; names from the daemon when it answers."""
     where = placements(ctx) if where is None else where
-    api = None
+    api: Daemon | None = None
     if any(p.runtime == "docker" for p in where.values()):
         try:
             api = client()
@@ -208,7 +226,7 @@ def annotate(procs: list[Process], ctx: Context, where: dict[int, cgroups.Placem
 def members(name: str, ctx: Context) -> tuple[Container, list[Process]]:
     """``ctrace ps --container NAME``: one container and its processes."""
     api = client()
-    hits = select(_summaries(api), name, take_all=False)
+    hits = select(api.containers(), name, take_all=False)
     found = container(api, hits[0]["Id"]) if hits else None
     if found is None:
         raise NotFound(f"no running container named {name!r}", "list containers with 'docker ps'")
