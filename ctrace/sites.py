@@ -18,6 +18,8 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Sequence
+from itertools import accumulate, repeat
+from operator import add, itemgetter
 
 from ctrace import emit
 from ctrace.elf import ElfInfo, code
@@ -27,24 +29,47 @@ from ctrace.errors import NotTraceable
 from ctrace.model import Symbol
 
 _BCC_TABLES = ("symtab", "dynsym")
+_ADDRESS, _SIZE, _FIRST, _SECOND = itemgetter(1), itemgetter(2), itemgetter(0), itemgetter(1)
 
 
 class Spans:
-    """The functions bcc will see, for 'does one start at / cover this address?'."""
+    """The functions bcc will see, for 'does one start at / cover this address?'.
 
-    def __init__(self, symbols: Sequence[Symbol]) -> None:
-        ordered = sorted((s.address, s.address + max(s.size, 1)) for s in symbols)
-        self.starts = [a for a, _ in ordered]
-        self.reach: list[int] = []
-        far = 0
-        for _, end in ordered:
-            far = max(far, end)
-            self.reach.append(far)
-        self.entry = set(self.starts)
+    Built on first use: most functions are attached by name and never ask, and a
+    42 MB Go binary's 35k symbols cost ~10 ms per path form to sort.
+    """
+
+    def __init__(self, symbols: Sequence[Symbol], sources: frozenset[str] | None = None) -> None:
+        self._symbols = symbols
+        self._sources = sources  # None: every symbol
+        self._starts: list[int] | None = None
+        self._reach: list[int] = []
+        self._entry: set[int] = set()
+
+    def _build(self) -> list[int]:
+        chosen = self._symbols
+        if self._sources is not None:
+            keep = self._sources
+            chosen = [s for s in chosen if s.source in keep]
+        ordered = sorted(
+            zip(map(_ADDRESS, chosen), map(add, map(_ADDRESS, chosen), map(max, map(_SIZE, chosen), repeat(1))))
+        )
+        starts = list(map(_FIRST, ordered))
+        self._reach = list(accumulate(map(_SECOND, ordered), max))  # the farthest end so far
+        self._entry = set(starts)
+        self._starts = starts
+        return starts
+
+    @property
+    def entry(self) -> set[int]:
+        if self._starts is None:
+            self._build()
+        return self._entry
 
     def covers(self, address: int) -> bool:
-        i = bisect.bisect_right(self.starts, address) - 1
-        return i >= 0 and self.reach[i] > address
+        starts = self._starts if self._starts is not None else self._build()
+        i = bisect.bisect_right(starts, address) - 1
+        return i >= 0 and self._reach[i] > address
 
 
 def bcc_visible(info: ElfInfo, path: str) -> Spans:
@@ -62,7 +87,7 @@ def bcc_visible(info: ElfInfo, path: str) -> Spans:
         if (source == "build-id" and found.startswith(DEBUG_ROOT + "/"))
         or (source == "debuglink" and os.path.dirname(found) in near)
     }
-    return Spans([s for s in info.symbols if s.source in _BCC_TABLES or s.source in seen])
+    return Spans(info.symbols, frozenset((*_BCC_TABLES, *seen)))
 
 
 def entry_site(sym: Symbol, elf_file: ElfFile, spans: Spans) -> emit.Site | None:

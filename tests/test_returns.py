@@ -118,3 +118,13 @@ def test_spans_cover_and_entries() -> None:
     assert spans.covers(0x100) and spans.covers(0x17F) and spans.covers(0x125)
     assert not spans.covers(0xFF) and not spans.covers(0x180) and not spans.covers(0x401)
     assert spans.covers(0x400) and spans.entry == {0x100, 0x120, 0x400}
+
+
+def test_spans_see_only_the_sources_bcc_reads() -> None:
+    from ctrace.model import Symbol
+    from ctrace.sites import Spans
+
+    symbols = [Symbol("a", 0x100, 0x80, "symtab"), Symbol("g", 0x200, 0x40, "pclntab")]
+    spans = Spans(symbols, frozenset({"symtab", "dynsym"}))
+    assert spans.covers(0x110) and not spans.covers(0x210)
+    assert spans.entry == {0x100}
