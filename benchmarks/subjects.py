@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -73,6 +74,18 @@ def ctrace_command(workdir: Path, installed: bool) -> tuple[str, list[str]]:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", str(ROOT)]
     subprocess.run(pip, check=True, capture_output=True)
+    # Its dependencies from this interpreter's site-packages, without installing them
+    # again: a plain path in a .pth is appended to sys.path (its own .pth files, such as
+    # the editable finder of the dev install, are not run), so the ctrace just
+    # installed is the one imported.
+    site = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    here = sysconfig.get_path("purelib")
+    Path(site, "ctrace-bench-deps.pth").write_text(here + "\n")
     shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' leftovers
     return str(venv / "bin" / "python"), [str(venv / "bin" / "ctrace")]
 

@@ -39,6 +39,14 @@ def run_once(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Sampl
     return Sample(wall, usage.ru_maxrss / 1024, proc.returncode)
 
 
+class Failed(RuntimeError):
+    """A timed command failed: its time would measure an error message, not the work."""
+
+    def __init__(self, argv: Sequence[str], code: int, env: Mapping[str, str] | None) -> None:
+        err = subprocess.run(list(argv), capture_output=True, text=True, env=env).stderr.strip()
+        super().__init__(f"{' '.join(argv)} exited {code}: {err[-500:]}")
+
+
 def compare(
     commands: Mapping[str, Sequence[str]], runs: int, env: Mapping[str, str] | None = None, warmup: int = 1
 ) -> dict[str, Stats]:
@@ -47,6 +55,8 @@ def compare(
     for i in range(warmup + runs):
         for name, argv in commands.items():
             sample = run_once(argv, env)
+            if sample.code != 0:
+                raise Failed(argv, sample.code, env)
             if i >= warmup:
                 samples[name].append(sample)
     return {name: summarize(got) for name, got in samples.items()}
