@@ -72,3 +72,46 @@ def test_rust_legacy_escapes_decoded() -> None:
     assert _rust_legacy("_ZN4acme3net4Conn9handshakeEi", "acme::net::Conn::handshake(int)") == (
         "acme::net::Conn::handshake(int)"
     )
+
+
+def test_demangling_reuses_one_buffer_and_grows_it() -> None:
+    """Names before and after one that needs more than the first buffer come out whole."""
+    from ctrace.elf import demangle
+
+    # 10 distinct 63-character namespaces: 650 characters demangled, past the 256-byte first
+    # buffer (libstdc++ refuses names whose text passes about 1 KiB)
+    parts = [f"n{i:02d}" + "x" * 60 for i in range(10)]
+    long = "_ZN" + "".join(f"{len(p)}{p}" for p in parts) + "Ev"
+    names = ["_ZN4acme3net4Conn9handshakeEi", long, "_Z3fooi", "_Znot_mangled_at_all", "main"]
+    got = demangle.demangle_all(names)
+    assert got[long] == "::".join(parts) + "()" and len(got[long]) > 256
+    assert got["_ZN4acme3net4Conn9handshakeEi"] == "acme::net::Conn::handshake(int)"
+    assert got["_Z3fooi"] == "foo(int)"
+    assert "_Znot_mangled_at_all" not in got and "main" not in got
+
+
+def test_demangling_with_one_buffer_equals_a_fresh_buffer_per_name() -> None:
+    """Thousands of real names (libstdc++'s own) through the reused buffer give what
+    __cxa_demangle gives each name on its own (its documented malloc-per-call use)."""
+    import ctypes
+
+    from ctrace.elf import demangle
+    from ctrace.elf.reader import open_elf
+
+    path = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+    need(Path(path).exists(), f"{path} is not installed")
+    names = sorted({s.name for s in open_elf(path).symbols() if s.name.startswith("_Z")})
+    assert len(names) > 1000
+    fn = ctypes.CDLL(path).__cxa_demangle
+    fn.restype = ctypes.c_void_p
+    free = ctypes.CDLL(None).free
+    free.argtypes = [ctypes.c_void_p]
+    want = {}
+    for name in names:
+        status = ctypes.c_int(0)
+        got = fn(name.encode(), None, None, ctypes.byref(status))
+        if got and status.value == 0:
+            want[name] = ctypes.string_at(got).decode()
+        free(got)
+    assert len(want) > 1000
+    assert demangle.demangle_all(names) == want

@@ -40,16 +40,14 @@ _RUST_ESCAPE_RX = re.compile("|".join(re.escape(k) for k in _RUST_ESCAPES))
 
 def demangle_all(names: Iterable[str]) -> dict[str, str]:
     """{mangled: readable} for the names that demangle; others are left out."""
-    out: dict[str, str] = {}
-    v0 = []
-    cxa = _cxa()
+    itanium, v0 = [], []
     for name in names:
-        if name.startswith("_Z") and cxa is not None:
-            text = cxa(name)
-            if text:
-                out[name] = _rust_legacy(name, text)
+        if name.startswith("_Z"):
+            itanium.append(name)
         elif name.startswith("_R"):
             v0.append(name)
+    cxa = _cxa() if itanium else None
+    out = {name: _rust_legacy(name, text) for name, text in cxa(itanium).items()} if cxa else {}
     out.update(_cxxfilt(v0))
     return out
 
@@ -64,7 +62,7 @@ def _rust_legacy(mangled: str, text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _cxa() -> Callable[[str], str | None] | None:
+def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
     import ctypes
     import ctypes.util
 
@@ -75,20 +73,32 @@ def _cxa() -> Callable[[str], str | None] | None:
         libc = ctypes.CDLL(None)
     except (OSError, AttributeError):
         return None
+    size_t_p = ctypes.POINTER(ctypes.c_size_t)
     fn.restype = ctypes.c_void_p
-    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, size_t_p, ctypes.POINTER(ctypes.c_int)]
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
 
-    def demangle(name: str) -> str | None:
-        status = ctypes.c_int(0)
-        ptr = fn(name.encode("utf-8", "surrogateescape"), None, None, ctypes.byref(status))
-        if not ptr or status.value != 0:
-            return None
+    def demangle(names: list[str]) -> dict[str, str]:
+        """One malloc'd buffer for every name: __cxa_demangle writes into it, and
+        reallocs it (returning the new one) when a name needs more room."""
+        size, status = ctypes.c_size_t(256), ctypes.c_int(0)
+        buf = libc.malloc(size.value)
+        if not buf:
+            return {}
+        size_ref, status_ref, string_at = ctypes.byref(size), ctypes.byref(status), ctypes.string_at
+        out = {}
         try:
-            raw = ctypes.string_at(ptr)
+            for name in names:
+                got = fn(name.encode("utf-8", "surrogateescape"), buf, size_ref, status_ref)
+                if got:
+                    buf = got
+                    if status.value == 0:
+                        out[name] = string_at(got).decode("utf-8", "replace")
         finally:
-            libc.free(ptr)
-        return raw.decode("utf-8", "replace")
+            libc.free(buf)
+        return out
 
     return demangle
 
