@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from ctrace.model import Binary, Symbol
 
 __all__ = ["ElfInfo", "ElfFile", "file_binary", "inspect", "language"]
 
-_NAME, _ADDRESS, _SOURCE = itemgetter(0), itemgetter(1), itemgetter(3)
+_NAME, _ADDRESS, _SOURCE, _ADDRESS_NAME = itemgetter(0), itemgetter(1), itemgetter(3), itemgetter(1, 0)
 
 
 class ElfInfo(NamedTuple):
@@ -80,8 +81,8 @@ def merge(first: tuple[Symbol, ...], more: list[Symbol]) -> tuple[Symbol, ...]:
     """``first`` plus what ``more`` adds, deduplicated by (name, address), in (address, name) order.
 
     ``first`` is elf.symbols(): sorted and unique already. Most of ``more`` (a Go
-    table, a debug file) repeats it, so only names ``first`` lacks, or has at
-    other addresses, are looked at one by one.
+    table, a debug file) repeats it, so only what ``first`` lacks is looked at one
+    by one, and spliced in where it sorts.
     """
     if not more:
         return first
@@ -90,15 +91,31 @@ def merge(first: tuple[Symbol, ...], more: list[Symbol]) -> tuple[Symbol, ...]:
     if not unsure:
         return first
     with symtab.gc_paused():
-        names = {s.name for s in unsure}
-        seen = {(s.name, s.address) for s in first if s.name in names}
+        again = {s.name for s in unsure if s.name in at}  # names ``first`` has at another address, or several
+        seen = {(s.name, s.address) for s in first if s.name in again} if again else set()
         added: list[Symbol] = []
-        for sym in unsure:
+        for sym in sorted(unsure, key=_ADDRESS_NAME):
             key = (sym.name, sym.address)
             if key not in seen:
                 seen.add(key)
                 added.append(sym)
-        return tuple(symtab.sorted_unique([*first, *added]))
+        return _splice(first, added)
+
+
+def _splice(first: tuple[Symbol, ...], added: list[Symbol]) -> tuple[Symbol, ...]:
+    """Both sorted by (address, name), none of ``added`` in ``first``: one sorted tuple."""
+    addresses = list(map(_ADDRESS, first))
+    out: list[Symbol] = []
+    done = 0
+    for sym in added:
+        at = bisect.bisect_left(addresses, sym.address, done)
+        while at < len(first) and first[at].address == sym.address and first[at].name < sym.name:
+            at += 1  # within a run of one address, by name
+        out.extend(first[done:at])
+        out.append(sym)
+        done = at
+    out.extend(first[done:])
+    return tuple(out)
 
 
 def file_binary(path: str, build_id: str | None, stripped: bool, language: str) -> Binary:
