@@ -14,7 +14,9 @@ from __future__ import annotations
 import bisect
 import re
 import shlex
+from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from ctrace.match import last_component
@@ -85,10 +87,15 @@ class NameIndex:
     """
 
     def __init__(self, symbols: Sequence[Symbol]) -> None:
-        self.names = sorted({s.name for s in symbols})
-        self.count: dict[str, int] = {}
-        for s in symbols:
-            self.count[s.name] = self.count.get(s.name, 0) + 1
+        self.count = Counter(map(itemgetter(0), symbols))
+        self._names: list[str] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Sorted, on first use: only names with a '*' need it (Go methods on pointers)."""
+        if self._names is None:
+            self._names = sorted(self.count)
+        return self._names
 
     def glob_hits(self, name: str) -> int:
         prefix = name.split("*", 1)[0]

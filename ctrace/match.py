@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import compress, repeat
 
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
 
 _SPLIT = re.compile(r"::|[./]")
 _GLOB_CHARS = frozenset("*?[")
+_NAME = operator.itemgetter(0)
 
 
 def last_component(name: str) -> str:
@@ -43,23 +46,40 @@ def match(
 ) -> tuple[list[Symbol], str]:
     """The symbols ``pattern`` selects and the tier that selected them.
 
-    A symbol with an alias (its demangled C++/Rust name) matches through either name."""
+    A symbol with an alias (its demangled C++/Rust name) matches through either name.
+    Every tier runs its test over all names in C (map/compress); only names that
+    hold the pattern somewhere reach the Python-level last-component test.
+    """
     check_pattern(pattern)
-    known = aliases or {}
-    pairs = [(s, n) for s in symbols for n in ((s.name, known[s.name]) if s.name in known else (s.name,))]
-    tiers: list[tuple[str, Iterable[Symbol]]] = [
-        ("exact", (s for s, n in pairs if n == pattern)),
-        ("last component", (s for s, n in pairs if last_component(n) == pattern)),
+    names = list(map(_NAME, symbols))
+    owners: Sequence[int] = range(len(symbols))  # names[i] belongs to symbols[owners[i]]
+    if aliases:
+        extra = [i for i, n in enumerate(names) if n in aliases]
+        names += [aliases[names[i]] for i in extra]
+        owners = [*owners, *extra]
+
+    def among(test: Iterable[object]) -> list[int]:
+        return list(compress(owners, test))
+
+    contains = among(map(operator.contains, names, repeat(pattern)))
+    tiers: list[tuple[str, Callable[[], list[int]]]] = [
+        ("exact", lambda: among(map(pattern.__eq__, names))),
+        ("last component", lambda: [i for i in contains if _last_is(symbols[i], pattern, aliases)]),
     ]
     if _GLOB_CHARS & set(pattern):
         rx = re.compile(fnmatch.translate(pattern))
-        tiers.append(("glob", (s for s, n in pairs if rx.match(n))))
-    tiers.append(("substring", (s for s, n in pairs if pattern in n)))
+        tiers.append(("glob", lambda: among(map(rx.match, names))))
+    tiers.append(("substring", lambda: contains))
     for tier, found in tiers:
-        hits = list(dict.fromkeys(found))
+        hits = found()
         if hits:
-            return hits, tier
+            return [symbols[i] for i in sorted(set(hits))], tier
     return [], ""
+
+
+def _last_is(sym: Symbol, pattern: str, aliases: Mapping[str, str] | None) -> bool:
+    alias = aliases.get(sym.name) if aliases else None
+    return last_component(sym.name) == pattern or (alias is not None and last_component(alias) == pattern)
 
 
 def closest(symbols: Sequence[Symbol], pattern: str, n: int = 5) -> list[str]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctrace.errors import UsageError
 from ctrace.match import closest, last_component, match
@@ -63,3 +68,35 @@ def test_no_match_and_closest() -> None:
 def test_bad_patterns(pattern: str) -> None:
     with pytest.raises(UsageError):
         match(SYMS, pattern)
+
+
+def reference_match(symbols: list[Symbol], pattern: str, aliases: dict[str, str]) -> tuple[list[Symbol], str]:
+    """The tiers written plainly, one (symbol, name) pair at a time: what match() must equal."""
+    pairs = [(s, n) for s in symbols for n in ((s.name, aliases[s.name]) if s.name in aliases else (s.name,))]
+    tiers = [
+        ("exact", [s for s, n in pairs if n == pattern]),
+        ("last component", [s for s, n in pairs if last_component(n) == pattern]),
+    ]
+    if set("*?[") & set(pattern):
+        rx = re.compile(fnmatch.translate(pattern))
+        tiers.append(("glob", [s for s, n in pairs if rx.match(n)]))
+    tiers.append(("substring", [s for s, n in pairs if pattern in n]))
+    for tier, found in tiers:
+        if found:
+            return list(dict.fromkeys(found)), tier
+    return [], ""
+
+
+_NAMES = ["main", "main.main", "runtime.main", "a/b.(*T).m", "m", "_ZN1a1mEv", "x::m(int)", "mm", "[m]", "m*"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(_NAMES), st.integers(1, 50)), max_size=25, unique=True),
+    st.sampled_from(["main", "m", "m*", "*.m", "a/b.(*T).m", "x::m(int)", "[m]", "ma", "q", "?"]),
+    st.booleans(),
+)
+def test_match_equals_the_plain_tiers(named: list[tuple[str, int]], pattern: str, with_aliases: bool) -> None:
+    symbols = [Symbol(n, a, 1, "symtab") for n, a in named]
+    aliases = {"_ZN1a1mEv": "a::m()"} if with_aliases else {}
+    assert match(symbols, pattern, aliases) == reference_match(symbols, pattern, aliases)
