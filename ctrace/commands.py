@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
-    from ctrace import plan, render, runner, text
+    from ctrace import plan, render, text
 
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
@@ -79,6 +79,8 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
     )
     if args.run:
+        from ctrace import runner
+
         return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)

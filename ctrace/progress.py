@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
@@ -19,6 +18,8 @@ def progress(label: str, stream: TextIO | None = None) -> Iterator[None]:
     if not getattr(out, "isatty", lambda: False)():
         yield
         return
+    import threading  # only on a terminal
+
     done = threading.Event()
 
     def spin() -> None:
