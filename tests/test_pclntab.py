@@ -62,7 +62,7 @@ def test_pclntab_on_system_go_binaries(sym: Built, path: str) -> None:
     assert all(s.address in dyn[s.name] for s in shared)
 
 
-@pytest.mark.parametrize(("path", "how"), [("/usr/sbin/dockerd", "magic"), ("/usr/bin/containerd", "section")])
+@pytest.mark.parametrize(("path", "how"), [("/usr/sbin/dockerd", "moduledata"), ("/usr/bin/containerd", "section")])
 def test_pclntab_is_found(path: str, how: str) -> None:
     need(os.path.exists(path), f"{path} is not installed (make test installs docker.io)")
     table = pclntab.find(open_elf(path))

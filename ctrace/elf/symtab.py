@@ -11,6 +11,8 @@ and slices the names out of one decoded string table. Measured on dockerd
 from __future__ import annotations
 
 import gc
+import mmap
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
@@ -93,6 +95,38 @@ def names_at(strtab: bytes, offsets: Iterable[int]) -> list[str]:
     if strtab.isascii():
         return names
     return [n if n.isascii() else n.encode("latin-1").decode("utf-8", "surrogateescape") for n in names]
+
+
+def value_of(
+    buf: bytes | mmap.mmap, name: bytes, table: tuple[int, int], strings: tuple[int, int], is64: bool, endian: str
+) -> int | None:
+    """Value of the first defined entry called ``name`` in the symbol table at file
+    range ``table`` (offset, size), whose string table is at ``strings``.
+
+    One symbol, so nothing is decoded: a find of the name in the string table, then
+    a find of its offset in the st_name column (an aligned hit), both memchr-fast over
+    the mapped file (~1 ms for dockerd's 170k .dynsym entries, against ~60 ms to
+    decode them all). The name may end a longer string (linkers share tails), hence
+    ``name + NUL`` and a try of every hit.
+    """
+    entsize = 24 if is64 else 16
+    start, size = table
+    end = start + max(0, min(size, len(buf) - start)) // entsize * entsize  # whole entries inside the file
+    value_at, shndx_at = (8, 6) if is64 else (4, 14)
+    value = struct.Struct(endian + ("Q" if is64 else "I")).unpack_from
+    shndx = struct.Struct(endian + "H").unpack_from
+    str_start, str_end = strings[0], strings[0] + strings[1]
+    needle = name + b"\0"
+    hit = buf.find(needle, str_start, str_end)
+    while hit >= 0:
+        st_name = struct.pack(endian + "I", hit - str_start)
+        pos = buf.find(st_name, start, end)
+        while pos >= 0:
+            if (pos - start) % entsize == 0 and shndx(buf, pos + shndx_at)[0]:  # SHN_UNDEF is 0
+                return int(value(buf, pos + value_at)[0])
+            pos = buf.find(st_name, pos + 1, end)
+        hit = buf.find(needle, hit + 1, str_end)
+    return None
 
 
 def sorted_unique(symbols: list[Symbol]) -> list[Symbol]:
