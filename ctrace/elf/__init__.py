@@ -6,7 +6,8 @@ import bisect
 import os
 from collections import Counter
 from collections.abc import Mapping
-from operator import itemgetter
+from itertools import compress
+from operator import itemgetter, ne
 from typing import NamedTuple
 
 from ctrace.elf import symtab
@@ -15,7 +16,8 @@ from ctrace.model import Binary, Symbol
 
 __all__ = ["ElfInfo", "ElfFile", "file_binary", "inspect", "language"]
 
-_NAME, _ADDRESS, _SOURCE, _ADDRESS_NAME = itemgetter(0), itemgetter(1), itemgetter(3), itemgetter(1, 0)
+_NAME, _ADDRESS, _SOURCE = itemgetter(0), itemgetter(1), itemgetter(3)
+_ADDRESS_NAME, _NAME_ADDRESS = itemgetter(1, 0), itemgetter(0, 1)
 
 
 class ElfInfo(NamedTuple):
@@ -87,12 +89,12 @@ def merge(first: tuple[Symbol, ...], more: list[Symbol]) -> tuple[Symbol, ...]:
     if not more:
         return first
     at = dict(zip(map(_NAME, first), map(_ADDRESS, first)))  # a name's last address: most have one
-    unsure = [s for s in more if at.get(s.name) != s.address]
+    unsure = list(compress(more, map(ne, map(at.get, map(_NAME, more)), map(_ADDRESS, more))))
     if not unsure:
         return first
     with symtab.gc_paused():
         again = {s.name for s in unsure if s.name in at}  # names ``first`` has at another address, or several
-        seen = {(s.name, s.address) for s in first if s.name in again} if again else set()
+        seen = set(map(_NAME_ADDRESS, compress(first, map(again.__contains__, map(_NAME, first)))))
         added: list[Symbol] = []
         for sym in sorted(unsure, key=_ADDRESS_NAME):
             key = (sym.name, sym.address)
