@@ -148,6 +148,19 @@ def placements(ctx: Context) -> dict[int, cgroups.Placement]:
     return procfs.placements(ctx.proc_root)
 
 
+def _placements_of(pids: Iterable[int], ctx: Context) -> dict[int, cgroups.Placement]:
+    """Like placements(), for these PIDs only."""
+    out = {}
+    for pid in pids:
+        try:
+            found = procfs.placement(pid, ctx.proc_root)
+        except CtraceError:
+            continue  # exited: host.process says so in its turn
+        if found.container_id:
+            out[pid] = found
+    return out
+
+
 class Enricher:
     """Container details by id, each asked of the daemon once."""
 
@@ -181,10 +194,13 @@ def resolve(target: str, ctx: Context) -> list[Process]:
     except EnvironmentProblem as err:
         return _host_fallback(target, ctx, err)
     chosen = [c for c in (container(api, s["Id"]) for s in select(api.containers(), target, ctx.all_matches)) if c]
-    where = placements(ctx)
-    ids = {c.id for c in chosen}
-    pids = {pid for pid, p in where.items() if p.container_id in ids}
-    pids.update(host.matching_pids(target, ctx))
+    pids = set(host.matching_pids(target, ctx))
+    if chosen:  # every process's cgroup, to find the containers' processes
+        where = placements(ctx)
+        ids = {c.id for c in chosen}
+        pids.update(pid for pid, p in where.items() if p.container_id in ids)
+    else:  # a process name: only the matches' cgroups (a scan of 2,000 costs ~100 ms)
+        where = _placements_of(pids, ctx)
     pids.discard(ctx.self_pid)
     enrich = Enricher(api, chosen)
     found = [p for p in (enrich.process(pid, ctx, where.get(pid)) for pid in sorted(pids)) if p]
