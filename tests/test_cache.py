@@ -164,3 +164,26 @@ def test_prune_keeps_the_newest_within_the_byte_limit(tmp_path: Path, monkeypatc
         os.utime(f, ns=(i * 10**9, i * 10**9))
     cache._prune(str(tmp_path))
     assert [f.name for f in cache_files(tmp_path)] == ["entry2", "entry3"]
+
+
+def test_a_debug_file_installed_later_is_a_miss(built: Built, tmp_path: Path) -> None:
+    """Installing a debug package (a build-id file) after the first look must not serve the old names."""
+    path = str(built["hello"])
+    build_id = open_elf(path).build_id
+    assert build_id
+    root = tmp_path / "root"
+    calls: list[str] = []
+
+    def compute(p: str, **options: object) -> elf.ElfInfo:
+        calls.append(p)
+        return elf.inspect(p, str(root))
+
+    cache.inspect(path, str(tmp_path / "c"), compute, root=str(root))
+    cache.inspect(path, str(tmp_path / "c"), compute, root=str(root))
+    assert len(calls) == 1
+    debug = root / f"usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
+    debug.parent.mkdir(parents=True)
+    shutil.copy(path, debug)
+    info = cache.inspect(path, str(tmp_path / "c"), compute, root=str(root))
+    assert len(calls) == 2
+    assert info.debug_files == (("build-id", str(debug)),)

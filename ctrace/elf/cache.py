@@ -33,7 +33,7 @@ from itertools import repeat
 from typing import Any, NamedTuple
 
 from ctrace import __version__, elf
-from ctrace.elf import ElfInfo, symtab
+from ctrace.elf import ElfInfo, debuginfo, symtab
 from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
@@ -121,7 +121,19 @@ def cache_key(path: str, options: dict[str, object]) -> str:
         identity: tuple[object, ...] = ("build-id", build_id, st.st_size)
     else:
         identity = ("file", st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    return repr((FORMAT, __version__, _SCHEMA, identity, sorted(options.items())))
+    # A debug package installed (or removed) since adds (or takes) names: its
+    # build-id file's state is part of the key, one stat per root.
+    roots = tuple(dict.fromkeys((str(options.get("root") or "/"), "/")))
+    debug = [_state(p) for p in debuginfo.build_id_paths(build_id, roots)]
+    return repr((FORMAT, __version__, _SCHEMA, identity, debug, sorted(options.items())))
+
+
+def _state(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def load(file: str, key: str, path: str) -> ElfInfo | None:

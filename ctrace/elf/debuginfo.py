@@ -44,14 +44,17 @@ def collect(elf: ElfFile, binary_dir: str, roots: tuple[str, ...]) -> list[Debug
 
 
 def by_build_id(elf: ElfFile, roots: tuple[str, ...]) -> tuple[str, str] | None:
-    bid = elf.build_id
-    if not bid or len(bid) < 4:
-        return None
-    for root in roots:
-        path = _join(root, f"{DEBUG_ROOT}/.build-id/{bid[:2]}/{bid[2:]}.debug")
+    for path in build_id_paths(elf.build_id, roots):
         if os.path.isfile(path):
             return "build-id", path
     return None
+
+
+def build_id_paths(build_id: str | None, roots: tuple[str, ...]) -> list[str]:
+    """Where a debug file for ``build_id`` would be, under each root, in lookup order."""
+    if not build_id or len(build_id) < 4:
+        return []
+    return [_join(root, f"{DEBUG_ROOT}/.build-id/{build_id[:2]}/{build_id[2:]}.debug") for root in roots]
 
 
 def debuglink(elf: ElfFile) -> tuple[str, int] | None:
