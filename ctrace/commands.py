@@ -113,7 +113,7 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     from ctrace import render
 
     if args.runtime is None and "/" in args.what and os.path.lexists(args.what):
-        if not args.func and args.output in ("json", "text") and ctx.cache_dir is not None:
+        if not args.func and args.output in ("json", "text"):
             render.file_listing(args.what, ctx.cache_dir, args.output, out)
             return
         from ctrace import elf

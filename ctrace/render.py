@@ -197,17 +197,19 @@ def _json_or_null(demangled: Mapping[str, str], name: str) -> str:
     return encode_basestring_ascii(demangled[name]) if name in demangled else "null"
 
 
-def file_listing(path: str, cache_dir: str, fmt: str, out: TextIO) -> None:
+def file_listing(path: str, cache_dir: str | None, fmt: str, out: TextIO) -> None:
     """``ctrace symbols FILE`` (json or text, every function) through the listing cache.
 
     The rows of a listing do not depend on the path, so they are kept rendered
     (elf/cache.listing); a second call reads them back and writes the bytes out,
     without decoding a symbol or formatting a row.
     """
-    from ctrace.elf import cache, file_binary
+    from ctrace.elf import cache, file_binary, listing
 
     rows = json_rows if fmt == "json" else text_rows
-    got = cache.listing(path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled))
+    got = cache.listing(
+        path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled), lambda p: listing.build(p, fmt)
+    )
     binary = file_binary(path, got.build_id, got.stripped, got.language)
     if fmt == "json":
         head, tail = json_head(binary, got.sources, got.debug_files), JSON_TAIL

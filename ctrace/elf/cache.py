@@ -30,10 +30,11 @@ import os
 import zlib
 from collections.abc import Callable
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any
 
 from ctrace import __version__, elf
 from ctrace.elf import ElfInfo, debuginfo, symtab
+from ctrace.elf.listing import Listing
 from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
@@ -75,37 +76,37 @@ def inspect(path: str, directory: str | None, compute: Inspect | None = None, **
     return info
 
 
-class Listing(NamedTuple):
-    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
-
-    build_id: str | None
-    stripped: bool
-    language: str
-    sources: dict[str, int]
-    debug_files: tuple[tuple[str, str], ...]
-    functions: int  # how many rows
-    rows: bytes  # UTF-8 (surrogateescape: names are bytes in the file)
-
-
-def listing(path: str, directory: str, fmt: str, rows: Callable[[ElfInfo], str]) -> Listing:
-    """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``), cached."""
-    try:
-        key = repr((cache_key(path, {}), "listing", fmt))
-    except (OSError, CtraceError):
-        key = None  # not a readable ELF file: inspect says why
-    file = os.path.join(directory, f"{_name(key)}.{fmt}") if key else ""
-    found = _read(file, key) if key else None
+def listing(
+    path: str,
+    directory: str | None,
+    fmt: str,
+    rows: Callable[[ElfInfo], str],
+    fast: Callable[[str], Listing | None] | None = None,
+) -> Listing:
+    """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``),
+    cached in ``directory`` unless it is None. ``fast(path)`` makes the same Listing
+    without elf.inspect where it can (elf/listing.py), else returns None."""
+    key = file = None
+    if directory is not None:
+        try:
+            key = repr((cache_key(path, {}), "listing", fmt))
+            file = os.path.join(directory, f"{_name(key)}.{fmt}")
+        except (OSError, CtraceError):
+            pass  # not a readable ELF file: inspect says why
+    found = _read(file, key) if file and key else None
     if found is not None:
         try:
             return Listing(*found)
         except TypeError:
             pass  # a file of another shape under a matching key: rewrite it
-    info = inspect(path, directory)
-    text = rows(info).encode("utf-8", "surrogateescape")
-    made = Listing(
-        info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
-    )
-    if key:
+    made = fast(path) if fast is not None else None
+    if made is None:
+        info = inspect(path, directory)
+        text = rows(info).encode("utf-8", "surrogateescape")
+        made = Listing(
+            info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
+        )
+    if file and key:
         _write(file, key, tuple(made))
     return made
 

@@ -33,7 +33,7 @@ class DebugSymbols(NamedTuple):
 def collect(elf: ElfFile, binary_dir: str, roots: tuple[str, ...]) -> list[DebugSymbols]:
     """Every debug source found for ``elf``: at most one debug file, plus MiniDebugInfo."""
     out = []
-    found = by_build_id(elf, roots) or by_debuglink(elf, binary_dir, roots)
+    found = locate(elf, binary_dir, roots)
     if found is not None:
         source, path = found
         out.append(DebugSymbols(source, path, _relabel(_symbols_of(path), source)))
@@ -41,6 +41,11 @@ def collect(elf: ElfFile, binary_dir: str, roots: tuple[str, ...]) -> list[Debug
     if mini:
         out.append(DebugSymbols("minidebuginfo", f"{elf.name}:.gnu_debugdata", mini))
     return out
+
+
+def locate(elf: ElfFile, binary_dir: str, roots: tuple[str, ...]) -> tuple[str, str] | None:
+    """(source, path) of the one debug file read for ``elf``: by build-id, else by debuglink."""
+    return by_build_id(elf, roots) or by_debuglink(elf, binary_dir, roots)
 
 
 def by_build_id(elf: ElfFile, roots: tuple[str, ...]) -> tuple[str, str] | None:

@@ -31,13 +31,13 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import add, sub
 from typing import NamedTuple
 
 from ctrace.elf import symtab
-from ctrace.elf.reader import PT_LOAD, SHT_DYNSYM, SHT_SYMTAB, ElfFile
+from ctrace.elf.reader import NATIVE, PT_LOAD, SHT_DYNSYM, SHT_SYMTAB, ElfFile
 from ctrace.model import Symbol
 
 Fn = Callable[[int], int]
@@ -59,7 +59,7 @@ class Table(NamedTuple):
     found: str  # "section", "moduledata" or "magic"
 
 
-def functions(elf: ElfFile, symbols: tuple[Symbol, ...] = ()) -> list[Symbol]:
+def functions(elf: ElfFile, symbols: Iterable[Symbol] = ()) -> list[Symbol]:
     """Functions of the Go table (source "pclntab"), or [] when there is none."""
     table = find(elf)
     if table is None:
@@ -138,7 +138,23 @@ def _plausible(elf: ElfFile, pos: int) -> bool:
     return bool(0 < nfunc < 10_000_000)
 
 
-def parse(table: Table, elf: ElfFile, symbols: tuple[Symbol, ...] = ()) -> list[Symbol]:
+def parse(table: Table, elf: ElfFile, symbols: Iterable[Symbol] = ()) -> list[Symbol]:
+    layout = _layout(table, elf, symbols)
+    if isinstance(layout, list):
+        return layout
+    nfunc, funcs, names, text = layout
+    fast = _functab32(table.data, elf.endian, nfunc, funcs, names, text)
+    if fast is not None:
+        return fast
+    u32 = elf.endian + "I"
+    return _entries(table.data, funcs, funcs, nfunc, u32, 4, lambda e: text + e, lambda n: names[0] + n)
+
+
+Layout = tuple[int, int, tuple[int, int], int]  # nfunc, functab offset, funcnametab (start, end), text start
+
+
+def _layout(table: Table, elf: ElfFile, symbols: Iterable[Symbol]) -> list[Symbol] | Layout:
+    """The functions of a pre-1.18 table, or where the parts of a 1.18+ one are."""
     data = table.data
     version = MAGICS.get(struct.unpack_from(elf.endian + "I", data)[0])
     if version is None:
@@ -156,12 +172,29 @@ def parse(table: Table, elf: ElfFile, symbols: tuple[Symbol, ...] = ()) -> list[
         names, funcs = field(2), field(6)
         return _entries(data, funcs, funcs, nfunc, word, ptr, lambda e: e, lambda n: names + n)
     text = _text_start(table, elf, symbols, field(2))
-    names, funcs = field(3), field(7)
-    fast = _functab32(data, elf.endian, nfunc, funcs, (names, field(4)), text)
-    if fast is not None:
-        return fast
-    u32 = elf.endian + "I"
-    return _entries(data, funcs, funcs, nfunc, u32, 4, lambda e: text + e, lambda n: names + n)
+    return nfunc, field(7), (field(3), field(4)), text
+
+
+def source(elf: ElfFile, symbols: Iterable[Symbol] = ()) -> tuple[object, ...]:
+    """functions() as a source of elf/listing.py: a 1.18+ functab as its parts, which
+    _speedups.c decodes checking what _functab32 checks (a table that fails a check
+    sends the whole listing back to elf.inspect); any other table as its Symbols."""
+    table = find(elf)
+    if table is None:
+        return ("symbols", [])
+    try:
+        layout = _layout(table, elf, symbols)
+    except (struct.error, IndexError, ValueError):
+        return ("symbols", [])
+    if isinstance(layout, list):
+        return ("symbols", layout)
+    nfunc, funcs, (start, end), text = layout
+    data = table.data
+    if not (0 < nfunc and funcs + (nfunc + 1) * 8 <= len(data) and 0 <= text < 1 << 64):
+        return ("symbols", functions(elf, symbols))  # _functab32 declines; the per-entry path decides
+    start = min(start, len(data))  # as data[start:end] slices
+    end = max(start, min(end, len(data)))
+    return ("functab", data, nfunc, funcs, start, end, text, elf.endian != NATIVE)
 
 
 def _functab32(
@@ -230,7 +263,7 @@ def _entries(data: bytes, tab: int, base: int, nfunc: int, fmt: str, width: int,
     return out
 
 
-def _text_start(table: Table, elf: ElfFile, symbols: tuple[Symbol, ...], header: int) -> int:
+def _text_start(table: Table, elf: ElfFile, symbols: Iterable[Symbol], header: int) -> int:
     field_vaddr = table.vaddr + 8 + 2 * table.data[7]
     relocated = _relative_addend(elf, field_vaddr)
     if relocated:

@@ -13,6 +13,7 @@ import mmap
 import os
 import stat
 import struct
+import sys
 from typing import NamedTuple
 
 from ctrace.elf import symtab
@@ -23,6 +24,7 @@ SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
 PT_LOAD, PT_NOTE = 1, 4
 DT_NEEDED, DT_STRTAB = 1, 5
 NT_GNU_BUILD_ID = 3
+NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
 class Section(NamedTuple):
@@ -115,6 +117,15 @@ class ElfFile:
         if end > len(self.data):
             raise NotTraceable(f"{self.name}: section {sec.name or '?'} lies outside the file")
         return bytes(self.data[sec.offset : end])
+
+    def section_view(self, sec: Section) -> memoryview:
+        """section_data without the copy: a view of the mapped file."""
+        if sec.type == SHT_NOBITS:
+            return memoryview(b"")
+        end = sec.offset + sec.size
+        if end > len(self.data):
+            raise NotTraceable(f"{self.name}: section {sec.name or '?'} lies outside the file")
+        return memoryview(self.data)[sec.offset : end]
 
     def symbols(self) -> list[Symbol]:
         """Traceable functions of .symtab and .dynsym (in section order), deduplicated by (name, address)."""

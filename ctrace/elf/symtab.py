@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from itertools import compress, repeat
 from operator import eq, itemgetter
 
+from ctrace.elf import speedups
 from ctrace.model import Symbol
 
 STT_FUNC, STT_GNU_IFUNC = 2, 10
@@ -63,6 +64,8 @@ def functions(data: bytes, strtab: bytes, is64: bool, endian: str, source: str) 
     executable; bpftrace lists (and attaches to) those too, so st_shndx is not
     looked at.
     """
+    if speedups.module is not None:
+        return speedups.module.functions(data, strtab, is64, endian != _NATIVE, source, Symbol)
     entsize = 24 if is64 else 16
     data = data[: len(data) - len(data) % entsize]
     narrow = _words("I", data, endian)  # array('I') is 4 bytes on every Linux ABI

@@ -1,0 +1,719 @@
+/* Optional C versions of ctrace's three hottest loops (issue "Speed").
+ *
+ * Each function returns exactly what its Python twin returns (the tests compare
+ * them on every fixture, the system binaries and fuzzed files); without a
+ * compiler ctrace runs the Python ones:
+ *   functions  -> ctrace.elf.symtab.functions (a symbol table's FUNC/IFUNC entries)
+ *   listing    -> the rows of `ctrace symbols FILE` (ctrace.elf.listing): elf.inspect's
+ *                 merge of every source, then render.json_rows or render.text_rows
+ *
+ * ctrace runs as root on binaries from container images, so every read is
+ * checked against the length of the buffer it comes from: a table is read as
+ * whole records inside its buffer, and a name runs at most to the end of the
+ * string table. Nothing here follows an offset it has not checked.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A growing byte buffer. */
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int buf_reserve(Buf *b, Py_ssize_t more) {
+    if (b->len + more <= b->cap)
+        return 0;
+    Py_ssize_t cap = b->cap ? b->cap : 1 << 16;
+    while (cap < b->len + more) {
+        if (cap > PY_SSIZE_T_MAX / 2) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        cap *= 2;
+    }
+    char *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_add(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+#define BUF_LIT(b, s) buf_add((b), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* ``v`` in decimal, or (base 16) in hex zero-padded to ``width`` digits, as Python's format. */
+static int buf_u64(Buf *b, unsigned long long v, int base, int width) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof tmp - 1 - n++] = "0123456789abcdef"[v % (unsigned)base];
+        v /= (unsigned)base;
+    } while (v);
+    while (n < width && n < (int)sizeof tmp)
+        tmp[sizeof tmp - 1 - n++] = '0';
+    return buf_add(b, tmp + sizeof tmp - n, n);
+}
+
+static int buf_pad(Buf *b, Py_ssize_t n) {
+    if (n <= 0)
+        return 0;
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memset(b->data + b->len, ' ', (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static uint32_t get32(const unsigned char *p, int swap) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return swap ? __builtin_bswap32(v) : v;
+}
+
+static uint64_t get64(const unsigned char *p, int swap) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return swap ? __builtin_bswap64(v) : v;
+}
+
+/* The name at ``off``: to the first NUL or the end of the table; "" past its end. */
+static PyObject *name_at(const unsigned char *strtab, Py_ssize_t len, uint64_t off) {
+    if (off >= (uint64_t)len)
+        return PyUnicode_FromStringAndSize("", 0);
+    const unsigned char *start = strtab + off;
+    const unsigned char *end = memchr(start, 0, (size_t)(len - (Py_ssize_t)off));
+    Py_ssize_t n = end ? (Py_ssize_t)(end - start) : len - (Py_ssize_t)off;
+    return PyUnicode_DecodeUTF8((const char *)start, n, "surrogateescape");
+}
+
+static PyObject *record(PyTypeObject *cls, PyObject *name, uint64_t value, uint64_t size, PyObject *source) {
+    PyObject *v = PyLong_FromUnsignedLongLong(value);
+    PyObject *z = PyLong_FromUnsignedLongLong(size);
+    PyObject *t = (v && z) ? cls->tp_alloc(cls, 4) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(v);
+        Py_XDECREF(z);
+        Py_DECREF(name);
+        return NULL;
+    }
+    Py_INCREF(source);
+    PyTuple_SET_ITEM(t, 0, name);
+    PyTuple_SET_ITEM(t, 1, v);
+    PyTuple_SET_ITEM(t, 2, z);
+    PyTuple_SET_ITEM(t, 3, source);
+    return t;
+}
+
+PyDoc_STRVAR(functions_doc, "functions(table, strtab, is64, swap, source, cls) -> list of cls(name, value, size, source)");
+
+static PyObject *functions(PyObject *self, PyObject *args) {
+    Py_buffer table, strtab;
+    int is64, swap;
+    PyObject *source;
+    PyTypeObject *cls;
+    if (!PyArg_ParseTuple(args, "y*y*ppUO!", &table, &strtab, &is64, &swap, &source, &PyType_Type, &cls))
+        return NULL;
+    PyObject *out = NULL;
+    if (!PyType_IsSubtype(cls, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a tuple type");
+        goto done;
+    }
+    out = PyList_New(0);
+    if (out == NULL)
+        goto done;
+    const Py_ssize_t entsize = is64 ? 24 : 16;
+    const unsigned char *p = table.buf, *s = strtab.buf;
+    for (Py_ssize_t i = 0; i + entsize <= table.len; i += entsize) {
+        const unsigned char *e = p + i;
+        uint32_t st_name = get32(e, swap);
+        unsigned char info = e[is64 ? 4 : 12];
+        uint64_t value = is64 ? get64(e + 8, swap) : get32(e + 4, swap);
+        uint64_t size = is64 ? get64(e + 16, swap) : get32(e + 8, swap);
+        int type = info & 0xF;
+        if ((type != 2 && type != 10) || value == 0) /* STT_FUNC, STT_GNU_IFUNC */
+            continue;
+        PyObject *name = name_at(s, strtab.len, st_name);
+        PyObject *t = name ? record(cls, name, value, size, source) : NULL;
+        if (t == NULL || PyList_Append(out, t) < 0) {
+            Py_XDECREF(t);
+            Py_CLEAR(out);
+            goto done;
+        }
+        Py_DECREF(t);
+    }
+done:
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&strtab);
+    return out;
+}
+
+/* A str JSON carries as it is: printable ASCII without '"' or '\'. */
+static int plain(PyObject *s) {
+    if (!PyUnicode_IS_ASCII(s))
+        return 0;
+    const unsigned char *c = PyUnicode_1BYTE_DATA(s);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (c[i] < 0x20 || c[i] > 0x7e || c[i] == '"' || c[i] == '\\')
+            return 0;
+    return 1;
+}
+
+static int add_ascii(Buf *b, PyObject *s) {
+    return buf_add(b, (const char *)PyUnicode_1BYTE_DATA(s), PyUnicode_GET_LENGTH(s));
+}
+
+/* ``s`` as a JSON string: quoted as it is when plain, else through ``escape``
+ * (json's encode_basestring_ascii, whose result is ASCII). */
+static int add_json_string(Buf *b, PyObject *s, PyObject *escape) {
+    if (plain(s))
+        return BUF_LIT(b, "\"") < 0 || add_ascii(b, s) < 0 ? -1 : BUF_LIT(b, "\"");
+    PyObject *q = PyObject_CallOneArg(escape, s);
+    if (q == NULL)
+        return -1;
+    int rc = PyUnicode_Check(q) && PyUnicode_IS_ASCII(q) ? add_ascii(b, q) : -1;
+    if (rc < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "escape must return an ASCII str");
+    Py_DECREF(q);
+    return rc;
+}
+
+/* ``s`` as UTF-8, lone surrogates back to the bytes they stand for (surrogateescape). */
+static int add_text(Buf *b, PyObject *s) {
+    if (PyUnicode_IS_ASCII(s))
+        return add_ascii(b, s);
+    PyObject *raw = PyUnicode_AsEncodedString(s, "utf-8", "surrogateescape");
+    if (raw == NULL)
+        return -1;
+    int rc = buf_add(b, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw));
+    Py_DECREF(raw);
+    return rc;
+}
+
+/* demangled.get(name) (borrowed, a str) or NULL; *err is set on an error. */
+static PyObject *lookup(PyObject *demangled, PyObject *name, int *err) {
+    *err = 0;
+    PyObject *v = PyDict_GetItemWithError(demangled, name);
+    if (v == NULL && PyErr_Occurred())
+        *err = 1;
+    else if (v != NULL && !PyUnicode_Check(v)) {
+        PyErr_SetString(PyExc_TypeError, "demangled names must be str");
+        *err = 1;
+    }
+    return v;
+}
+
+/* ---- listing: every source merged as elf.inspect merges them, rendered as render does ---- */
+
+typedef struct {
+    uint64_t addr, size;
+    const char *name; /* UTF-8, inside a buffer or object the Collection keeps */
+    Py_ssize_t len, seq;
+    Py_ssize_t src;    /* index into labels */
+    int own;           /* from the binary's own tables, not a debug file or the Go table */
+    PyObject *str;     /* the name as a str (new reference) once needed, else NULL */
+} Rec;
+
+typedef struct {
+    Rec *recs;
+    Py_ssize_t n, cap;
+    Py_buffer *bufs;
+    Py_ssize_t nbufs, capbufs;
+    PyObject *labels; /* list of the source labels */
+    PyObject *keep;   /* list of objects whose bytes records point into */
+    int inexact;      /* a name whose order or rendering Python decides differently */
+} Coll;
+
+static void coll_free(Coll *c) {
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        Py_XDECREF(c->recs[i].str);
+    for (Py_ssize_t i = 0; i < c->nbufs; i++)
+        PyBuffer_Release(&c->bufs[i]);
+    PyMem_Free(c->recs);
+    PyMem_Free(c->bufs);
+    Py_XDECREF(c->labels);
+    Py_XDECREF(c->keep);
+}
+
+static Rec *coll_add(Coll *c) {
+    if (c->n == c->cap) {
+        Py_ssize_t cap = c->cap ? c->cap * 2 : 4096;
+        Rec *recs = PyMem_Realloc(c->recs, (size_t)cap * sizeof(Rec));
+        if (recs == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        c->recs = recs;
+        c->cap = cap;
+    }
+    Rec *r = &c->recs[c->n];
+    memset(r, 0, sizeof *r);
+    r->seq = c->n++;
+    return r;
+}
+
+static Py_buffer *coll_buffer(Coll *c, PyObject *obj) {
+    if (c->nbufs == c->capbufs) {
+        Py_ssize_t cap = c->capbufs ? c->capbufs * 2 : 8;
+        Py_buffer *bufs = PyMem_Realloc(c->bufs, (size_t)cap * sizeof(Py_buffer));
+        if (bufs == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        c->bufs = bufs;
+        c->capbufs = cap;
+    }
+    if (PyObject_GetBuffer(obj, &c->bufs[c->nbufs], PyBUF_SIMPLE) < 0)
+        return NULL;
+    return &c->bufs[c->nbufs++];
+}
+
+static Py_ssize_t coll_label(Coll *c, PyObject *label) {
+    Py_ssize_t n = PyList_GET_SIZE(c->labels);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int eq = PyObject_RichCompareBool(PyList_GET_ITEM(c->labels, i), label, Py_EQ);
+        if (eq != 0)
+            return eq < 0 ? -1 : i;
+    }
+    if (!PyUnicode_Check(label) || !PyUnicode_IS_ASCII(label)) {
+        PyErr_SetString(PyExc_TypeError, "source labels must be ASCII str");
+        return -1;
+    }
+    return PyList_Append(c->labels, label) < 0 ? -1 : n;
+}
+
+/* Names Python orders by code point: that is byte order only for valid UTF-8. */
+static void check_utf8(Coll *c, const char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    uint64_t high = 0, w;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        high |= w;
+    }
+    for (; i < n; i++)
+        high |= (unsigned char)s[i];
+    if (!(high & 0x8080808080808080ULL))
+        return;
+    PyObject *u = PyUnicode_DecodeUTF8(s, n, NULL);
+    if (u == NULL) {
+        PyErr_Clear();
+        c->inexact = 1;
+    }
+    Py_XDECREF(u);
+}
+
+/* ("table", data, strtab, is64, swap, label): its FUNC/IFUNC entries, as functions() keeps them. */
+static int add_table(Coll *c, PyObject *item) {
+    PyObject *kind, *data, *strtab, *label;
+    int is64, swap;
+    if (!PyArg_ParseTuple(item, "OOOppO", &kind, &data, &strtab, &is64, &swap, &label))
+        return -1;
+    Py_buffer *t = coll_buffer(c, data), *s = t ? coll_buffer(c, strtab) : NULL;
+    Py_ssize_t src = s ? coll_label(c, label) : -1;
+    if (src < 0)
+        return -1;
+    const Py_ssize_t entsize = is64 ? 24 : 16;
+    const unsigned char *p = t->buf, *names = s->buf;
+    for (Py_ssize_t i = 0; i + entsize <= t->len; i += entsize) {
+        const unsigned char *e = p + i;
+        uint32_t off = get32(e, swap);
+        int type = e[is64 ? 4 : 12] & 0xF;
+        uint64_t value = is64 ? get64(e + 8, swap) : get32(e + 4, swap);
+        if ((type != 2 && type != 10) || value == 0)
+            continue;
+        Rec *r = coll_add(c);
+        if (r == NULL)
+            return -1;
+        r->addr = value;
+        r->size = is64 ? get64(e + 16, swap) : get32(e + 8, swap);
+        r->src = src;
+        r->name = "";
+        if ((Py_ssize_t)off < s->len && off < (uint64_t)s->len) {
+            const char *start = (const char *)names + off;
+            const char *end = memchr(start, 0, (size_t)(s->len - (Py_ssize_t)off));
+            r->name = start;
+            r->len = end ? (Py_ssize_t)(end - start) : s->len - (Py_ssize_t)off;
+            check_utf8(c, r->name, r->len);
+        }
+    }
+    return 0;
+}
+
+/* ("symbols", [Symbol, ...]): tuples of (name, address, size, source) made in Python. */
+static int add_symbols(Coll *c, PyObject *item) {
+    PyObject *kind, *list;
+    if (!PyArg_ParseTuple(item, "OO!", &kind, &PyList_Type, &list) || PyList_Append(c->keep, list) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
+        PyObject *t = PyList_GET_ITEM(list, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 4 || !PyUnicode_Check(PyTuple_GET_ITEM(t, 0))) {
+            PyErr_SetString(PyExc_TypeError, "symbols must be (str, int, int, str) tuples");
+            return -1;
+        }
+        Rec *r = coll_add(c);
+        if (r == NULL)
+            return -1;
+        r->addr = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 1));
+        r->size = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(t, 2));
+        if (PyErr_Occurred() || (r->src = coll_label(c, PyTuple_GET_ITEM(t, 3))) < 0)
+            return -1;
+        r->name = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 0), &r->len);
+        if (r->name == NULL) { /* lone surrogates: bytes that were not UTF-8 */
+            PyErr_Clear();
+            c->inexact = 1;
+            r->name = "";
+            r->len = 0;
+        }
+    }
+    return 0;
+}
+
+/* ("functab", data, nfunc, funcs, start, end, text, swap): a Go 1.18+ function table
+ * (pclntab.source), decoded as pclntab._functab32 decodes it. Where that returns None
+ * (a _func not 4-aligned, a nameOff outside its table, a name table without its final
+ * NUL) or a number would not fit (an entry past 2**64, a size below 0), the listing is
+ * marked inexact and elf.inspect's per-entry path decides. */
+static int add_functab(Coll *c, PyObject *item) {
+    PyObject *kind, *data, *label = NULL;
+    Py_ssize_t nfunc, funcs, start, end;
+    unsigned long long text;
+    int swap;
+    if (!PyArg_ParseTuple(item, "OOnnnnKp", &kind, &data, &nfunc, &funcs, &start, &end, &text, &swap))
+        return -1;
+    Py_buffer *t = coll_buffer(c, data);
+    label = t ? PyUnicode_FromString("pclntab") : NULL;
+    Py_ssize_t src = label ? coll_label(c, label) : -1;
+    Py_XDECREF(label);
+    if (src < 0)
+        return -1;
+    const unsigned char *p = t->buf;
+    const Py_ssize_t len = t->len;
+    if (nfunc <= 0 || funcs < 0 || start < 0 || end < start || end > len || nfunc > (len - funcs) / 8 - 1) {
+        c->inexact = 1; /* pclntab.source checked these: not a table it hands over */
+        return 0;
+    }
+    if (end == start || p[end - 1] != 0) {
+        c->inexact = 1;
+        return 0;
+    }
+    const unsigned char *tab = p + funcs;
+    for (Py_ssize_t i = 0; i < nfunc; i++) {
+        uint32_t entry = get32(tab + 8 * i, swap), funcoff = get32(tab + 8 * i + 4, swap);
+        uint32_t next = get32(tab + 8 * (i + 1), swap);
+        /* the nameOff: the int32 at funcs + 4 + funcoff, inside the table */
+        if (funcoff % 4 || (uint64_t)funcs + 8 + funcoff > (uint64_t)len || next < entry ||
+            text + entry < text) {
+            c->inexact = 1;
+            return 0;
+        }
+        int32_t nameoff = (int32_t)get32(p + funcs + 4 + funcoff, swap);
+        if (nameoff < 0 || nameoff >= end - start) {
+            c->inexact = 1;
+            return 0;
+        }
+        Rec *r = coll_add(c);
+        if (r == NULL)
+            return -1;
+        r->addr = text + entry;
+        r->size = next - entry;
+        r->src = src;
+        r->name = (const char *)p + start + nameoff;
+        r->len = (Py_ssize_t)strlen(r->name); /* ends inside the table: its last byte is NUL */
+        check_utf8(c, r->name, r->len);
+    }
+    return 0;
+}
+
+/* Records are sorted through these 16-byte keys, not moved themselves: the same
+ * order for a fraction of the memory traffic. */
+typedef struct {
+    uint64_t addr;
+    Py_ssize_t at; /* index into recs: the order of appearance */
+} Key;
+
+static int key_cmp(const void *a, const void *b) {
+    const Key *x = a, *y = b;
+    if (x->addr != y->addr)
+        return x->addr < y->addr ? -1 : 1;
+    return x->at < y->at ? -1 : (x->at > y->at);
+}
+
+static int name_cmp(const Rec *x, const Rec *y) {
+    Py_ssize_t n = x->len < y->len ? x->len : y->len;
+    int d = memcmp(x->name, y->name, (size_t)n);
+    return d ? d : (x->len > y->len) - (x->len < y->len);
+}
+
+/* Sort by (address, name, order of appearance) and keep the first of each (name, address). */
+static int coll_unique(Coll *c) {
+    Key *keys = PyMem_Malloc((size_t)(c->n ? c->n : 1) * sizeof(Key));
+    Rec *sorted = keys ? PyMem_Malloc((size_t)(c->n ? c->n : 1) * sizeof(Rec)) : NULL;
+    if (sorted == NULL) {
+        PyMem_Free(keys);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        keys[i] = (Key){c->recs[i].addr, i};
+    qsort(keys, (size_t)c->n, sizeof(Key), key_cmp);
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t lo = 0, hi; lo < c->n; lo = hi) {
+        for (hi = lo + 1; hi < c->n && keys[hi].addr == keys[lo].addr; hi++)
+            ;
+        /* one address: by name, then order of appearance (insertion sort: runs are short) */
+        for (Py_ssize_t i = lo + 1; i < hi; i++) {
+            Key k = keys[i];
+            Py_ssize_t j = i;
+            while (j > lo && name_cmp(&c->recs[keys[j - 1].at], &c->recs[k.at]) > 0) {
+                keys[j] = keys[j - 1];
+                j--;
+            }
+            keys[j] = k;
+        }
+        for (Py_ssize_t i = lo; i < hi; i++)
+            if (i == lo || name_cmp(&c->recs[keys[i - 1].at], &c->recs[keys[i].at]) != 0)
+                sorted[kept++] = c->recs[keys[i].at];
+    }
+    PyMem_Free(keys);
+    PyMem_Free(c->recs); /* no record holds a reference yet: candidates() makes them */
+    c->recs = sorted;
+    c->n = c->cap = kept;
+    return 0;
+}
+
+static int prefixed(const Rec *r, const char *p) {
+    size_t n = strlen(p);
+    return (size_t)r->len >= n && !memcmp(r->name, p, n);
+}
+
+/* Names that may be mangled, as elf.language and the demangler look for them: all of
+ * them, and (``own``) those of the binary's own tables, which alone decide its language. */
+static PyObject *candidates(Coll *c, PyObject *own) {
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = 0; out && i < c->n; i++) {
+        Rec *r = &c->recs[i];
+        int rust_end = r->len == 17 && !memcmp(r->name, "rust_begin_unwind", 17);
+        if (!prefixed(r, "_Z") && !prefixed(r, "_R") && !prefixed(r, "__rust_") && !rust_end)
+            continue;
+        r->str = PyUnicode_DecodeUTF8(r->name, r->len, "surrogateescape");
+        if (r->str == NULL || PyList_Append(out, r->str) < 0 || (r->own && PyList_Append(own, r->str) < 0))
+            Py_CLEAR(out);
+    }
+    return out;
+}
+
+static int plain_bytes(const char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch > 0x7e || ch == '"' || ch == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+static int json_name(Buf *b, Rec *r, PyObject *escape) {
+    if (plain_bytes(r->name, r->len))
+        return BUF_LIT(b, "\"") < 0 || buf_add(b, r->name, r->len) < 0 ? -1 : BUF_LIT(b, "\"");
+    PyObject *s = r->str ? (Py_INCREF(r->str), r->str) : PyUnicode_DecodeUTF8(r->name, r->len, "surrogateescape");
+    if (s == NULL)
+        return -1;
+    int rc = add_json_string(b, s, escape);
+    Py_DECREF(s);
+    return rc;
+}
+
+static PyObject *demangled_of(Rec *r, PyObject *demangled, int *err) {
+    *err = 0;
+    if (r->str == NULL || PyDict_GET_SIZE(demangled) == 0)
+        return NULL;
+    return lookup(demangled, r->str, err);
+}
+
+static int json_all(Coll *c, Buf *b, PyObject *demangled, PyObject *escape) {
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        Rec *r = &c->recs[i];
+        int err;
+        PyObject *dm = demangled_of(r, demangled, &err);
+        if (err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
+            json_name(b, r, escape) < 0 || BUF_LIT(b, ", \"address\": ") < 0 || buf_u64(b, r->addr, 10, 0) < 0 ||
+            BUF_LIT(b, ", \"size\": ") < 0 || buf_u64(b, r->size, 10, 0) < 0 || BUF_LIT(b, ", \"source\": \"") < 0 ||
+            add_ascii(b, PyList_GET_ITEM(c->labels, r->src)) < 0 || BUF_LIT(b, "\", \"demangled\": ") < 0 ||
+            (dm ? add_json_string(b, dm, escape) : BUF_LIT(b, "null")) < 0 || BUF_LIT(b, "}") < 0)
+            return -1;
+    }
+    return c->n ? BUF_LIT(b, "\n  ") : 0;
+}
+
+static int ascii_space(unsigned char ch) { return ch == ' ' || (ch >= '\t' && ch <= '\r') || (ch >= 0x1c && ch <= 0x1f); }
+
+/* str.rstrip() of the row that starts at ``start``; a non-ASCII space there is left to Python. */
+static void rstrip_row(Coll *c, Buf *b, Py_ssize_t start) {
+    while (b->len > start) {
+        unsigned char ch = (unsigned char)b->data[b->len - 1];
+        if (ch < 0x80) {
+            if (!ascii_space(ch))
+                return;
+            b->len--;
+            continue;
+        }
+        Py_ssize_t at = b->len - 1;
+        while (at > start && ((unsigned char)b->data[at] & 0xC0) == 0x80)
+            at--;
+        PyObject *u = PyUnicode_DecodeUTF8(b->data + at, b->len - at, "surrogateescape");
+        if (u == NULL || PyUnicode_GET_LENGTH(u) != 1 || Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(u, 0)))
+            c->inexact = 1;
+        PyErr_Clear();
+        Py_XDECREF(u);
+        return;
+    }
+}
+
+static int text_all(Coll *c, Buf *b, PyObject *demangled) {
+    uint64_t widest = 0;
+    Py_ssize_t source_w = 0;
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        Py_ssize_t w = PyUnicode_GET_LENGTH(PyList_GET_ITEM(c->labels, c->recs[i].src));
+        widest = c->recs[i].size > widest ? c->recs[i].size : widest;
+        source_w = w > source_w ? w : source_w;
+    }
+    char tmp[32];
+    Py_ssize_t size_w = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)widest);
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        Rec *r = &c->recs[i];
+        PyObject *label = PyList_GET_ITEM(c->labels, r->src);
+        int err;
+        PyObject *dm = demangled_of(r, demangled, &err);
+        Py_ssize_t start = b->len, mark;
+        if (err || buf_u64(b, r->addr, 16, 16) < 0 || BUF_LIT(b, "  ") < 0)
+            return -1;
+        mark = b->len;
+        if (buf_u64(b, r->size, 10, 0) < 0 || buf_pad(b, size_w - (b->len - mark)) < 0 || BUF_LIT(b, "  ") < 0 ||
+            add_ascii(b, label) < 0 || buf_pad(b, source_w - PyUnicode_GET_LENGTH(label)) < 0 || BUF_LIT(b, "  ") < 0)
+            return -1;
+        if (dm ? (add_text(b, dm) < 0 || BUF_LIT(b, "  [") < 0 || buf_add(b, r->name, r->len) < 0 || BUF_LIT(b, "]") < 0)
+               : buf_add(b, r->name, r->len) < 0)
+            return -1;
+        rstrip_row(c, b, start);
+        if (BUF_LIT(b, "\n") < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Functions per source, in order of first appearance (ElfInfo.sources). */
+static PyObject *source_counts(Coll *c) {
+    Py_ssize_t nl = PyList_GET_SIZE(c->labels);
+    Py_ssize_t *counts = PyMem_Calloc((size_t)(nl ? nl : 1), sizeof(Py_ssize_t));
+    Py_ssize_t *order = PyMem_Calloc((size_t)(nl ? nl : 1), sizeof(Py_ssize_t));
+    PyObject *out = counts && order ? PyDict_New() : NULL;
+    Py_ssize_t seen = 0;
+    for (Py_ssize_t i = 0; out && i < c->n; i++)
+        if (counts[c->recs[i].src]++ == 0)
+            order[seen++] = c->recs[i].src;
+    for (Py_ssize_t i = 0; out && i < seen; i++) {
+        PyObject *n = PyLong_FromSsize_t(counts[order[i]]);
+        if (n == NULL || PyDict_SetItem(out, PyList_GET_ITEM(c->labels, order[i]), n) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(n);
+    }
+    if (!counts || !order)
+        PyErr_NoMemory();
+    PyMem_Free(counts);
+    PyMem_Free(order);
+    return out;
+}
+
+PyDoc_STRVAR(listing_doc,
+             "listing(sources, own, fmt, escape, classify) -> (rows, counts, functions, language) or None\n\n"
+             "sources: ('table', data, strtab, is64, swap, label) and ('symbols', [Symbol, ...]) in the order\n"
+             "elf.inspect merges them, the first ``own`` being the binary's own tables. classify(candidates, own)\n"
+             "-> (language, demangled) gets the names that may be mangled, all and the own tables'. rows is bytes, UTF-8 (fmt 'text') or ASCII (fmt 'json'). None: a name Python orders or\n"
+             "strips differently (not UTF-8, ending in a non-ASCII space): run the Python pipeline.");
+
+static PyObject *listing(PyObject *self, PyObject *args) {
+    PyObject *sources, *escape, *classify;
+    Py_ssize_t own;
+    const char *fmt;
+    if (!PyArg_ParseTuple(args, "O!nsOO", &PyList_Type, &sources, &own, &fmt, &escape, &classify))
+        return NULL;
+    Coll c = {0};
+    Buf b = {NULL, 0, 0};
+    PyObject *cands = NULL, *own_cands = PyList_New(0), *verdict = NULL, *counts = NULL, *result = NULL;
+    c.labels = PyList_New(0);
+    c.keep = PyList_New(0);
+    if (c.labels == NULL || c.keep == NULL || own_cands == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(sources); i++) {
+        Py_ssize_t first = c.n;
+        PyObject *item = PyList_GET_ITEM(sources, i);
+        PyObject *kind = PyTuple_Check(item) && PyTuple_GET_SIZE(item) ? PyTuple_GET_ITEM(item, 0) : NULL;
+        int rc = -1;
+        if (kind && PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "table") == 0)
+            rc = add_table(&c, item);
+        else if (kind && PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "functab") == 0)
+            rc = add_functab(&c, item);
+        else if (kind && PyUnicode_Check(kind) && PyUnicode_CompareWithASCIIString(kind, "symbols") == 0)
+            rc = add_symbols(&c, item);
+        else
+            PyErr_SetString(PyExc_TypeError, "a source is ('table', ...), ('functab', ...) or ('symbols', [...])");
+        if (rc < 0)
+            goto done;
+        for (Py_ssize_t j = first; j < c.n; j++)
+            c.recs[j].own = i < own;
+    }
+    if (c.inexact) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (coll_unique(&c) < 0)
+        goto done;
+    cands = candidates(&c, own_cands);
+    verdict = cands ? PyObject_CallFunctionObjArgs(classify, cands, own_cands, NULL) : NULL;
+    PyObject *language, *demangled;
+    if (verdict == NULL || !PyArg_ParseTuple(verdict, "UO!", &language, &PyDict_Type, &demangled))
+        goto done;
+    int json = strcmp(fmt, "json") == 0;
+    if (buf_reserve(&b, c.n * (json ? 160 : 100)) < 0)
+        goto done;
+    int rc = json ? json_all(&c, &b, demangled, escape) : text_all(&c, &b, demangled);
+    if (rc < 0)
+        goto done;
+    if (c.inexact) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    counts = source_counts(&c);
+    if (counts)
+        result = Py_BuildValue("(y#OnO)", b.data ? b.data : "", b.len, counts, c.n, language);
+done:
+    PyMem_Free(b.data);
+    Py_XDECREF(cands);
+    Py_XDECREF(own_cands);
+    Py_XDECREF(verdict);
+    Py_XDECREF(counts);
+    coll_free(&c);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"functions", functions, METH_VARARGS, functions_doc},
+    {"listing", listing, METH_VARARGS, listing_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "ctrace.elf._speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

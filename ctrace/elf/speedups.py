@@ -1,0 +1,43 @@
+"""The optional C module (_speedups.c), or None: not built, or CTRACE_PURE=1.
+
+Every caller has a pure-Python twin it runs when this is None; the tests run
+both and compare them (CTRACE_PURE=1 is how a test or a user picks the twin).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from importlib import import_module
+from typing import Protocol, Union, cast
+
+from ctrace.model import Symbol
+
+Buffer = Union[bytes, memoryview]  # a runtime alias: no "|" on Python 3.9
+
+
+class Speedups(Protocol):
+    def functions(
+        self, table: Buffer, strtab: Buffer, is64: bool, swap: bool, source: str, cls: type[Symbol]
+    ) -> list[Symbol]: ...
+
+    def listing(
+        self,
+        sources: list[tuple[object, ...]],
+        own: int,
+        fmt: str,
+        escape: Callable[[str], str],
+        classify: Callable[[list[str], list[str]], tuple[str, dict[str, str]]],
+    ) -> tuple[bytes, dict[str, int], int, str] | None: ...
+
+
+def _load() -> Speedups | None:
+    if os.environ.get("CTRACE_PURE", "") not in ("", "0"):
+        return None
+    try:
+        return cast(Speedups, import_module("ctrace.elf._speedups"))
+    except ImportError:
+        return None
+
+
+module = _load()
