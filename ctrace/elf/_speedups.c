@@ -17,11 +17,13 @@
 #include <stdint.h>
 #include <string.h>
 
-/* A growing byte buffer. */
+/* A growing bytes object: the rows are returned without a copy (10 MB on dockerd). */
 typedef struct {
-    char *data;
+    PyObject *obj; /* a bytes object of ``cap`` bytes, the first ``len`` in use */
     Py_ssize_t len, cap;
 } Buf;
+
+#define BUF_DATA(b) PyBytes_AS_STRING((b)->obj)
 
 static int buf_reserve(Buf *b, Py_ssize_t more) {
     if (b->len + more <= b->cap)
@@ -34,20 +36,32 @@ static int buf_reserve(Buf *b, Py_ssize_t more) {
         }
         cap *= 2;
     }
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
+    if (b->obj == NULL) {
+        b->obj = PyBytes_FromStringAndSize(NULL, cap);
+        if (b->obj == NULL)
+            return -1;
+    } else if (_PyBytes_Resize(&b->obj, cap) < 0) {
+        return -1; /* b->obj is freed and NULL */
     }
-    b->data = data;
     b->cap = cap;
     return 0;
+}
+
+/* The bytes written so far; the Buf is spent. */
+static PyObject *buf_finish(Buf *b) {
+    if (b->obj == NULL)
+        return PyBytes_FromStringAndSize("", 0);
+    if (_PyBytes_Resize(&b->obj, b->len) < 0)
+        return NULL;
+    PyObject *out = b->obj;
+    b->obj = NULL;
+    return out;
 }
 
 static int buf_add(Buf *b, const char *s, Py_ssize_t n) {
     if (buf_reserve(b, n) < 0)
         return -1;
-    memcpy(b->data + b->len, s, (size_t)n);
+    memcpy(BUF_DATA(b) + b->len, s, (size_t)n);
     b->len += n;
     return 0;
 }
@@ -72,7 +86,7 @@ static int buf_pad(Buf *b, Py_ssize_t n) {
         return 0;
     if (buf_reserve(b, n) < 0)
         return -1;
-    memset(b->data + b->len, ' ', (size_t)n);
+    memset(BUF_DATA(b) + b->len, ' ', (size_t)n);
     b->len += n;
     return 0;
 }
@@ -444,6 +458,8 @@ typedef struct {
     Py_ssize_t at; /* index into recs: the order of appearance */
 } Key;
 
+#define AHEAD 16 /* records ahead whose name is prefetched: a name is a cache miss away */
+
 static int key_cmp(const void *a, const void *b) {
     const Key *x = a, *y = b;
     if (x->addr != y->addr)
@@ -471,6 +487,11 @@ static int coll_unique(Coll *c) {
     qsort(keys, (size_t)c->n, sizeof(Key), key_cmp);
     Py_ssize_t kept = 0;
     for (Py_ssize_t lo = 0, hi; lo < c->n; lo = hi) {
+        /* the records and names ahead are at random places: ask for them early */
+        if (lo + 2 * AHEAD < c->n)
+            __builtin_prefetch(&c->recs[keys[lo + 2 * AHEAD].at]);
+        if (lo + AHEAD < c->n)
+            __builtin_prefetch(c->recs[keys[lo + AHEAD].at].name);
         for (hi = lo + 1; hi < c->n && keys[hi].addr == keys[lo].addr; hi++)
             ;
         /* one address: by name, then order of appearance (insertion sort: runs are short) */
@@ -545,6 +566,8 @@ static PyObject *demangled_of(Rec *r, PyObject *demangled, int *err) {
 static int json_all(Coll *c, Buf *b, PyObject *demangled, PyObject *escape) {
     for (Py_ssize_t i = 0; i < c->n; i++) {
         Rec *r = &c->recs[i];
+        if (i + AHEAD < c->n)
+            __builtin_prefetch(c->recs[i + AHEAD].name);
         int err;
         PyObject *dm = demangled_of(r, demangled, &err);
         if (err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
@@ -562,7 +585,7 @@ static int ascii_space(unsigned char ch) { return ch == ' ' || (ch >= '\t' && ch
 /* str.rstrip() of the row that starts at ``start``; a non-ASCII space there is left to Python. */
 static void rstrip_row(Coll *c, Buf *b, Py_ssize_t start) {
     while (b->len > start) {
-        unsigned char ch = (unsigned char)b->data[b->len - 1];
+        unsigned char ch = (unsigned char)BUF_DATA(b)[b->len - 1];
         if (ch < 0x80) {
             if (!ascii_space(ch))
                 return;
@@ -570,9 +593,9 @@ static void rstrip_row(Coll *c, Buf *b, Py_ssize_t start) {
             continue;
         }
         Py_ssize_t at = b->len - 1;
-        while (at > start && ((unsigned char)b->data[at] & 0xC0) == 0x80)
+        while (at > start && ((unsigned char)BUF_DATA(b)[at] & 0xC0) == 0x80)
             at--;
-        PyObject *u = PyUnicode_DecodeUTF8(b->data + at, b->len - at, "surrogateescape");
+        PyObject *u = PyUnicode_DecodeUTF8(BUF_DATA(b) + at, b->len - at, "surrogateescape");
         if (u == NULL || PyUnicode_GET_LENGTH(u) != 1 || Py_UNICODE_ISSPACE(PyUnicode_READ_CHAR(u, 0)))
             c->inexact = 1;
         PyErr_Clear();
@@ -593,6 +616,8 @@ static int text_all(Coll *c, Buf *b, PyObject *demangled) {
     Py_ssize_t size_w = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)widest);
     for (Py_ssize_t i = 0; i < c->n; i++) {
         Rec *r = &c->recs[i];
+        if (i + AHEAD < c->n)
+            __builtin_prefetch(c->recs[i + AHEAD].name);
         PyObject *label = PyList_GET_ITEM(c->labels, r->src);
         int err;
         PyObject *dm = demangled_of(r, demangled, &err);
@@ -651,6 +676,7 @@ static PyObject *listing(PyObject *self, PyObject *args) {
         return NULL;
     Coll c = {0};
     Buf b = {NULL, 0, 0};
+    PyObject *rows = NULL;
     PyObject *cands = NULL, *own_cands = PyList_New(0), *verdict = NULL, *counts = NULL, *result = NULL;
     c.labels = PyList_New(0);
     c.keep = PyList_New(0);
@@ -696,10 +722,12 @@ static PyObject *listing(PyObject *self, PyObject *args) {
         goto done;
     }
     counts = source_counts(&c);
-    if (counts)
-        result = Py_BuildValue("(y#OnO)", b.data ? b.data : "", b.len, counts, c.n, language);
+    rows = counts ? buf_finish(&b) : NULL;
+    if (rows)
+        result = Py_BuildValue("(OOnO)", rows, counts, c.n, language);
 done:
-    PyMem_Free(b.data);
+    Py_XDECREF(b.obj);
+    Py_XDECREF(rows);
     Py_XDECREF(cands);
     Py_XDECREF(own_cands);
     Py_XDECREF(verdict);

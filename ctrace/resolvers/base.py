@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from ctrace.model import Process
-from ctrace.procfs import PROC
+if TYPE_CHECKING:
+    from ctrace.model import Process
 
 
 class K8sOptions(NamedTuple):
@@ -24,7 +24,7 @@ class K8sOptions(NamedTuple):
 class Context(NamedTuple):
     """The outside world a resolver may look at, passed in (STYLE.md habit 4)."""
 
-    proc_root: str = PROC
+    proc_root: str = "/proc"  # procfs.PROC, not imported: `symbols FILE` reads no /proc
     self_pid: int = 0  # ctrace's own PID, never a target
     k8s: K8sOptions = K8sOptions()
     all_matches: bool = False  # `target --all`: a prefix naming several containers takes them all
