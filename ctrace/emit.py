@@ -16,9 +16,10 @@ import re
 import shlex
 from collections import Counter
 from collections.abc import Sequence
-from operator import itemgetter
+from operator import countOf
 from typing import NamedTuple
 
+from ctrace.elf import symtab
 from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
 
@@ -87,8 +88,17 @@ class NameIndex:
     """
 
     def __init__(self, symbols: Sequence[Symbol]) -> None:
-        self.count = Counter(map(itemgetter(0), symbols))
+        self.symbols = symbols
+        self._count: Counter[str] | None = None
         self._names: list[str] | None = None
+        self._of: dict[str, int] = {}
+
+    @property
+    def count(self) -> Counter[str]:
+        """Functions per name, on first use: only a name with a '*' needs them all."""
+        if self._count is None:
+            self._count = Counter(symtab.names_of(self.symbols))
+        return self._count
 
     @property
     def names(self) -> list[str]:
@@ -96,6 +106,14 @@ class NameIndex:
         if self._names is None:
             self._names = sorted(self.count)
         return self._names
+
+    def of(self, name: str) -> int:
+        """How many functions have this name: one pass in C, not a Counter of 70k names."""
+        if name not in self._of:
+            self._of[name] = (
+                self.count[name] if self._count is not None else countOf(symtab.names_of(self.symbols), name)
+            )
+        return self._of[name]
 
     def glob_hits(self, name: str) -> int:
         prefix = name.split("*", 1)[0]
@@ -113,7 +131,7 @@ class NameIndex:
         """Whether attaching by this name reaches exactly one function."""
         if "*" in name:
             return self.glob_hits(name) == 1
-        return self.count.get(name, 0) == 1
+        return self.of(name) == 1
 
 
 def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:

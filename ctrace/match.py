@@ -8,19 +8,18 @@ drags in ``main.main`` and ``runtime.main`` when a plain ``main`` exists.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 
+from ctrace.elf import symtab
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
 
 _SPLIT = re.compile(r"::|[./]")
 _GLOB_CHARS = frozenset("*?[")
-_NAME = operator.itemgetter(0)
 
 
 def last_component(name: str) -> str:
@@ -51,7 +50,7 @@ def match(
     hold the pattern somewhere reach the Python-level last-component test.
     """
     check_pattern(pattern)
-    names = list(map(_NAME, symbols))
+    names = list(symtab.names_of(symbols))  # a copy: aliases are appended below
     owners: Sequence[int] = range(len(symbols))  # names[i] belongs to symbols[owners[i]]
     if aliases:
         extra = [i for i, n in enumerate(names) if n in aliases]
@@ -84,6 +83,8 @@ def _last_is(sym: Symbol, pattern: str, aliases: Mapping[str, str] | None) -> bo
 
 def closest(symbols: Sequence[Symbol], pattern: str, n: int = 5) -> list[str]:
     """Names a typo probably meant, by whole name and by last component."""
+    import difflib  # only for a pattern that matched nothing
+
     names = sorted({s.name for s in symbols})
     by_last: dict[str, str] = {}
     for name in names:

@@ -204,12 +204,15 @@ def file_listing(path: str, cache_dir: str | None, fmt: str, out: TextIO) -> Non
     (elf/cache.listing); a second call reads them back and writes the bytes out,
     without decoding a symbol or formatting a row.
     """
-    from ctrace.elf import cache, file_binary, listing
+    from ctrace.elf import cache, file_binary
+
+    def fast(p: str) -> cache.Listing | None:
+        from ctrace.elf import listing  # a miss only
+
+        return listing.build(p, fmt)
 
     rows = json_rows if fmt == "json" else text_rows
-    got = cache.listing(
-        path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled), lambda p: listing.build(p, fmt)
-    )
+    got = cache.listing(path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled), fast, True)
     binary = file_binary(path, got.build_id, got.stripped, got.language)
     if fmt == "json":
         head, tail = json_head(binary, got.sources, got.debug_files), JSON_TAIL
@@ -217,11 +220,21 @@ def file_listing(path: str, cache_dir: str | None, fmt: str, out: TextIO) -> Non
         head, tail = text_head(binary.path, got.language, got.stripped, got.functions, got.sources, got.debug_files), ""
     out.write(head)
     buffer = getattr(out, "buffer", None)
-    if buffer is not None and (getattr(out, "encoding", "") or "").lower().replace("-", "") == "utf8":
+    if buffer is None or (getattr(out, "encoding", "") or "").lower().replace("-", "") != "utf8":
+        rows_bytes = got.rows if isinstance(got.rows, bytes) else got.rows.read()
+        out.write(rows_bytes.decode("utf-8", "surrogateescape"))
+    elif isinstance(got.rows, bytes):
         out.flush()
         buffer.write(got.rows)
     else:
-        out.write(got.rows.decode("utf-8", "surrogateescape"))
+        out.flush()
+        buffer.flush()
+        try:
+            fd = buffer.fileno()
+        except (OSError, ValueError):  # a stream with no file behind it (io.UnsupportedOperation)
+            buffer.write(got.rows.read())
+        else:
+            got.rows.copy_to(fd)
     out.write(tail)
 
 

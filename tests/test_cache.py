@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf
-from ctrace.elf import cache, speedups
+from ctrace.elf import cache, columns, speedups
 from ctrace.elf.reader import open_elf
+from ctrace.model import Symbol
 from tests.conftest import Built, ctrace
 
 
@@ -188,3 +189,34 @@ def test_a_debug_file_installed_later_is_a_miss(built: Built, tmp_path: Path) ->
     info = cache.inspect(path, str(tmp_path / "c"), compute, root=str(root))
     assert len(calls) == 2
     assert info.debug_files == (("build-id", str(debug)),)
+
+
+@pytest.mark.parametrize("name", ["hello-dyn", "acme", "cilium-agent-stripped"])
+def test_packed_columns_are_the_symbols(built: Built, name: str) -> None:
+    symbols = elf.inspect(str(built[name])).symbols
+    cols = columns.unpack(columns.pack(symbols))
+    assert cols == symbols and list(cols) == list(symbols) and cols.names == [s.name for s in symbols]
+    assert cols[3] == symbols[3] and cols[-1] == symbols[-1] and cols[2:5] == tuple(symbols[2:5])
+    assert columns.unpack(cols.pack()) == symbols  # a hit stored again
+
+
+def test_sizes_that_do_not_fit_64_bits_are_kept() -> None:
+    odd = (Symbol("a", 1, -8, "pclntab"), Symbol("b", 1 << 64, 2, "symtab"))
+    assert columns.unpack(columns.pack(odd)) == odd
+
+
+@pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_WRONLY | os.O_APPEND])  # O_APPEND: sendfile refuses it
+def test_cached_rows_are_copied_to_a_file_descriptor(built: Built, tmp_path: Path, flags: int) -> None:
+    path = str(built["acme"])
+    made = cache.listing(path, str(tmp_path), "text", lambda info: f"{len(info.symbols)} rows\n" * 5000)
+    hit = cache.listing(path, str(tmp_path), "text", lambda info: "never called", lazy=True)
+    assert isinstance(hit.rows, cache.Rows) and hit[:-1] == made[:-1]
+    out = tmp_path / "out"
+    out.write_bytes(b"head\n")
+    fd = os.open(out, flags)
+    try:
+        os.lseek(fd, 0, os.SEEK_END)
+        hit.rows.copy_to(fd)
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == b"head\n" + made.rows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress
 from operator import itemgetter, ne
 from typing import NamedTuple
@@ -22,7 +22,7 @@ _ADDRESS_NAME, _NAME_ADDRESS = itemgetter(1, 0), itemgetter(0, 1)
 
 class ElfInfo(NamedTuple):
     path: str
-    symbols: tuple[Symbol, ...]
+    symbols: Sequence[Symbol]  # a tuple, or from the cache elf/columns.Columns
     build_id: str | None
     stripped: bool
     language: str

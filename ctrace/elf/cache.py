@@ -25,22 +25,22 @@ formatting them again. At most KEEP files and MAX_BYTES are kept, newest first.
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import zlib
 from collections.abc import Callable
-from itertools import repeat
-from typing import Any
+from typing import Any, BinaryIO, NamedTuple
 
 from ctrace import __version__, elf
-from ctrace.elf import ElfInfo, debuginfo, symtab
-from ctrace.elf.listing import Listing
+from ctrace.elf import ElfInfo, columns, debuginfo, symtab
 from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 
-FORMAT = 3
+FORMAT = 4  # 4: symbols packed a column each (elf/columns.py)
 MAGIC = b"ctr\x01"
+LISTING_MAGIC = b"ctL\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
 MAX_BYTES = 256 << 20  # and at most this much (dockerd's JSON rows are 10 MB)
 _SCHEMA = (ElfInfo._fields, Symbol._fields)
@@ -76,16 +76,74 @@ def inspect(path: str, directory: str | None, compute: Inspect | None = None, **
     return info
 
 
+class Rows(NamedTuple):
+    """A listing's rows left in its open cache file: ``length`` bytes from ``offset``.
+
+    ``ctrace symbols FILE`` hands them to the kernel (sendfile), so a hit on
+    dockerd's 10 MB of rows allocates none of them; they are checked by length
+    (the header and its fields by CRC), not read to be summed."""
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        with self.file:
+            self.file.seek(self.offset)
+            data = self.file.read(self.length)
+        if len(data) != self.length:
+            raise OSError(f"{self.file.name}: rows cut short")
+        return data
+
+    def copy_to(self, fd: int) -> None:
+        """Write the rows to ``fd``: sendfile, or read and write where ``fd`` takes no sendfile."""
+        with self.file:
+            done = 0
+            try:
+                while done < self.length:
+                    sent = os.sendfile(fd, self.file.fileno(), self.offset + done, self.length - done)
+                    if sent == 0:
+                        raise OSError(f"{self.file.name}: rows cut short")
+                    done += sent
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF) or done:
+                    raise
+                self.file.seek(self.offset)
+                os.write(fd, b"")  # an fd that refuses writes too raises here
+                while done < self.length:
+                    chunk = self.file.read(min(1 << 20, self.length - done))
+                    if not chunk:
+                        raise OSError(f"{self.file.name}: rows cut short") from None
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    done += len(chunk)
+
+
+class Listing(NamedTuple):
+    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
+
+    build_id: str | None
+    stripped: bool
+    language: str
+    sources: dict[str, int]
+    debug_files: tuple[tuple[str, str], ...]
+    functions: int  # how many rows
+    rows: bytes | Rows  # UTF-8 (surrogateescape: names are bytes in the file); Rows: a hit, lazy=True
+
+
 def listing(
     path: str,
     directory: str | None,
     fmt: str,
     rows: Callable[[ElfInfo], str],
     fast: Callable[[str], Listing | None] | None = None,
+    lazy: bool = False,
 ) -> Listing:
     """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``),
     cached in ``directory`` unless it is None. ``fast(path)`` makes the same Listing
-    without elf.inspect where it can (elf/listing.py), else returns None."""
+    without elf.inspect where it can (elf/listing.py), else returns None. With
+    ``lazy``, a hit's rows stay in the cache file (Rows)."""
     key = file = None
     if directory is not None:
         try:
@@ -93,12 +151,13 @@ def listing(
             file = os.path.join(directory, f"{_name(key)}.{fmt}")
         except (OSError, CtraceError):
             pass  # not a readable ELF file: inspect says why
-    found = _read(file, key) if file and key else None
+    found = _read_listing(file, key) if file and key else None
     if found is not None:
         try:
-            return Listing(*found)
-        except TypeError:
-            pass  # a file of another shape under a matching key: rewrite it
+            fields, stored = found
+            return Listing._make((*fields, stored if lazy else stored.read()))
+        except (TypeError, OSError):
+            pass  # a file of another shape under a matching key, or cut short: rewrite it
     made = fast(path) if fast is not None else None
     if made is None:
         info = inspect(path, directory)
@@ -107,8 +166,49 @@ def listing(
             info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
         )
     if file and key:
-        _write(file, key, tuple(made))
+        _write_listing(file, key, made)
     return made
+
+
+def _read_listing(file: str, key: str) -> tuple[tuple[Any, ...], Rows] | None:
+    """The fields and the Rows of a listing file, or None for a miss or a bad file.
+
+    The file: LISTING_MAGIC, the CRC32 and length of the header (4 and 8 bytes,
+    little-endian), the header (marshal of the key, the fields but rows, and the
+    rows' length), then the rows."""
+    try:
+        f = open(file, "rb")
+    except OSError:
+        return None
+    try:
+        start = f.read(16)
+        size = int.from_bytes(start[8:16], "little")
+        head = f.read(size) if start[:4] == LISTING_MAGIC and size < 1 << 20 else b""
+        if not head or len(head) != size or zlib.crc32(head).to_bytes(4, "little") != start[4:8]:
+            raise ValueError("not a listing file")
+        stored_key, fields, length = marshal.loads(head)
+        if stored_key != key or os.fstat(f.fileno()).st_size != 16 + size + length:
+            raise ValueError("another key, or rows cut short")
+        return tuple(fields), Rows(f, 16 + size, length)
+    except (OSError, EOFError, ValueError, TypeError):
+        f.close()
+        return None
+
+
+def _write_listing(file: str, key: str, made: Listing) -> None:
+    """Best effort, as _write; the rows are written as they are, after the header."""
+    rows = made.rows if isinstance(made.rows, bytes) else made.rows.read()
+    tmp = f"{file}.{os.getpid()}.tmp"
+    try:
+        head = marshal.dumps((key, tuple(made[:-1]), len(rows)))
+        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(LISTING_MAGIC + zlib.crc32(head).to_bytes(4, "little") + len(head).to_bytes(8, "little") + head)
+            f.write(rows)
+        os.replace(tmp, file)
+        _prune(os.path.dirname(file))
+    except (OSError, ValueError):
+        _remove(tmp)
 
 
 def _name(key: str) -> str:
@@ -144,9 +244,8 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
         if found is None:
             return None
         try:
-            fields, columns = found
-            symbols = tuple(map(symtab.NEW, repeat(Symbol), zip(*columns)))
-            return ElfInfo(path=path, symbols=symbols, **dict(fields))
+            fields, packed = found
+            return ElfInfo(path=path, symbols=columns.unpack(packed), **dict(fields))
         except (ValueError, TypeError):
             return None
 
@@ -154,8 +253,7 @@ def load(file: str, key: str, path: str) -> ElfInfo | None:
 def store(file: str, key: str, info: ElfInfo) -> None:
     """Write ``info`` for ``key``; best effort (a read-only home just means no cache)."""
     fields = tuple((name, value) for name, value in zip(info._fields, info) if name not in _NOT_STORED)
-    columns = [list(col) for col in zip(*info.symbols)]  # names, addresses, ...: compact and fast to load
-    _write(file, key, (fields, columns))
+    _write(file, key, (fields, columns.pack(info.symbols)))
 
 
 def _read(file: str, key: str) -> Any:

@@ -16,27 +16,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from json.encoder import encode_basestring_ascii
-from typing import NamedTuple
 
 from ctrace.elf import debuginfo, pclntab, speedups
+from ctrace.elf.cache import Listing
 from ctrace.elf.reader import NATIVE, SHT_DYNSYM, SHT_SYMTAB, ElfFile, open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 
 # ("table", data, strtab, is64, swap, label), ("symbols", [Symbol, ...]) or a Go table (pclntab.source)
 Source = tuple[object, ...]
-
-
-class Listing(NamedTuple):
-    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
-
-    build_id: str | None
-    stripped: bool
-    language: str
-    sources: dict[str, int]
-    debug_files: tuple[tuple[str, str], ...]
-    functions: int  # how many rows
-    rows: bytes  # UTF-8 (surrogateescape: names are bytes in the file)
 
 
 def build(path: str, fmt: str) -> Listing | None:

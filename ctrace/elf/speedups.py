@@ -31,6 +31,17 @@ class Speedups(Protocol):
     ) -> tuple[bytes, dict[str, int], int, str] | None: ...
 
 
+module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it (~1 ms)
+
+
+def __getattr__(name: str) -> Speedups | None:
+    if name != "module":
+        raise AttributeError(name)
+    global module
+    module = _load()
+    return module
+
+
 def _load() -> Speedups | None:
     if os.environ.get("CTRACE_PURE", "") not in ("", "0"):
         return None
@@ -38,6 +49,3 @@ def _load() -> Speedups | None:
         return cast(Speedups, import_module("ctrace.elf._speedups"))
     except ImportError:
         return None
-
-
-module = _load()

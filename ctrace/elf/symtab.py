@@ -15,7 +15,7 @@ import mmap
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import compress, repeat
 from operator import eq, itemgetter
@@ -81,6 +81,12 @@ def functions(data: bytes, strtab: bytes, is64: bool, endian: str, source: str) 
     kept_sizes = compress(compress(sizes, is_func), func_values)
     kept_names = names_at(strtab, compress(compress(names, is_func), func_values))
     return list(map(NEW, repeat(Symbol), zip(kept_names, kept_values, kept_sizes, repeat(source))))
+
+
+def names_of(symbols: Sequence[Symbol]) -> list[str]:
+    """Every name, in order: a cached Columns has them as a list already (elf/columns.py)."""
+    names = getattr(symbols, "names", None)
+    return names if isinstance(names, list) else list(map(_NAME, symbols))
 
 
 def names_at(strtab: bytes, offsets: Iterable[int]) -> list[str]:
