@@ -115,3 +115,18 @@ def test_demangling_with_one_buffer_equals_a_fresh_buffer_per_name() -> None:
         free(got)
     assert len(want) > 1000
     assert demangle.demangle_all(names) == want
+
+
+def test_demangling_in_c_equals_the_ctypes_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """_speedups.cxa_demangle against the Python loop it stands in for, on libstdc++'s names."""
+    from ctrace.elf import demangle, speedups
+    from ctrace.elf.reader import open_elf
+
+    path = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+    need(Path(path).exists(), f"{path} is not installed")
+    need(speedups.module is not None, "ctrace/elf/_speedups.c is not built (pip install -e . builds it)")
+    names = sorted({s.name for s in open_elf(path).symbols() if s.name.startswith("_Z")})
+    names += ["_Z" + "N" * 3000, "_Zcaf\udcff", "_ZN4acme3net4Conn9handshakeEi"]  # refused, not UTF-8, fine
+    fast = demangle.demangle_all(names)
+    monkeypatch.setattr(speedups, "module", None)
+    assert fast == demangle.demangle_all(names) and len(fast) > 1000

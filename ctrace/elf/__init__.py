@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import compress
+from itertools import compress, repeat
 from operator import itemgetter, ne
 from typing import NamedTuple
 
@@ -150,19 +151,37 @@ def is_go(elf: ElfFile) -> bool:
 def named_language(elf: ElfFile, names: list[str]) -> str:
     """'rust', 'c++' or 'c' for a binary that is not Go, from its function names (those
     that may be mangled are enough) and its .comment and DT_NEEDED."""
-    if any(_is_rust(n) for n in names) or _comment_mentions(elf, b"rustc"):
+    if _any_rust(names) or _comment_mentions(elf, b"rustc"):
         return "rust"
     needed = elf.needed()
-    if any(n.startswith(("libstdc++", "libc++")) for n in needed) or any(n.startswith("_Z") for n in names):
+    if any(n.startswith(("libstdc++", "libc++")) for n in needed) or any(map(str.startswith, names, repeat("_Z"))):
         return "c++"
     return "c"
 
 
-def _is_rust(name: str) -> bool:
-    if name.startswith("_R") or name.startswith("__rust_") or name == "rust_begin_unwind":
+def _any_rust(names: list[str]) -> bool:
+    """Whether a name is Rust's: v0 (_R), its runtime's, or legacy mangling, which ends
+    every path in a 17h<16 hex digits>E hash. Tested over all names in C: a C++ library
+    has 30k names that are none of them (~15 ms name by name)."""
+    if any(map(str.startswith, names, repeat(("_R", "__rust_")))) or "rust_begin_unwind" in names:
         return True
-    # Legacy mangling ends every path in a 17h<16 hex digits>E hash.
-    return name.startswith("_ZN") and len(name) > 20 and name[-20:-17] == "17h" and name.endswith("E")
+    return bool(rust_legacy_names(names))
+
+
+_LEGACY_TAIL = re.compile(r"17h[^\0]{16}E\0")
+
+
+def rust_legacy_names(names: list[str]) -> list[str]:
+    """The names with Rust's legacy mangling, ``_ZN...17h<16 characters>E``, found by one
+    search of their join (few names hold "17h"), not a test of each."""
+    joined = "\0" + "\0".join(names) + "\0"
+    out = []
+    for m in _LEGACY_TAIL.finditer(joined):
+        start = joined.rfind("\0", 0, m.start()) + 1
+        name = joined[start : m.end() - 1]
+        if name.startswith("_ZN") and len(name) > 20:
+            out.append(name)
+    return out
 
 
 def _comment_mentions(elf: ElfFile, word: bytes) -> bool:

@@ -6,6 +6,7 @@
  *   functions  -> ctrace.elf.symtab.functions (a symbol table's FUNC/IFUNC entries)
  *   listing    -> the rows of `ctrace symbols FILE` (ctrace.elf.listing): elf.inspect's
  *                 merge of every source, then render.json_rows or render.text_rows
+ *   cxa_demangle -> the loop of ctrace.elf.demangle._cxa (libstdc++'s __cxa_demangle)
  *
  * ctrace runs as root on binaries from container images, so every read is
  * checked against the length of the buffer it comes from: a table is read as
@@ -15,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A growing bytes object: the rows are returned without a copy (10 MB on dockerd). */
@@ -736,9 +738,62 @@ done:
     return result;
 }
 
+/* ---- cxa_demangle: demangle._cxa's loop, without a ctypes call per name ---- */
+
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+
+PyDoc_STRVAR(cxa_demangle_doc,
+             "cxa_demangle(names, fn) -> {name: text} for the names __cxa_demangle (at address fn) demangles;\n"
+             "as ctrace.elf.demangle._cxa's loop: one malloc'd buffer, grown by __cxa_demangle itself");
+
+static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
+    PyObject *names;
+    unsigned long long address;
+    if (!PyArg_ParseTuple(args, "O!K", &PyList_Type, &names, &address))
+        return NULL;
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "no __cxa_demangle");
+        return NULL;
+    }
+    demangle_fn fn = (demangle_fn)(uintptr_t)address;
+    size_t size = 256;
+    char *buf = malloc(size); /* malloc, not PyMem: __cxa_demangle reallocs it */
+    PyObject *out = buf ? PyDict_New() : PyErr_NoMemory();
+    for (Py_ssize_t i = 0; out && i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            Py_CLEAR(out);
+            break;
+        }
+        PyObject *raw = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
+        if (raw == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        int status = 0;
+        char *got = strlen(PyBytes_AS_STRING(raw)) == (size_t)PyBytes_GET_SIZE(raw)
+                        ? fn(PyBytes_AS_STRING(raw), buf, &size, &status)
+                        : NULL; /* a NUL inside: ctypes would have cut the name there; no name has one */
+        Py_DECREF(raw);
+        if (got == NULL)
+            continue;
+        buf = got;
+        if (status != 0)
+            continue;
+        PyObject *text = PyUnicode_DecodeUTF8(got, (Py_ssize_t)strlen(got), "replace");
+        if (text == NULL || PyDict_SetItem(out, name, text) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(text);
+    }
+    free(buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"functions", functions, METH_VARARGS, functions_doc},
     {"listing", listing, METH_VARARGS, listing_doc},
+    {"cxa_demangle", cxa_demangle, METH_VARARGS, cxa_demangle_doc},
     {NULL, NULL, 0, NULL},
 };
 

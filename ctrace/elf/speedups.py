@@ -30,6 +30,8 @@ class Speedups(Protocol):
         classify: Callable[[list[str], list[str]], tuple[str, dict[str, str]]],
     ) -> tuple[bytes, dict[str, int], int, str] | None: ...
 
+    def cxa_demangle(self, names: list[str], fn: int) -> dict[str, str]: ...
+
 
 module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it (~1 ms)
 
