@@ -201,18 +201,15 @@ def file_listing(path: str, cache_dir: str | None, fmt: str, out: TextIO) -> Non
     """``ctrace symbols FILE`` (json or text, every function) through the listing cache.
 
     The rows of a listing do not depend on the path, so they are kept rendered
-    (elf/cache.listing); a second call reads them back and writes the bytes out,
+    (elf/listing.cached); a second call reads them back and writes the bytes out,
     without decoding a symbol or formatting a row.
     """
-    from ctrace.elf import cache, file_binary
-
-    def fast(p: str) -> cache.Listing | None:
-        from ctrace.elf import listing  # a miss only
-
-        return listing.build(p, fmt)
+    from ctrace.elf import file_binary, listing
 
     rows = json_rows if fmt == "json" else text_rows
-    got = cache.listing(path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled), fast, True)
+    got = listing.cached(
+        path, cache_dir, fmt, lambda info: rows(info.symbols, info.demangled), lambda p: listing.build(p, fmt), True
+    )
     binary = file_binary(path, got.build_id, got.stripped, got.language)
     if fmt == "json":
         head, tail = json_head(binary, got.sources, got.debug_files), JSON_TAIL

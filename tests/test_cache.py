@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf
-from ctrace.elf import cache, columns, speedups
+from ctrace.elf import cache, columns, listing, speedups
 from ctrace.elf.reader import open_elf
 from ctrace.model import Symbol
 from tests.conftest import Built, ctrace
@@ -140,22 +140,22 @@ def test_listing_from_the_cache_is_what_a_fresh_parse_prints(built: Built, tmp_p
 
 def test_listing_hit_reads_no_symbols(built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(built["acme"])
-    made = cache.listing(path, str(tmp_path), "json", lambda info: f"{len(info.symbols)} rows")
+    made = listing.cached(path, str(tmp_path), "json", lambda info: f"{len(info.symbols)} rows")
 
     def fail(*args: object, **kwargs: object) -> elf.ElfInfo:
         raise AssertionError("a listing hit must not load or parse symbols")
 
     monkeypatch.setattr(cache, "inspect", fail)
-    assert cache.listing(path, str(tmp_path), "json", lambda info: "never called") == made
+    assert listing.cached(path, str(tmp_path), "json", lambda info: "never called") == made
     assert made.rows == f"{made.functions} rows".encode() and made.functions > 0
 
 
 def test_damaged_listing_is_rebuilt(built: Built, tmp_path: Path) -> None:
     path = str(built["hello-dyn"])
-    want = cache.listing(path, str(tmp_path), "text", lambda info: "rows\n")
+    want = listing.cached(path, str(tmp_path), "text", lambda info: "rows\n")
     (rows,) = [f for f in cache_files(tmp_path) if f.suffix == ".text"]
     rows.write_bytes(rows.read_bytes()[:-3])
-    assert cache.listing(path, str(tmp_path), "text", lambda info: "rows\n") == want
+    assert listing.cached(path, str(tmp_path), "text", lambda info: "rows\n") == want
 
 
 def test_prune_keeps_the_newest_within_the_byte_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,9 +208,9 @@ def test_sizes_that_do_not_fit_64_bits_are_kept() -> None:
 @pytest.mark.parametrize("flags", [os.O_WRONLY, os.O_WRONLY | os.O_APPEND])  # O_APPEND: sendfile refuses it
 def test_cached_rows_are_copied_to_a_file_descriptor(built: Built, tmp_path: Path, flags: int) -> None:
     path = str(built["acme"])
-    made = cache.listing(path, str(tmp_path), "text", lambda info: f"{len(info.symbols)} rows\n" * 5000)
-    hit = cache.listing(path, str(tmp_path), "text", lambda info: "never called", lazy=True)
-    assert isinstance(hit.rows, cache.Rows) and hit[:-1] == made[:-1]
+    made = listing.cached(path, str(tmp_path), "text", lambda info: f"{len(info.symbols)} rows\n" * 5000)
+    hit = listing.cached(path, str(tmp_path), "text", lambda info: "never called", lazy=True)
+    assert isinstance(hit.rows, listing.Rows) and hit[:-1] == made[:-1]
     out = tmp_path / "out"
     out.write_bytes(b"head\n")
     fd = os.open(out, flags)

@@ -18,7 +18,7 @@ import pytest
 
 from ctrace import elf, render
 from ctrace.elf import listing, speedups, symtab
-from ctrace.elf.cache import Listing
+from ctrace.elf.listing import Listing
 from ctrace.elf.reader import NATIVE, open_elf
 from ctrace.errors import CtraceError
 from tests import elfgen, fuzzing

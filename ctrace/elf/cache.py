@@ -10,27 +10,26 @@ any of them misses instead of serving stale symbols. The path is left out on
 purpose: the same file is reached through /proc/PID/root/... paths whose PID
 changes every run.
 
-The payload is marshal, which loads dockerd's 70k symbols in ~10 ms (pickle
-of the same NamedTuples is several times slower); a CRC32 guards it, and any
+The payload is marshal of the symbols packed a column each (elf/columns.py:
+a cached 35k-function binary loads in ~3 ms, and no Symbol is made until one is
+asked for; pickle of the same NamedTuples is several times slower); a CRC32 guards it, and any
 file that fails to read, check or load is ignored and rewritten. Writes go to
 a temporary file renamed into place, so readers never see half a file.
 marshal is not meant for data from others: the directory is the user's own
 (created 0700), and the CRC is against damage, not against an attacker.
 
-Beside an entry, ``listing`` keeps the rendered rows of ``ctrace symbols FILE``
-(``<entry>.json``, ``<entry>.text``): rows do not depend on the path, and
-reading 10 MB of rows back is ~10x cheaper than loading 70k symbols and
-formatting them again. At most KEEP files and MAX_BYTES are kept, newest first.
+Beside an entry, elf/listing.py keeps the rendered rows of ``ctrace symbols
+FILE`` (``<entry>.json``, ``<entry>.text``) in the same directory, under the
+same key and pruning. At most KEEP files and MAX_BYTES are kept, newest first.
 """
 
 from __future__ import annotations
 
-import errno
 import marshal
 import os
 import zlib
 from collections.abc import Callable
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any
 
 from ctrace import __version__, elf
 from ctrace.elf import ElfInfo, columns, debuginfo, symtab
@@ -40,7 +39,6 @@ from ctrace.model import Symbol
 
 FORMAT = 4  # 4: symbols packed a column each (elf/columns.py)
 MAGIC = b"ctr\x01"
-LISTING_MAGIC = b"ctL\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
 MAX_BYTES = 256 << 20  # and at most this much (dockerd's JSON rows are 10 MB)
 _SCHEMA = (ElfInfo._fields, Symbol._fields)
@@ -74,141 +72,6 @@ def inspect(path: str, directory: str | None, compute: Inspect | None = None, **
     info = compute(path, **options)
     store(file, key, info)
     return info
-
-
-class Rows(NamedTuple):
-    """A listing's rows left in its open cache file: ``length`` bytes from ``offset``.
-
-    ``ctrace symbols FILE`` hands them to the kernel (sendfile), so a hit on
-    dockerd's 10 MB of rows allocates none of them; they are checked by length
-    (the header and its fields by CRC), not read to be summed."""
-
-    file: BinaryIO
-    offset: int
-    length: int
-
-    def read(self) -> bytes:
-        with self.file:
-            self.file.seek(self.offset)
-            data = self.file.read(self.length)
-        if len(data) != self.length:
-            raise OSError(f"{self.file.name}: rows cut short")
-        return data
-
-    def copy_to(self, fd: int) -> None:
-        """Write the rows to ``fd``: sendfile, or read and write where ``fd`` takes no sendfile."""
-        with self.file:
-            done = 0
-            try:
-                while done < self.length:
-                    sent = os.sendfile(fd, self.file.fileno(), self.offset + done, self.length - done)
-                    if sent == 0:
-                        raise OSError(f"{self.file.name}: rows cut short")
-                    done += sent
-            except OSError as err:
-                if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF) or done:
-                    raise
-                self.file.seek(self.offset)
-                os.write(fd, b"")  # an fd that refuses writes too raises here
-                while done < self.length:
-                    chunk = self.file.read(min(1 << 20, self.length - done))
-                    if not chunk:
-                        raise OSError(f"{self.file.name}: rows cut short") from None
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    done += len(chunk)
-
-
-class Listing(NamedTuple):
-    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
-
-    build_id: str | None
-    stripped: bool
-    language: str
-    sources: dict[str, int]
-    debug_files: tuple[tuple[str, str], ...]
-    functions: int  # how many rows
-    rows: bytes | Rows  # UTF-8 (surrogateescape: names are bytes in the file); Rows: a hit, lazy=True
-
-
-def listing(
-    path: str,
-    directory: str | None,
-    fmt: str,
-    rows: Callable[[ElfInfo], str],
-    fast: Callable[[str], Listing | None] | None = None,
-    lazy: bool = False,
-) -> Listing:
-    """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``),
-    cached in ``directory`` unless it is None. ``fast(path)`` makes the same Listing
-    without elf.inspect where it can (elf/listing.py), else returns None. With
-    ``lazy``, a hit's rows stay in the cache file (Rows)."""
-    key = file = None
-    if directory is not None:
-        try:
-            key = repr((cache_key(path, {}), "listing", fmt))
-            file = os.path.join(directory, f"{_name(key)}.{fmt}")
-        except (OSError, CtraceError):
-            pass  # not a readable ELF file: inspect says why
-    found = _read_listing(file, key) if file and key else None
-    if found is not None:
-        try:
-            fields, stored = found
-            return Listing._make((*fields, stored if lazy else stored.read()))
-        except (TypeError, OSError):
-            pass  # a file of another shape under a matching key, or cut short: rewrite it
-    made = fast(path) if fast is not None else None
-    if made is None:
-        info = inspect(path, directory)
-        text = rows(info).encode("utf-8", "surrogateescape")
-        made = Listing(
-            info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
-        )
-    if file and key:
-        _write_listing(file, key, made)
-    return made
-
-
-def _read_listing(file: str, key: str) -> tuple[tuple[Any, ...], Rows] | None:
-    """The fields and the Rows of a listing file, or None for a miss or a bad file.
-
-    The file: LISTING_MAGIC, the CRC32 and length of the header (4 and 8 bytes,
-    little-endian), the header (marshal of the key, the fields but rows, and the
-    rows' length), then the rows."""
-    try:
-        f = open(file, "rb")
-    except OSError:
-        return None
-    try:
-        start = f.read(16)
-        size = int.from_bytes(start[8:16], "little")
-        head = f.read(size) if start[:4] == LISTING_MAGIC and size < 1 << 20 else b""
-        if not head or len(head) != size or zlib.crc32(head).to_bytes(4, "little") != start[4:8]:
-            raise ValueError("not a listing file")
-        stored_key, fields, length = marshal.loads(head)
-        if stored_key != key or os.fstat(f.fileno()).st_size != 16 + size + length:
-            raise ValueError("another key, or rows cut short")
-        return tuple(fields), Rows(f, 16 + size, length)
-    except (OSError, EOFError, ValueError, TypeError):
-        f.close()
-        return None
-
-
-def _write_listing(file: str, key: str, made: Listing) -> None:
-    """Best effort, as _write; the rows are written as they are, after the header."""
-    rows = made.rows if isinstance(made.rows, bytes) else made.rows.read()
-    tmp = f"{file}.{os.getpid()}.tmp"
-    try:
-        head = marshal.dumps((key, tuple(made[:-1]), len(rows)))
-        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(LISTING_MAGIC + zlib.crc32(head).to_bytes(4, "little") + len(head).to_bytes(8, "little") + head)
-            f.write(rows)
-        os.replace(tmp, file)
-        _prune(os.path.dirname(file))
-    except (OSError, ValueError):
-        _remove(tmp)
 
 
 def _name(key: str) -> str:

@@ -1,6 +1,11 @@
-"""The rows of ``ctrace symbols FILE`` in one pass of C, where the speedups are built.
+"""The rows of ``ctrace symbols FILE``: made in one pass of C where the speedups are built, and cached.
 
-elf.inspect makes a Symbol tuple per function of every source, sorts and merges
+Cached (cached()): rows do not depend on the path, so they are kept rendered
+beside the symbol cache's entries (elf/cache.py: same key, same pruning), and
+a second listing of the same build sends them from that file to stdout
+without reading a symbol or formatting a row.
+
+Made (build()): elf.inspect makes a Symbol tuple per function of every source, sorts and merges
 them, and render formats each: on a 75 MB Go binary that is ~140k tuples, and
 on a machine where a cache miss is dear, most of the run goes to touching them.
 Here the sources are handed to ctrace/elf/_speedups.c as they lie in the file
@@ -13,18 +18,159 @@ speedups are not built (no compiler at install) or a name needs Python's rules.
 
 from __future__ import annotations
 
+import errno
+import marshal
 import os
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
+from typing import Any, BinaryIO, NamedTuple
 
-from ctrace.elf import debuginfo, pclntab, speedups
-from ctrace.elf.cache import Listing
+from ctrace.elf import ElfInfo, cache, debuginfo, speedups
 from ctrace.elf.reader import NATIVE, SHT_DYNSYM, SHT_SYMTAB, ElfFile, open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 
 # ("table", data, strtab, is64, swap, label), ("symbols", [Symbol, ...]) or a Go table (pclntab.source)
 Source = tuple[object, ...]
+
+
+MAGIC = b"ctL\x01"
+
+
+class Rows(NamedTuple):
+    """A listing's rows left in its open cache file: ``length`` bytes from ``offset``.
+
+    ``ctrace symbols FILE`` hands them to the kernel (sendfile), so a hit on
+    dockerd's 10 MB of rows allocates none of them; they are checked by length
+    (the header and its fields by CRC), not read to be summed."""
+
+    file: BinaryIO
+    offset: int
+    length: int
+
+    def read(self) -> bytes:
+        with self.file:
+            self.file.seek(self.offset)
+            data = self.file.read(self.length)
+        if len(data) != self.length:
+            raise OSError(f"{self.file.name}: rows cut short")
+        return data
+
+    def copy_to(self, fd: int) -> None:
+        """Write the rows to ``fd``: sendfile, or read and write where ``fd`` takes no sendfile."""
+        with self.file:
+            done = 0
+            try:
+                while done < self.length:
+                    sent = os.sendfile(fd, self.file.fileno(), self.offset + done, self.length - done)
+                    if sent == 0:
+                        raise OSError(f"{self.file.name}: rows cut short")
+                    done += sent
+            except OSError as err:
+                if err.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF) or done:
+                    raise
+                self.file.seek(self.offset)
+                os.write(fd, b"")  # an fd that refuses writes too raises here
+                while done < self.length:
+                    chunk = self.file.read(min(1 << 20, self.length - done))
+                    if not chunk:
+                        raise OSError(f"{self.file.name}: rows cut short") from None
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    done += len(chunk)
+
+
+class Listing(NamedTuple):
+    """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
+
+    build_id: str | None
+    stripped: bool
+    language: str
+    sources: dict[str, int]
+    debug_files: tuple[tuple[str, str], ...]
+    functions: int  # how many rows
+    rows: bytes | Rows  # UTF-8 (surrogateescape: names are bytes in the file); Rows: a hit, lazy=True
+
+
+def cached(
+    path: str,
+    directory: str | None,
+    fmt: str,
+    rows: Callable[[ElfInfo], str],
+    fast: Callable[[str], Listing | None] | None = None,
+    lazy: bool = False,
+) -> Listing:
+    """Rows of every function of ``path`` rendered by ``rows`` (one function per ``fmt``),
+    cached in ``directory`` unless it is None. ``fast(path)`` makes the same Listing
+    without elf.inspect where it can (elf/listing.py), else returns None. With
+    ``lazy``, a hit's rows stay in the cache file (Rows)."""
+    key = file = None
+    if directory is not None:
+        try:
+            key = repr((cache.cache_key(path, {}), "listing", fmt))
+            file = os.path.join(directory, f"{cache._name(key)}.{fmt}")
+        except (OSError, CtraceError):
+            pass  # not a readable ELF file: inspect says why
+    found = _read_listing(file, key) if file and key else None
+    if found is not None:
+        try:
+            fields, stored = found
+            return Listing._make((*fields, stored if lazy else stored.read()))
+        except (TypeError, OSError):
+            pass  # a file of another shape under a matching key, or cut short: rewrite it
+    made = fast(path) if fast is not None else None
+    if made is None:
+        info = cache.inspect(path, directory)
+        text = rows(info).encode("utf-8", "surrogateescape")
+        made = Listing(
+            info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
+        )
+    if file and key:
+        _write_listing(file, key, made)
+    return made
+
+
+def _read_listing(file: str, key: str) -> tuple[tuple[Any, ...], Rows] | None:
+    """The fields and the Rows of a listing file, or None for a miss or a bad file.
+
+    The file: MAGIC, the CRC32 and length of the header (4 and 8 bytes,
+    little-endian), the header (marshal of the key, the fields but rows, and the
+    rows' length), then the rows."""
+    try:
+        f = open(file, "rb")
+    except OSError:
+        return None
+    try:
+        start = f.read(16)
+        size = int.from_bytes(start[8:16], "little")
+        head = f.read(size) if start[:4] == MAGIC and size < 1 << 20 else b""
+        if not head or len(head) != size or zlib.crc32(head).to_bytes(4, "little") != start[4:8]:
+            raise ValueError("not a listing file")
+        stored_key, fields, length = marshal.loads(head)
+        if stored_key != key or os.fstat(f.fileno()).st_size != 16 + size + length:
+            raise ValueError("another key, or rows cut short")
+        return tuple(fields), Rows(f, 16 + size, length)
+    except (OSError, EOFError, ValueError, TypeError):
+        f.close()
+        return None
+
+
+def _write_listing(file: str, key: str, made: Listing) -> None:
+    """Best effort, as _write; the rows are written as they are, after the header."""
+    rows = made.rows if isinstance(made.rows, bytes) else made.rows.read()
+    tmp = f"{file}.{os.getpid()}.tmp"
+    try:
+        head = marshal.dumps((key, tuple(made[:-1]), len(rows)))
+        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + zlib.crc32(head).to_bytes(4, "little") + len(head).to_bytes(8, "little") + head)
+            f.write(rows)
+        os.replace(tmp, file)
+        cache._prune(os.path.dirname(file))
+    except (OSError, ValueError):
+        cache._remove(tmp)
 
 
 def build(path: str, fmt: str) -> Listing | None:
@@ -38,6 +184,8 @@ def build(path: str, fmt: str) -> Listing | None:
     sources = tables(binary)
     own = len(sources)
     if go and binary.stripped:
+        from ctrace.elf import pclntab
+
         sources.append(pclntab.source(binary, _Symbols(binary)))
     debug_files = _debug_sources(binary, os.path.dirname(os.path.realpath(path)), sources)
 
