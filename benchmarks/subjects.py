@@ -90,6 +90,13 @@ def ctrace_command(workdir: Path, installed: bool) -> tuple[str, list[str]]:
     return str(venv / "bin" / "python"), [str(venv / "bin" / "ctrace")]
 
 
+def speedups(python: str) -> str:
+    """Whether this ctrace runs with its C speedups (ctrace/elf/_speedups.c)."""
+    probe = "from ctrace.elf import speedups; print(speedups.module is not None)"
+    out = subprocess.run([python, "-c", probe], capture_output=True, text=True).stdout.strip()
+    return "C speedups built" if out == "True" else "no C speedups: pure Python"
+
+
 def build_hello(workdir: Path) -> Path:
     """A small C program with a function named ``hello`` (tests/fixtures/src/hello.c)."""
     out = workdir / "ctrace-bench-hello"
