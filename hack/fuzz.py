@@ -40,6 +40,7 @@ def main() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"seeds: {len(seeds)} ({len(args.binaries)} real: {', '.join(args.binaries)})")
     print(f"cases: {report.cases} in {took:.0f} s; parsed {report.parsed}, clean errors {report.clean_errors}")
+    print(f"C listings compared with Python's: {report.compared}")
     print(f"slowest case: {report.slowest * 1000:.1f} ms; peak RSS {rss:.0f} MiB")
     print(f"crashes: {len(report.crashes)}")
     for crash in report.crashes[:20]:

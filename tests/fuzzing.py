@@ -1,7 +1,10 @@
 """Mutations of real and synthetic ELF files, and the property every input must keep.
 
 Property: ``elf.inspect`` on any input returns symbols or raises a CtraceError
-(the CLI's clean one-line error); never another exception, never a hang.
+(the CLI's clean one-line error); never another exception, never a hang. Where
+the C speedups are built, the C listing of the input (elf/listing.build) is
+also what the Python path prints, or None (handed back to Python): differential
+fuzzing of code that reads untrusted files as root.
 Used by tests/test_fuzz.py (a short run in CI) and hack/fuzz.py (the long run).
 """
 
@@ -14,7 +17,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ctrace import elf
+from ctrace import elf, render
+from ctrace.elf import listing, speedups
+from ctrace.elf.listing import Listing
 from ctrace.errors import CtraceError
 
 EXTREMES = [0, 1, 0x7F, 0xFF, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 1 << 40]
@@ -109,12 +114,27 @@ class Report:
     cases: int = 0
     parsed: int = 0
     clean_errors: int = 0
+    compared: int = 0  # C listings held to the Python one
     slowest: float = 0.0
     crashes: list[str] = field(default_factory=list)
 
 
-def check(data: bytes, path: str, report: Report) -> None:
-    """Run one input through elf.inspect and record how it ended."""
+def python_listing(path: str, fmt: str) -> Listing:
+    """What ``ctrace symbols PATH`` prints without the C speedups."""
+    saved, speedups.module = speedups.module, None
+    try:
+        info = elf.inspect(path)
+    finally:
+        speedups.module = saved
+    rows = (render.json_rows if fmt == "json" else render.text_rows)(info.symbols, info.demangled)
+    text = rows.encode("utf-8", "surrogateescape")
+    return Listing(
+        info.build_id, info.stripped, info.language, info.sources(), info.debug_files, len(info.symbols), text
+    )
+
+
+def check(data: bytes, path: str, report: Report, fmt: str = "json") -> None:
+    """Run one input through elf.inspect (and the C listing) and record how it ended."""
     with open(path, "wb") as f:
         f.write(data)
     start = time.perf_counter()
@@ -125,11 +145,32 @@ def check(data: bytes, path: str, report: Report) -> None:
         report.clean_errors += 1
     except Exception as err:  # noqa: BLE001 - the property under test
         report.crashes.append(f"{type(err).__name__}: {err}")
+    if speedups.module is not None:
+        _differential(path, fmt, report)
     elapsed = time.perf_counter() - start
     report.slowest = max(report.slowest, elapsed)
     report.cases += 1
     if elapsed > MAX_SECONDS:
         report.crashes.append(f"slow: {elapsed:.2f}s")
+
+
+def _differential(path: str, fmt: str, report: Report) -> None:
+    try:
+        fast = listing.build(path, fmt)
+    except CtraceError:
+        return  # the same file read in Python raised too (elf.inspect above)
+    except Exception as err:  # noqa: BLE001 - the property under test
+        report.crashes.append(f"C listing: {type(err).__name__}: {err}")
+        return
+    if fast is None:
+        return  # handed back to Python
+    try:
+        same = fast == python_listing(path, fmt)
+    except CtraceError:
+        same = False
+    report.compared += 1
+    if not same:
+        report.crashes.append(f"C listing ({fmt}) differs from Python's")
 
 
 def run(seeds: list[bytes], cases: int, seed: int, workdir: str) -> Report:
@@ -138,7 +179,7 @@ def run(seeds: list[bytes], cases: int, seed: int, workdir: str) -> Report:
     path = os.path.join(workdir, "case.elf")
     for i in range(cases):
         data = mutate(seeds[i % len(seeds)], rnd)
-        check(data, path, report)
+        check(data, path, report, "json" if i % 2 else "text")
         if len(report.crashes) > 20:
             break
     return report

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ctrace.elf import speedups
 from tests import elfgen, fuzzing
-from tests.conftest import Built
+from tests.conftest import Built, need
 
 SYNTH = [
     elfgen.build([("f", 0x400010, 8)], is64=is64, big=big, machine=m, dynamic=[("d", 0x400020, 4)])
@@ -28,6 +29,9 @@ def test_mutation_run(seeds: list[bytes], tmp_path: Path) -> None:
     assert report.cases == 3000
     # The mutations must exercise both outcomes, or they test nothing.
     assert report.parsed > 300 and report.clean_errors > 300
+    # ... and the C listing was held to the Python one on many of them (tests/fuzzing.py)
+    need(speedups.module is not None, "ctrace/elf/_speedups.c is not built (pip install -e . builds it)")
+    assert report.compared > 300
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import elf, render
 from ctrace.elf import listing, speedups, symtab
 from ctrace.elf.listing import Listing
 from ctrace.elf.reader import NATIVE, open_elf
 from ctrace.errors import CtraceError
 from tests import elfgen, fuzzing
 from tests.conftest import Built, ctrace, need
+from tests.fuzzing import python_listing
 from tests.symfix import LIBC, sym_fixture  # noqa: F401 - provides the "sym" fixture
 
 SYSTEM = [
@@ -42,25 +42,6 @@ def built_speedups() -> None:
     # hack/setup.sh builds them (pip install -e): under CI they must be there, or
     # every test here would compare the Python code with itself.
     need(speedups.module is not None, "ctrace/elf/_speedups.c is not built (pip install -e . builds it)")
-
-
-def python_listing(path: str, fmt: str) -> Listing:
-    """What ctrace prints without the speedups."""
-    saved, speedups.module = speedups.module, None
-    try:
-        info = elf.inspect(path)
-    finally:
-        speedups.module = saved
-    rows = (render.json_rows if fmt == "json" else render.text_rows)(info.symbols, info.demangled)
-    return Listing(
-        info.build_id,
-        info.stripped,
-        info.language,
-        info.sources(),
-        info.debug_files,
-        len(info.symbols),
-        rows.encode("utf-8", "surrogateescape"),
-    )
 
 
 def assert_same(path: str, fmt: str) -> Listing:
