@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,3 +39,29 @@ def test_wheel_has_both_console_scripts(tmp_path: Path) -> None:
     assert "kubectl-ctrace = ctrace.cli:main" in entry_points
     assert "ctrace/elf/reader.py" in names and "ctrace/resolvers/kubernetes.py" in names
     assert not any(n.startswith("tests/") for n in names)
+
+
+def _wheel(src: Path, out: Path, env: dict[str, str]) -> list[str]:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    (wheel,) = out.glob("ctrace-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        return zf.namelist()
+
+
+def test_the_speedups_are_optional(tmp_path: Path) -> None:
+    """With a compiler the wheel carries _speedups; without one it still builds, without them
+    (setup.py's optional=True), and ctrace runs its Python twins."""
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.so", "__pycache__", "*.egg-info")
+    )
+    built = _wheel(src, tmp_path / "with", dict(os.environ))
+    assert any(n.startswith("ctrace/elf/_speedups") and n.endswith(".so") for n in built)
+    shutil.rmtree(src / "build", ignore_errors=True)
+    bare = _wheel(src, tmp_path / "without", {**os.environ, "CC": "/bin/false"})
+    assert "ctrace/elf/reader.py" in bare and not any(n.endswith(".so") for n in bare)
