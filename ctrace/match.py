@@ -50,25 +50,31 @@ def match(
     hold the pattern somewhere reach the Python-level last-component test.
     """
     check_pattern(pattern)
-    names = list(symtab.names_of(symbols))  # a copy: aliases are appended below
+    names = symtab.names_of(symbols)  # not changed: a cached Columns' own list
     owners: Sequence[int] = range(len(symbols))  # names[i] belongs to symbols[owners[i]]
     if aliases:
         extra = [i for i, n in enumerate(names) if n in aliases]
-        names += [aliases[names[i]] for i in extra]
+        names = names + [aliases[names[i]] for i in extra]
         owners = [*owners, *extra]
 
     def among(test: Iterable[object]) -> list[int]:
         return list(compress(owners, test))
 
-    contains = among(map(operator.contains, names, repeat(pattern)))
+    holding: list[list[int]] = []  # the names that hold the pattern, once a tier needs them
+
+    def contains() -> list[int]:
+        if not holding:
+            holding.append(among(map(operator.contains, names, repeat(pattern))))
+        return holding[0]
+
     tiers: list[tuple[str, Callable[[], list[int]]]] = [
         ("exact", lambda: among(map(pattern.__eq__, names))),
-        ("last component", lambda: [i for i in contains if _last_is(symbols[i], pattern, aliases)]),
+        ("last component", lambda: [i for i in contains() if _last_is(symbols[i], pattern, aliases)]),
     ]
     if _GLOB_CHARS & set(pattern):
         rx = re.compile(fnmatch.translate(pattern))
         tiers.append(("glob", lambda: among(map(rx.match, names))))
-    tiers.append(("substring", lambda: contains))
+    tiers.append(("substring", contains))
     for tier, found in tiers:
         hits = found()
         if hits:
