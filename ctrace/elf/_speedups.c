@@ -264,17 +264,24 @@ static void coll_free(Coll *c) {
     Py_XDECREF(c->keep);
 }
 
-static Rec *coll_add(Coll *c) {
-    if (c->n == c->cap) {
-        Py_ssize_t cap = c->cap ? c->cap * 2 : 4096;
-        Rec *recs = PyMem_Realloc(c->recs, (size_t)cap * sizeof(Rec));
-        if (recs == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        c->recs = recs;
-        c->cap = cap;
+/* Room for one more of ``size``-byte items in the array at *items (doubling from ``first``). */
+static int grow(void **items, Py_ssize_t n, Py_ssize_t *cap, size_t size, Py_ssize_t first) {
+    if (n < *cap)
+        return 0;
+    Py_ssize_t more = *cap ? *cap * 2 : first;
+    void *moved = (size_t)more <= PY_SSIZE_T_MAX / size ? PyMem_Realloc(*items, (size_t)more * size) : NULL;
+    if (moved == NULL) {
+        PyErr_NoMemory();
+        return -1;
     }
+    *items = moved;
+    *cap = more;
+    return 0;
+}
+
+static Rec *coll_add(Coll *c) {
+    if (grow((void **)&c->recs, c->n, &c->cap, sizeof(Rec), 4096) < 0)
+        return NULL;
     Rec *r = &c->recs[c->n];
     memset(r, 0, sizeof *r);
     r->seq = c->n++;
@@ -282,16 +289,8 @@ static Rec *coll_add(Coll *c) {
 }
 
 static Py_buffer *coll_buffer(Coll *c, PyObject *obj) {
-    if (c->nbufs == c->capbufs) {
-        Py_ssize_t cap = c->capbufs ? c->capbufs * 2 : 8;
-        Py_buffer *bufs = PyMem_Realloc(c->bufs, (size_t)cap * sizeof(Py_buffer));
-        if (bufs == NULL) {
-            PyErr_NoMemory();
-            return NULL;
-        }
-        c->bufs = bufs;
-        c->capbufs = cap;
-    }
+    if (grow((void **)&c->bufs, c->nbufs, &c->capbufs, sizeof(Py_buffer), 8) < 0)
+        return NULL;
     if (PyObject_GetBuffer(obj, &c->bufs[c->nbufs], PyBUF_SIMPLE) < 0)
         return NULL;
     return &c->bufs[c->nbufs++];
