@@ -279,6 +279,24 @@ static int grow(void **items, Py_ssize_t n, Py_ssize_t *cap, size_t size, Py_ssi
     return 0;
 }
 
+/* Room for ``extra`` more records in one realloc: a table's size is known before it is read. */
+static int coll_reserve(Coll *c, Py_ssize_t extra) {
+    if (extra <= 0 || c->n + extra <= c->cap)
+        return 0;
+    if ((size_t)(c->n + extra) > PY_SSIZE_T_MAX / sizeof(Rec)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Rec *moved = PyMem_Realloc(c->recs, (size_t)(c->n + extra) * sizeof(Rec));
+    if (moved == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    c->recs = moved;
+    c->cap = c->n + extra;
+    return 0;
+}
+
 static Rec *coll_add(Coll *c) {
     if (grow((void **)&c->recs, c->n, &c->cap, sizeof(Rec), 4096) < 0)
         return NULL;
@@ -342,6 +360,8 @@ static int add_table(Coll *c, PyObject *item) {
         return -1;
     const Py_ssize_t entsize = is64 ? 24 : 16;
     const unsigned char *p = t->buf, *names = s->buf;
+    if (coll_reserve(c, t->len / entsize) < 0) /* at most one record an entry */
+        return -1;
     for (Py_ssize_t i = 0; i + entsize <= t->len; i += entsize) {
         const unsigned char *e = p + i;
         uint32_t off = get32(e, swap);
@@ -370,7 +390,8 @@ static int add_table(Coll *c, PyObject *item) {
 /* ("symbols", [Symbol, ...]): tuples of (name, address, size, source) made in Python. */
 static int add_symbols(Coll *c, PyObject *item) {
     PyObject *kind, *list;
-    if (!PyArg_ParseTuple(item, "OO!", &kind, &PyList_Type, &list) || PyList_Append(c->keep, list) < 0)
+    if (!PyArg_ParseTuple(item, "OO!", &kind, &PyList_Type, &list) || PyList_Append(c->keep, list) < 0 ||
+        coll_reserve(c, PyList_GET_SIZE(list)) < 0)
         return -1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *t = PyList_GET_ITEM(list, i);
@@ -425,6 +446,8 @@ static int add_functab(Coll *c, PyObject *item) {
         return 0;
     }
     const unsigned char *tab = p + funcs;
+    if (coll_reserve(c, nfunc) < 0)
+        return -1;
     for (Py_ssize_t i = 0; i < nfunc; i++) {
         uint32_t entry = get32(tab + 8 * i, swap), funcoff = get32(tab + 8 * i + 4, swap);
         uint32_t next = get32(tab + 8 * (i + 1), swap);
