@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+
+from ctrace.record import Record
 
 _ID = r"([0-9a-f]{64})"
 _SCOPES = (
@@ -31,7 +32,7 @@ _UID = r"[0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12
 _POD = re.compile(rf"(?:\A|-)pod({_UID})(?:\.slice)?\Z")
 
 
-class Placement(NamedTuple):
+class Placement(Record):
     """The innermost container a process is in; all None for a host process."""
 
     container_id: str | None = None

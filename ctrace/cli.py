@@ -7,10 +7,13 @@ import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
 
 from ctrace import __version__
 from ctrace.errors import CtraceError, UsageError
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import NoReturn, TextIO
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import TYPE_CHECKING, TextIO
 
 from ctrace.errors import NotFound, UsageError
+from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers.base import Context, K8sOptions
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from ctrace.model import Command, Process
     from ctrace.plan import Plan
 

@@ -7,11 +7,13 @@ completion always reflects the machine as it is.
 
 from __future__ import annotations
 
-from typing import TextIO
-
 from ctrace import plan, procfs
 from ctrace.errors import CtraceError
+from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import Context
+
+if TYPE_CHECKING:
+    from typing import TextIO
 
 COMMANDS = "target symbols ns ps completion"
 OPTIONS = (

@@ -17,11 +17,11 @@ import shlex
 from collections import Counter
 from collections.abc import Sequence
 from operator import countOf
-from typing import NamedTuple
 
 from ctrace.elf import symtab
 from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
+from ctrace.record import Record
 
 _BARE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BARE_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*\Z")
@@ -59,7 +59,7 @@ def latency_program(path: str, entry: Sequence[Site], exits: Sequence[Site], exi
     return f"{first} {', '.join(points(path, exits, exit_kind))} /{cond}/ {{ {LATENCY_EXIT} }} {last}"
 
 
-class Site(NamedTuple):
+class Site(Record):
     """How bpftrace is told where to attach: a (quoted) name or an address."""
 
     text: str

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from ctrace import elf, mapped, paths, procfs
 from ctrace.elf import cache as elf_cache
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Binary, Process
 from ctrace.progress import progress
+from ctrace.record import Record
 from ctrace.resolvers import Context
 
 
-class Loaded(NamedTuple):
+class Loaded(Record):
     """A binary of one process, with what its ELF file told us."""
 
     process: Process

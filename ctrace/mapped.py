@@ -11,13 +11,13 @@ rather than on (dev, inode).
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
 from ctrace import procfs
 from ctrace.errors import NotFound, UsageError
+from ctrace.record import Record
 
 
-class FileKey(NamedTuple):
+class FileKey(Record):
     ino: int
     size: int
     mtime_ns: int

@@ -7,10 +7,10 @@ imports) and building a class with it costs ~15 ms per run, a quarter of
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from ctrace.record import Record
 
 
-class Symbol(NamedTuple):
+class Symbol(Record):
     """A traceable function: FUNC or IFUNC with a nonzero address.
 
     A big Go binary has 100k of them; symtab.NEW builds them without the
@@ -23,7 +23,7 @@ class Symbol(NamedTuple):
     source: str  # "symtab", "dynsym", "pclntab", "build-id", "debuglink", "minidebuginfo"
 
 
-class Container(NamedTuple):
+class Container(Record):
     id: str
     name: str
     image: str
@@ -32,7 +32,7 @@ class Container(NamedTuple):
     merged_dir: str | None = None  # GraphDriver.Data.MergedDir (overlay2 only)
 
 
-class Pod(NamedTuple):
+class Pod(Record):
     namespace: str
     name: str
     uid: str
@@ -41,7 +41,7 @@ class Pod(NamedTuple):
     agent: str | None = None  # the ctrace node agent pod on that node, if any
 
 
-class Process(NamedTuple):
+class Process(Record):
     """One process (thread group), keyed by its host PID."""
 
     pid: int
@@ -57,7 +57,7 @@ class Process(NamedTuple):
     notes: tuple[str, ...] = ()  # resolver warnings, shown with the target
 
 
-class Binary(NamedTuple):
+class Binary(Record):
     path: str  # inside the process's mount namespace, symlinks resolved
     host_path: str  # a path bpftrace can open from the host
     merged_path: str | None
@@ -67,7 +67,7 @@ class Binary(NamedTuple):
     deleted: bool = False
 
 
-class Command(NamedTuple):
+class Command(Record):
     """One runnable command and the path form it uses (seed 2.5.1-2.5.3)."""
 
     form: str  # "proc-root", "exe", "merged", "pid-path"
@@ -75,7 +75,7 @@ class Command(NamedTuple):
     shell: str
 
 
-class Probe(NamedTuple):
+class Probe(Record):
     """A matched function and the commands that probe it, the recommended first."""
 
     symbol: str
@@ -89,14 +89,14 @@ class Probe(NamedTuple):
     perf: tuple[Command, ...] = ()  # --tool perf: probe, record, script, delete
 
 
-class Target(NamedTuple):
+class Target(Record):
     process: Process
     binary: Binary
     probes: tuple[Probe, ...] = ()
     warnings: tuple[str, ...] = ()
 
 
-class Remote(NamedTuple):
+class Remote(Record):
     """A pod on another node: the command that runs ctrace there, through the node agent."""
 
     pod: Pod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 from ctrace import elf, emit, match, procfs, sites
 from ctrace.elf import cache as elf_cache
@@ -12,6 +11,7 @@ from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
 from ctrace.locate import ElfCache, Loaded, load, own_mount_ns, path_forms
 from ctrace.model import Binary, Command, Probe, Process, Remote, Symbol, Target
+from ctrace.record import Record
 from ctrace.resolvers import Context, choose
 
 DEFAULT_MAX_FUNCS = 100
@@ -63,7 +63,7 @@ def select(
 _NAMED_SOURCES = ("symtab", "dynsym")
 
 
-class Form(NamedTuple):
+class Form(Record):
     """One way to name the file to bpftrace (seed 2.5.1-2.5.3), and what bcc sees through it."""
 
     name: str
@@ -72,7 +72,7 @@ class Form(NamedTuple):
     spans: sites.Spans
 
 
-class Made(NamedTuple):
+class Made(Record):
     command: Command
     attach: str
     points: tuple[str, ...]
@@ -169,7 +169,7 @@ def _sites(
     return [where] if where is not None else []
 
 
-class Plan(NamedTuple):
+class Plan(Record):
     targets: list[Target]
     remote: list[Remote]
 

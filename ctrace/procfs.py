@@ -10,9 +10,9 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple
 
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceable
+from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
     from ctrace import cgroups
@@ -21,7 +21,7 @@ PROC = "/proc"
 DELETED = " (deleted)"
 
 
-class Status(NamedTuple):
+class Status(Record):
     name: str
     tgid: int
     ppid: int
@@ -33,7 +33,7 @@ class Status(NamedTuple):
     kthread: bool = False
 
 
-class Mapping(NamedTuple):
+class Mapping(Record):
     start: int
     end: int
     perms: str

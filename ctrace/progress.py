@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
 
 DELAY = 0.5
 FRAMES = "|/-\\"

@@ -6,12 +6,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TextIO
 
 from ctrace.model import Binary, Probe, Process, Remote, Symbol, Target
+from ctrace.record import TYPE_CHECKING
 from ctrace.text import chain
 
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from ctrace.elf import ElfInfo
     from ctrace.plan import Plan
     from ctrace.procfs import Status

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TextIO
 
 from ctrace.model import Command, Process, Remote, Target
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO
 
 FORMS = {
     "proc-root": "/proc/PID/root (seed 2.5.2)",

@@ -9,8 +9,11 @@ import pytest
 from ctrace import emit
 from ctrace.errors import UsageError
 from ctrace.resolvers import docker
+from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers.base import Context
-from ctrace.resolvers.docker import Summary
+
+if TYPE_CHECKING:
+    from ctrace.resolvers.engine import Summary  # a TypedDict: mypy's only
 
 A = "e09f75739d59" + "0" * 52
 B = "872ae883e81e" + "1" * 52

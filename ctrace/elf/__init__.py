@@ -9,11 +9,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
 from operator import itemgetter, ne
-from typing import NamedTuple
 
 from ctrace.elf import symtab
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.model import Binary, Symbol
+from ctrace.record import Record
 
 __all__ = ["ElfInfo", "ElfFile", "file_binary", "inspect", "language"]
 
@@ -21,7 +21,7 @@ _NAME, _ADDRESS, _SOURCE = itemgetter(0), itemgetter(1), itemgetter(3)
 _ADDRESS_NAME, _NAME_ADDRESS = itemgetter(1, 0), itemgetter(0, 1)
 
 
-class ElfInfo(NamedTuple):
+class ElfInfo(Record):
     path: str
     symbols: Sequence[Symbol]  # a tuple, or from the cache elf/columns.Columns
     build_id: str | None

@@ -29,13 +29,16 @@ import marshal
 import os
 import zlib
 from collections.abc import Callable
-from typing import Any
 
 from ctrace import __version__, elf
 from ctrace.elf import ElfInfo, columns, debuginfo, symtab
 from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 FORMAT = 4  # 4: symbols packed a column each (elf/columns.py)
 MAGIC = b"ctr\x01"

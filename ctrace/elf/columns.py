@@ -13,12 +13,15 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import repeat
-from typing import Union, overload
 
 from ctrace.elf.symtab import NEW
 from ctrace.model import Symbol
+from ctrace.record import TYPE_CHECKING
 
-Packed = tuple[str, Union[bytes, list[int]], Union[bytes, list[int]], bytes, tuple[str, ...]]
+if TYPE_CHECKING:
+    from typing import Union, overload
+
+    Packed = tuple[str, Union[bytes, list[int]], Union[bytes, list[int]], bytes, tuple[str, ...]]
 
 
 class Columns(Sequence[Symbol]):
@@ -35,11 +38,13 @@ class Columns(Sequence[Symbol]):
     def __len__(self) -> int:
         return len(self.names)
 
-    @overload
-    def __getitem__(self, i: int) -> Symbol: ...
+    if TYPE_CHECKING:
 
-    @overload
-    def __getitem__(self, i: slice) -> tuple[Symbol, ...]: ...
+        @overload
+        def __getitem__(self, i: int) -> Symbol: ...
+
+        @overload
+        def __getitem__(self, i: slice) -> tuple[Symbol, ...]: ...
 
     def __getitem__(self, i: int | slice) -> Symbol | tuple[Symbol, ...]:
         if isinstance(i, slice):

@@ -15,16 +15,16 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import NamedTuple
 
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
+from ctrace.record import Record
 
 DEBUG_ROOT = "/usr/lib/debug"
 
 
-class DebugSymbols(NamedTuple):
+class DebugSymbols(Record):
     source: str  # "build-id", "debuglink" or "minidebuginfo"
     path: str  # the debug file, or "<binary>:.gnu_debugdata"
     symbols: list[Symbol]

@@ -24,12 +24,15 @@ import os
 import zlib
 from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
-from typing import Any, BinaryIO, NamedTuple
 
 from ctrace.elf import ElfInfo, cache, debuginfo, speedups
 from ctrace.elf.reader import NATIVE, SHT_DYNSYM, SHT_SYMTAB, ElfFile, open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
+from ctrace.record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO
 
 # ("table", data, strtab, is64, swap, label), ("symbols", [Symbol, ...]) or a Go table (pclntab.source)
 Source = tuple[object, ...]
@@ -38,7 +41,7 @@ Source = tuple[object, ...]
 MAGIC = b"ctL\x01"
 
 
-class Rows(NamedTuple):
+class Rows(Record):
     """A listing's rows left in its open cache file: ``length`` bytes from ``offset``.
 
     ``ctrace symbols FILE`` hands them to the kernel (sendfile), so a hit on
@@ -82,7 +85,7 @@ class Rows(NamedTuple):
                     done += len(chunk)
 
 
-class Listing(NamedTuple):
+class Listing(Record):
     """What ``ctrace symbols FILE`` prints besides the path: the ElfInfo summary and the rows."""
 
     build_id: str | None

@@ -34,11 +34,11 @@ from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import add, sub
-from typing import NamedTuple
 
 from ctrace.elf import symtab
 from ctrace.elf.reader import NATIVE, PT_LOAD, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB, ElfFile
 from ctrace.model import Symbol
+from ctrace.record import Record
 
 Fn = Callable[[int], int]
 
@@ -51,7 +51,7 @@ _NATIVE = "<" if sys.byteorder == "little" else ">"
 _ALIGNED = bytes(range(0, 256, 4))
 
 
-class Table(NamedTuple):
+class Table(Record):
     """Where the table sits: its bytes from the header on and the header's vaddr."""
 
     data: bytes
@@ -59,7 +59,7 @@ class Table(NamedTuple):
     found: str  # "section", "moduledata" or "magic"
 
 
-class Place(NamedTuple):
+class Place(Record):
     """Where the table's bytes are in the file: [start, end), and the header's vaddr."""
 
     start: int

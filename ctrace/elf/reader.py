@@ -14,11 +14,11 @@ import os
 import stat
 import struct
 import sys
-from typing import NamedTuple
 
 from ctrace.elf import symtab
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Symbol
+from ctrace.record import Record
 
 SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
 PT_LOAD, PT_NOTE = 1, 4
@@ -27,7 +27,7 @@ NT_GNU_BUILD_ID = 3
 NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
-class Section(NamedTuple):
+class Section(Record):
     name: str
     type: int
     flags: int
@@ -38,7 +38,7 @@ class Section(NamedTuple):
     entsize: int
 
 
-class Segment(NamedTuple):
+class Segment(Record):
     type: int
     flags: int
     offset: int

@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from importlib import import_module
-from typing import Protocol, Union, cast
 
-from ctrace.model import Symbol
+from ctrace.record import TYPE_CHECKING
 
-Buffer = Union[bytes, memoryview]  # a runtime alias: no "|" on Python 3.9
+if TYPE_CHECKING:
+    from typing import Protocol, Union
+
+    from ctrace.model import Symbol
+
+    Buffer = Union[bytes, memoryview]
+else:
+    Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 
 
 class Speedups(Protocol):
@@ -48,6 +54,7 @@ def _load() -> Speedups | None:
     if os.environ.get("CTRACE_PURE", "") not in ("", "0"):
         return None
     try:
-        return cast(Speedups, import_module("ctrace.elf._speedups"))
+        found: Speedups = import_module("ctrace.elf._speedups")
+        return found
     except ImportError:
         return None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ctrace.model import Process
+else:
+    Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 
 
-class K8sOptions(NamedTuple):
+class K8sOptions(Record):
     """kubectl's flags, with kubectl's meaning (None: kubectl's default)."""
 
     namespace: str | None = None
@@ -21,7 +25,7 @@ class K8sOptions(NamedTuple):
     request_timeout: float = 10.0
 
 
-class Context(NamedTuple):
+class Context(Record):
     """The outside world a resolver may look at, passed in (STYLE.md habit 4)."""
 
     proc_root: str = "/proc"  # procfs.PROC, not imported: `symbols FILE` reads no /proc

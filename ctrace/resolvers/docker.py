@@ -15,14 +15,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
-from typing import Any, Protocol
 
 from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, UsageError
 from ctrace.model import Container, Process
+from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import engine, host
 from ctrace.resolvers.base import Context
-from ctrace.resolvers.engine import Summary
+
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from ctrace.resolvers.engine import Summary
+else:
+    Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 
 NAME = "docker"
 SOCKET = "/var/run/docker.sock"

@@ -18,9 +18,20 @@ from __future__ import annotations
 import json
 import re
 import socket
-from typing import Any, NamedTuple, TypedDict
 
 from ctrace.errors import EnvironmentProblem
+from ctrace.record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from typing import Any, TypedDict
+
+    class Summary(TypedDict):
+        """The fields of GET /containers/json ctrace reads."""
+
+        Id: str
+        Names: list[str]
+        Image: str
+
 
 TIMEOUT = 15.0  # seconds per socket operation, the docker SDK's timeout ctrace used
 # No API version in paths: the daemon answers at its own. A pinned old version is
@@ -30,15 +41,7 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_.-]+\Z")  # IDs and docker's name alphabet: n
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 
 
-class Summary(TypedDict):
-    """The fields of GET /containers/json ctrace reads."""
-
-    Id: str
-    Names: list[str]
-    Image: str
-
-
-class Response(NamedTuple):
+class Response(Record):
     status: int
     headers: dict[str, str]  # names lower-cased
     body: bytes  # de-chunked

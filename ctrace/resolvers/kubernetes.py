@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
 from ctrace.model import Container, Pod, Process
+from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import host, pods
 from ctrace.resolvers.base import Context, K8sOptions
+
+if TYPE_CHECKING:
+    from typing import Any
 
 NAME = "k8s"
 AGENT_NAMESPACE = "ctrace-system"

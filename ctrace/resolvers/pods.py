@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from ctrace.errors import NotTraceable, UsageError
+from ctrace.record import TYPE_CHECKING
 
 # kubectl's resource names and short names for what can be traced.
 KINDS = {
@@ -25,51 +24,47 @@ RUNTIMES = {"docker": "docker", "containerd": "containerd", "cri-o": "cri-o"}
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 
-class Meta(TypedDict, total=False):
-    name: str
-    namespace: str
-    uid: str
-    annotations: dict[str, str]
-    labels: dict[str, str]
+if TYPE_CHECKING:
+    from typing import TypedDict
 
+    class Meta(TypedDict, total=False):
+        name: str
+        namespace: str
+        uid: str
+        annotations: dict[str, str]
+        labels: dict[str, str]
 
-class ContainerSpec(TypedDict, total=False):
-    name: str
-    image: str
+    class ContainerSpec(TypedDict, total=False):
+        name: str
+        image: str
 
+    class PodSpec(TypedDict, total=False):
+        nodeName: str
+        containers: list[ContainerSpec]
 
-class PodSpec(TypedDict, total=False):
-    nodeName: str
-    containers: list[ContainerSpec]
+    class ContainerStatus(TypedDict, total=False):
+        name: str
+        containerID: str
+        image: str
+        state: dict[str, object]
 
+    class PodStatus(TypedDict, total=False):
+        phase: str
+        containerStatuses: list[ContainerStatus]
 
-class ContainerStatus(TypedDict, total=False):
-    name: str
-    containerID: str
-    image: str
-    state: dict[str, object]
+    class PodJSON(TypedDict, total=False):
+        metadata: Meta
+        spec: PodSpec
+        status: PodStatus
 
+    class Requirement(TypedDict, total=False):
+        key: str
+        operator: str
+        values: list[str]
 
-class PodStatus(TypedDict, total=False):
-    phase: str
-    containerStatuses: list[ContainerStatus]
-
-
-class PodJSON(TypedDict, total=False):
-    metadata: Meta
-    spec: PodSpec
-    status: PodStatus
-
-
-class Requirement(TypedDict, total=False):
-    key: str
-    operator: str
-    values: list[str]
-
-
-class Selector(TypedDict, total=False):
-    matchLabels: dict[str, str]
-    matchExpressions: list[Requirement]
+    class Selector(TypedDict, total=False):
+        matchLabels: dict[str, str]
+        matchExpressions: list[Requirement]
 
 
 def split_target(target: str) -> tuple[str, str] | None:
