@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from operator import countOf
 
 from ctrace.elf import symtab
+from ctrace.elf.columns import Columns
 from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
 from ctrace.record import Record
@@ -110,9 +111,12 @@ class NameIndex:
     def of(self, name: str) -> int:
         """How many functions have this name: one pass in C, not a Counter of 70k names."""
         if name not in self._of:
-            self._of[name] = (
-                self.count[name] if self._count is not None else countOf(symtab.names_of(self.symbols), name)
-            )
+            if self._count is not None:
+                self._of[name] = self.count[name]
+            elif isinstance(self.symbols, Columns):
+                self._of[name] = len(self.symbols.find(name))  # no name split out
+            else:
+                self._of[name] = countOf(symtab.names_of(self.symbols), name)
         return self._of[name]
 
     def glob_hits(self, name: str) -> int:

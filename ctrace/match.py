@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 
 from ctrace.elf import symtab
+from ctrace.elf.columns import Columns
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
 
@@ -50,6 +51,10 @@ def match(
     hold the pattern somewhere reach the Python-level last-component test.
     """
     check_pattern(pattern)
+    if isinstance(symbols, Columns) and not aliases:
+        fast = _match_columns(symbols, pattern)
+        if fast is not None:
+            return fast
     names = symtab.names_of(symbols)  # not changed: a cached Columns' own list
     owners: Sequence[int] = range(len(symbols))  # names[i] belongs to symbols[owners[i]]
     if aliases:
@@ -80,6 +85,22 @@ def match(
         if hits:
             return [symbols[i] for i in sorted(set(hits))], tier
     return [], ""
+
+
+def _match_columns(symbols: Columns, pattern: str) -> tuple[list[Symbol], str] | None:
+    """match() on a cached binary, through searches of its joined names instead of a
+    test of each (~35k names split out and compared: ~5 ms); None for the glob tier,
+    which the name-by-name path decides."""
+    exact = symbols.find(pattern)
+    if exact:
+        return [symbols.symbol(i, pattern) for i in exact], "exact"
+    holding = symbols.containing(pattern)
+    last = [symbols.symbol(i, name) for i, name in holding if last_component(name) == pattern]
+    if last:
+        return last, "last component"
+    if _GLOB_CHARS & set(pattern):
+        return None
+    return [symbols.symbol(i, name) for i, name in holding], "substring" if holding else ""
 
 
 def _last_is(sym: Symbol, pattern: str, aliases: Mapping[str, str] | None) -> bool:

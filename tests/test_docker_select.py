@@ -8,8 +8,8 @@ import pytest
 
 from ctrace import emit
 from ctrace.errors import UsageError
-from ctrace.resolvers import docker
 from ctrace.record import TYPE_CHECKING
+from ctrace.resolvers import docker
 from ctrace.resolvers.base import Context
 
 if TYPE_CHECKING:

@@ -9,6 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ctrace import emit
+from ctrace import match as matching
+from ctrace.elf import columns
 from ctrace.errors import UsageError
 from ctrace.match import closest, last_component, match
 from ctrace.model import Symbol
@@ -100,3 +103,20 @@ def test_match_equals_the_plain_tiers(named: list[tuple[str, int]], pattern: str
     symbols = [Symbol(n, a, 1, "symtab") for n, a in named]
     aliases = {"_ZN1a1mEv": "a::m()"} if with_aliases else {}
     assert match(symbols, pattern, aliases) == reference_match(symbols, pattern, aliases)
+
+
+NAMES = ["main", "main.main", "x.main", "a/b.(*T).main", "runtime.main", "mainly", "x", "ns::main", "", "caf\u00e9"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from(NAMES), max_size=14),
+    st.sampled_from(["main", "mai", "x", "main.main", "ma*", "*main", "caf\u00e9", "nope", "[mx]*", "a"]),
+)
+def test_match_on_cached_columns_is_match_on_symbols(names: list[str], pattern: str) -> None:
+    """A cache hit (elf/columns.Columns, matched through searches of its joined names) selects
+    what the same symbols as a tuple select (name by name)."""
+    symbols = tuple(Symbol(n, 0x1000 + 8 * i, 8, "symtab") for i, n in enumerate(names))
+    cols = columns.unpack(columns.pack(symbols))
+    assert matching.match(cols, pattern) == matching.match(symbols, pattern)
+    assert emit.NameIndex(cols).of(pattern) == names.count(pattern)

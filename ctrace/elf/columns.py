@@ -25,18 +25,58 @@ if TYPE_CHECKING:
 
 
 class Columns(Sequence[Symbol]):
-    __slots__ = ("names", "_addresses", "_sizes", "_sources", "_labels")
+    """``joined`` is every name between NULs, a NUL first and last ("" for none)."""
+
+    __slots__ = ("_joined", "_names", "_addresses", "_sizes", "_sources", "_labels")
 
     def __init__(
-        self, names: list[str], addresses: Sequence[int], sizes: Sequence[int], sources: bytes, labels: tuple[str, ...]
+        self, joined: str, addresses: Sequence[int], sizes: Sequence[int], sources: bytes, labels: tuple[str, ...]
     ):
-        if not len(names) == len(addresses) == len(sizes) == len(sources) or (sources and max(sources) >= len(labels)):
+        count = joined.count("\0") - 1 if joined else 0
+        if not count == len(addresses) == len(sizes) == len(sources) or (sources and max(sources) >= len(labels)):
             raise ValueError("columns of different lengths")
-        self.names = names  # read by match and emit.NameIndex without making Symbols
+        self._joined = joined
+        self._names: list[str] | None = None
         self._addresses, self._sizes, self._sources, self._labels = addresses, sizes, sources, labels
 
+    @property
+    def names(self) -> list[str]:
+        """Every name, split out on first use: matching a name (find) needs no list."""
+        if self._names is None:
+            self._names = self._joined.split("\0")[1:-1] if self._joined else []
+        return self._names
+
+    def find(self, name: str) -> list[int]:
+        """Indexes of the functions called ``name``: searches of one string, no name split out."""
+        joined, needle, out = self._joined, f"\0{name}\0", []
+        nuls = counted = 0  # NULs in joined[:counted]
+        at = joined.find(needle)
+        while at >= 0:
+            nuls += joined.count("\0", counted, at)
+            counted = at
+            out.append(nuls)  # the name after the NUL at ``at``
+            at = joined.find(needle, at + 1)  # + 1: two equal names share a NUL
+        return out
+
+    def containing(self, part: str) -> list[tuple[int, str]]:
+        """(index, name) of every name that holds ``part`` (no NUL in it), in order."""
+        joined, out = self._joined, []
+        nuls = counted = 0
+        at = joined.find(part)
+        while at >= 0:
+            start, end = joined.rfind("\0", 0, at) + 1, joined.find("\0", at)
+            nuls += joined.count("\0", counted, start)
+            counted = start
+            out.append((nuls - 1, joined[start:end]))
+            at = joined.find(part, end + 1)
+        return out
+
+    def symbol(self, i: int, name: str) -> Symbol:
+        """The Symbol at ``i``, whose name the caller found (find, containing)."""
+        return Symbol(name, self._addresses[i], self._sizes[i], self._labels[self._sources[i]])
+
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self._sources)
 
     if TYPE_CHECKING:
 
@@ -62,7 +102,7 @@ class Columns(Sequence[Symbol]):
 
     def pack(self) -> Packed:
         addresses, sizes = _u64(list(self._addresses)), _u64(list(self._sizes))
-        return ("\0".join(self.names), addresses, sizes, self._sources, self._labels)
+        return (self._joined, addresses, sizes, self._sources, self._labels)
 
 
 def pack(symbols: Sequence[Symbol]) -> Packed:
@@ -74,14 +114,14 @@ def pack(symbols: Sequence[Symbol]) -> Packed:
     names, addresses, sizes, sources = (list(col) for col in zip(*symbols))
     labels = tuple(dict.fromkeys(sources))
     index = {label: i for i, label in enumerate(labels)}
-    return ("\0".join(names), _u64(addresses), _u64(sizes), bytes(map(index.__getitem__, sources)), labels)
+    joined = "\0" + "\0".join(names) + "\0"
+    return (joined, _u64(addresses), _u64(sizes), bytes(map(index.__getitem__, sources)), labels)
 
 
 def unpack(packed: Packed) -> Columns:
     """Raises ValueError or TypeError for a blob of another shape."""
     joined, addresses, sizes, sources, labels = packed
-    names = joined.split("\0") if sources else []
-    return Columns(names, _ints(addresses), _ints(sizes), sources, labels)
+    return Columns(joined, _ints(addresses), _ints(sizes), sources, labels)
 
 
 def _u64(values: list[int]) -> bytes | list[int]:
