@@ -40,7 +40,7 @@ from ctrace.record import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Any
 
-FORMAT = 4  # 4: symbols packed a column each (elf/columns.py)
+FORMAT = 5  # 4: symbols packed a column each (elf/columns.py); 5: names joined between NULs
 MAGIC = b"ctr\x01"
 KEEP = 64  # files kept; the oldest beyond this are removed when one is written
 MAX_BYTES = 256 << 20  # and at most this much (dockerd's JSON rows are 10 MB)
