@@ -26,6 +26,7 @@ same key and pruning. At most KEEP files and MAX_BYTES are kept, newest first.
 from __future__ import annotations
 
 import marshal
+import mmap
 import os
 import zlib
 from collections.abc import Callable
@@ -124,18 +125,23 @@ def store(file: str, key: str, info: ElfInfo) -> None:
 
 def _read(file: str, key: str) -> Any:
     """The value stored under ``key`` in ``file``, or None for a miss or a bad file."""
+    # Mapped, not read: marshal and the CRC work on the page cache's own pages, and a
+    # 3 MB entry is not copied once more into a bytes object first (~1.5 ms).
     try:
         with open(file, "rb") as f:
-            blob = f.read()
-    except OSError:
+            blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # ValueError: an empty file
         return None
-    body = memoryview(blob)[8:]
-    if blob[:4] != MAGIC or blob[4:8] != zlib.crc32(body).to_bytes(4, "little"):
-        return None
-    try:
-        stored_key, value = marshal.loads(body)
-    except (EOFError, ValueError, TypeError):
-        return None
+    with blob:
+        body = memoryview(blob)[8:]
+        try:
+            if blob[:4] != MAGIC or blob[4:8] != zlib.crc32(body).to_bytes(4, "little"):
+                return None
+            stored_key, value = marshal.loads(body)
+        except (EOFError, ValueError, TypeError):
+            return None
+        finally:
+            body.release()  # before the mapping closes
     return value if stored_key == key else None  # two keys with one file name: rare, and a miss is safe
 
 
