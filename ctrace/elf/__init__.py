@@ -67,7 +67,8 @@ def demangled(lang: str, names: Iterable[str]) -> dict[str, str]:
         return {}
     from ctrace.elf import demangle
 
-    return demangle.demangle_all(n for n in names if n.startswith(("_Z", "_R")))
+    names = list(names)
+    return demangle.demangle_all(compress(names, map(str.startswith, names, repeat(("_Z", "_R")))))
 
 
 def extra_sources(
