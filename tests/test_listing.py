@@ -18,7 +18,8 @@ import pytest
 
 from ctrace.elf import listing, speedups, symtab
 from ctrace.elf.listing import Listing
-from ctrace.elf.reader import NATIVE, open_elf
+from ctrace.elf.reader import open_elf
+from ctrace.elf.symtab import NATIVE
 from ctrace.errors import CtraceError
 from tests import elfgen, fuzzing
 from tests.conftest import Built, ctrace, need

@@ -147,15 +147,25 @@ def _read(file: str, key: str) -> Any:
 
 def _write(file: str, key: str, value: Any) -> None:
     """Best effort: a read-only home just means no cache."""
-    tmp = f"{file}.{os.getpid()}.tmp"
     try:
         body = marshal.dumps((key, value))
+    except ValueError:  # a value marshal cannot write
+        return
+    replace(file, [MAGIC + zlib.crc32(body).to_bytes(4, "little"), body])
+
+
+def replace(file: str, chunks: list[bytes]) -> None:
+    """``file`` made of ``chunks``, written to a temporary file renamed into place (readers
+    never see half a file), then the directory pruned; best effort, as every write here."""
+    tmp = f"{file}.{os.getpid()}.tmp"
+    try:
         os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
+            for chunk in chunks:
+                f.write(chunk)
         os.replace(tmp, file)
         _prune(os.path.dirname(file))
-    except (OSError, ValueError):  # ValueError: a value marshal cannot write
+    except OSError:
         _remove(tmp)
 
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
 
 from ctrace.elf import ElfInfo, cache, debuginfo, speedups
-from ctrace.elf.reader import NATIVE, SHT_DYNSYM, SHT_SYMTAB, ElfFile, open_elf
+from ctrace.elf.reader import ElfFile, open_elf
+from ctrace.elf.symtab import NATIVE
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
 from ctrace.record import TYPE_CHECKING, Record
@@ -163,17 +164,12 @@ def _read_listing(file: str, key: str) -> tuple[tuple[Any, ...], Rows] | None:
 def _write_listing(file: str, key: str, made: Listing) -> None:
     """Best effort, as _write; the rows are written as they are, after the header."""
     rows = made.rows if isinstance(made.rows, bytes) else made.rows.read()
-    tmp = f"{file}.{os.getpid()}.tmp"
     try:
         head = marshal.dumps((key, tuple(made[:-1]), len(rows)))
-        os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(MAGIC + zlib.crc32(head).to_bytes(4, "little") + len(head).to_bytes(8, "little") + head)
-            f.write(rows)
-        os.replace(tmp, file)
-        cache._prune(os.path.dirname(file))
-    except (OSError, ValueError):
-        cache._remove(tmp)
+    except ValueError:  # a field marshal cannot write
+        return
+    prefix = MAGIC + zlib.crc32(head).to_bytes(4, "little") + len(head).to_bytes(8, "little")
+    cache.replace(file, [prefix, head, rows])
 
 
 def build(path: str, fmt: str) -> Listing | None:
@@ -208,11 +204,9 @@ def build(path: str, fmt: str) -> Listing | None:
 def tables(elf: ElfFile, label: str | None = None) -> list[Source]:
     """The .symtab and .dynsym of ``elf``, in section order, as ElfFile.symbols reads them."""
     out: list[Source] = []
-    for sec in elf.sections:
-        if sec.type in (SHT_SYMTAB, SHT_DYNSYM) and sec.link < len(elf.sections):
-            name = label or ("symtab" if sec.type == SHT_SYMTAB else "dynsym")
-            strings = elf.section_view(elf.sections[sec.link])
-            out.append(("table", elf.section_view(sec), strings, elf.is64, elf.endian != NATIVE, name))
+    for sec, strings, source in elf.symbol_tables():
+        strtab = elf.section_view(strings)
+        out.append(("table", elf.section_view(sec), strtab, elf.is64, elf.endian != NATIVE, label or source))
     return out
 
 

@@ -29,14 +29,14 @@ assumption of the fast path, take the per-entry path.
 from __future__ import annotations
 
 import struct
-import sys
 from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from operator import add, sub
 
 from ctrace.elf import symtab
-from ctrace.elf.reader import NATIVE, PT_LOAD, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB, ElfFile
+from ctrace.elf.reader import PT_LOAD, SHT_NOBITS, ElfFile
+from ctrace.elf.symtab import NATIVE
 from ctrace.model import Symbol
 from ctrace.record import Record
 
@@ -45,7 +45,6 @@ Fn = Callable[[int], int]
 MAGICS = {0xFFFFFFFB: 12, 0xFFFFFFFA: 116, 0xFFFFFFF0: 118, 0xFFFFFFF1: 120}
 R_X86_64_RELATIVE = 8
 SHT_RELA = 4
-_NATIVE = "<" if sys.byteorder == "little" else ">"
 # Bytes whose two low bits are clear: deleting them from the low bytes of the funcoff
 # column leaves nothing when every _func is 4-aligned.
 _ALIGNED = bytes(range(0, 256, 4))
@@ -87,9 +86,10 @@ def find(elf: ElfFile) -> Table | None:
 def locate(elf: ElfFile) -> Place | None:
     sec = elf.section(".gopclntab")
     if sec is not None and sec.size:
+        if sec.type == SHT_NOBITS:
+            return Place(0, 0, sec.addr, "section")  # no bytes in the file
         elf.section_view(sec)  # raises, as section_data does, for a section outside the file
-        start = sec.offset if sec.type != SHT_NOBITS else 0
-        return Place(start, start + (sec.size if sec.type != SHT_NOBITS else 0), sec.addr, "section")
+        return Place(sec.offset, sec.offset + sec.size, sec.addr, "section")
     return _from_moduledata(elf) or _scan(elf)
 
 
@@ -113,13 +113,11 @@ def _from_moduledata(elf: ElfFile) -> Place | None:
 
 
 def _symbol_value(elf: ElfFile, name: bytes) -> int | None:
-    for sec in elf.sections:
-        if sec.type in (SHT_SYMTAB, SHT_DYNSYM) and sec.link < len(elf.sections):
-            strings = elf.sections[sec.link]
-            table, names = (sec.offset, sec.size), (strings.offset, strings.size)
-            value = symtab.value_of(elf.data, name, table, names, elf.is64, elf.endian)
-            if value:
-                return value
+    for sec, strings, _ in elf.symbol_tables():
+        table, names = (sec.offset, sec.size), (strings.offset, strings.size)
+        value = symtab.value_of(elf.data, name, table, names, elf.is64, elf.endian)
+        if value:
+            return value
     return None
 
 
@@ -210,12 +208,11 @@ def source(elf: ElfFile, symbols: Iterable[Symbol] = ()) -> tuple[object, ...]:
     if isinstance(layout, list):
         return ("symbols", layout)
     nfunc, funcs, (start, end), text = layout
-    data = view
-    if not (0 < nfunc and funcs + (nfunc + 1) * 8 <= len(data) and 0 <= text < 1 << 64):
+    if not (0 < nfunc and funcs + (nfunc + 1) * 8 <= len(view) and 0 <= text < 1 << 64):
         return ("symbols", functions(elf, symbols))  # _functab32 declines; the per-entry path decides
-    start = min(start, len(data))  # as data[start:end] slices
-    end = max(start, min(end, len(data)))
-    return ("functab", data, nfunc, funcs, start, end, text, elf.endian != NATIVE)
+    start = min(start, len(view))  # as data[start:end] slices
+    end = max(start, min(end, len(view)))
+    return ("functab", view, nfunc, funcs, start, end, text, elf.endian != NATIVE)
 
 
 def _functab32(
@@ -251,7 +248,7 @@ def _functab32(
 def _nameoffs(data: bytes, endian: str, funcs: int, funcoffs: array[int]) -> list[int] | None:
     """Each _func's nameOff, the int32 after its entryOff: word funcoff/4 of those from funcs + 4."""
     body = memoryview(data)[funcs + 4 :]
-    if endian == _NATIVE:  # a view, no copy (the _func records are ~40% of the table)
+    if endian == NATIVE:  # a view, no copy (the _func records are ~40% of the table)
         words: memoryview | array[int] = body[: len(body) // 4 * 4].cast("i")
     else:
         words = _u32(bytes(body[: max(funcoffs) + 4]), endian, "i")
@@ -265,7 +262,7 @@ def _u32(raw: bytes, endian: str, code: str = "I") -> array[int]:
     """``raw`` as 32-bit words (array 'I' and 'i' are 4 bytes on every Linux ABI)."""
     words = array(code)
     words.frombytes(raw[: len(raw) - len(raw) % 4])
-    if endian != _NATIVE:
+    if endian != NATIVE:
         words.byteswap()
     return words
 

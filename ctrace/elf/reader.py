@@ -13,7 +13,6 @@ import mmap
 import os
 import stat
 import struct
-import sys
 
 from ctrace.elf import symtab
 from ctrace.errors import NotFound, NotTraceable
@@ -24,7 +23,6 @@ SHT_SYMTAB, SHT_NOTE, SHT_NOBITS, SHT_DYNSYM = 2, 7, 8, 11
 PT_LOAD, PT_NOTE = 1, 4
 DT_NEEDED, DT_STRTAB = 1, 5
 NT_GNU_BUILD_ID = 3
-NATIVE = "<" if sys.byteorder == "little" else ">"
 
 
 class Section(Record):
@@ -111,12 +109,7 @@ class ElfFile:
         return self._by_name.get(name)
 
     def section_data(self, sec: Section) -> bytes:
-        if sec.type == SHT_NOBITS:
-            return b""
-        end = sec.offset + sec.size
-        if end > len(self.data):
-            raise NotTraceable(f"{self.name}: section {sec.name or '?'} lies outside the file")
-        return bytes(self.data[sec.offset : end])
+        return bytes(self.section_view(sec))
 
     def section_view(self, sec: Section) -> memoryview:
         """section_data without the copy: a view of the mapped file."""
@@ -127,15 +120,22 @@ class ElfFile:
             raise NotTraceable(f"{self.name}: section {sec.name or '?'} lies outside the file")
         return memoryview(self.data)[sec.offset : end]
 
+    def symbol_tables(self) -> list[tuple[Section, Section, str]]:
+        """Each .symtab and .dynsym whose string table exists, in section order: the
+        table, its string table, and the source its functions are listed under."""
+        return [
+            (sec, self.sections[sec.link], "symtab" if sec.type == SHT_SYMTAB else "dynsym")
+            for sec in self.sections
+            if sec.type in (SHT_SYMTAB, SHT_DYNSYM) and sec.link < len(self.sections)
+        ]
+
     def symbols(self) -> list[Symbol]:
         """Traceable functions of .symtab and .dynsym (in section order), deduplicated by (name, address)."""
         found: list[Symbol] = []
         with symtab.gc_paused():
-            for sec in self.sections:
-                if sec.type in (SHT_SYMTAB, SHT_DYNSYM) and sec.link < len(self.sections):
-                    source = "symtab" if sec.type == SHT_SYMTAB else "dynsym"
-                    strtab = self.section_data(self.sections[sec.link])
-                    found += symtab.functions(self.section_data(sec), strtab, self.is64, self.endian, source)
+            for sec, strings, source in self.symbol_tables():
+                strtab = self.section_data(strings)
+                found += symtab.functions(self.section_data(sec), strtab, self.is64, self.endian, source)
             return symtab.sorted_unique(found)
 
     @property

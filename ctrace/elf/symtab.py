@@ -27,7 +27,7 @@ STT_FUNC, STT_GNU_IFUNC = 2, 10
 # st_info byte -> 1 when its low nibble is FUNC or GNU_IFUNC: one bytes.translate
 # turns the strided st_info column into a selector for compress().
 _IS_FUNC = bytes(1 if (b & 0xF) in (STT_FUNC, STT_GNU_IFUNC) else 0 for b in range(256))
-_NATIVE = "<" if sys.byteorder == "little" else ">"
+NATIVE = "<" if sys.byteorder == "little" else ">"  # this machine's byte order, struct-style
 _ADDRESS = itemgetter(1)
 _NAME = itemgetter(0)
 NEW = tuple.__new__  # Symbol(...) runs a Python-level __new__; this does not
@@ -52,7 +52,7 @@ def gc_paused() -> Iterator[None]:
 def _words(code: str, data: bytes, endian: str) -> array[int]:
     words = array(code)
     words.frombytes(data)
-    if endian != _NATIVE:
+    if endian != NATIVE:
         words.byteswap()
     return words
 
@@ -65,7 +65,7 @@ def functions(data: bytes, strtab: bytes, is64: bool, endian: str, source: str) 
     looked at.
     """
     if speedups.module is not None:
-        return speedups.module.functions(data, strtab, is64, endian != _NATIVE, source, Symbol)
+        return speedups.module.functions(data, strtab, is64, endian != NATIVE, source, Symbol)
     entsize = 24 if is64 else 16
     data = data[: len(data) - len(data) % entsize]
     narrow = _words("I", data, endian)  # array('I') is 4 bytes on every Linux ABI
