@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ctrace import __version__
 from ctrace.errors import CtraceError, UsageError
 from ctrace.record import TYPE_CHECKING
 
@@ -24,19 +23,12 @@ class Parser(argparse.ArgumentParser):
 
 
 class VersionAction(argparse.Action):
-    """ctrace's version, and the bpftrace and kernel it will emit commands for."""
+    """``--version``: the same lines as ``ctrace version``."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
-        import platform
-        import shutil
-        import subprocess
+        from ctrace import commands
 
-        bpftrace = shutil.which("bpftrace")
-        found = "not installed"
-        if bpftrace:
-            out = subprocess.run([bpftrace, "--version"], capture_output=True, text=True, timeout=10)
-            found = f"{(out.stdout.strip() or out.stderr.strip()).removeprefix('bpftrace ')} ({bpftrace})"
-        sys.stdout.write(f"ctrace {__version__}\nbpftrace {found}\nkernel {platform.release()}\n")
+        commands.version_text(sys.stdout)
         parser.exit()
 
 
@@ -48,7 +40,7 @@ def program_name(argv0: str) -> str:
     return name if name not in ("__main__.py", "cli.py") else "ctrace"
 
 
-class Formatter(argparse.HelpFormatter):
+class Formatter(argparse.RawDescriptionHelpFormatter):
     """argparse's, without importing shutil (and through it bz2, lzma, fnmatch) for the width."""
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
@@ -66,22 +58,23 @@ class Formatter(argparse.HelpFormatter):
 
 def build_parser(prog: str, argv: Sequence[str] | None = None) -> Parser:
     """The whole command line; with ``argv``, only the subcommands named in it are built
-    (each argparse parser costs ~0.4 ms), or all of them when it names none. A command
-    line that fails to parse is parsed again with all of them (parse), so its error
-    lists every command."""
+    (a run pays for one argparse parser, not six), or all of them when it names none.
+    A command line that fails to parse is parsed again with all of them (parse), so its
+    error lists every command.
+
+    The global flags (``-o``, ``--debug``, ``--no-cache``, ``--proc-root``) are accepted
+    before and after the subcommand, as kubectl accepts its flags anywhere: each subcommand
+    declares them again with SUPPRESS defaults, so a flag it was not given does not undo
+    one given before it."""
     parser = Parser(
         prog=prog,
         description="Find the file, PID and symbol to probe, and print the bpftrace command.",
+        epilog=EXAMPLES.replace("ctrace ", f"{prog} "),
         formatter_class=Formatter,
     )
     parser.add_argument("--version", action=VersionAction, nargs=0, help="show ctrace, bpftrace and kernel versions")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument(
-        "--no-cache", action="store_true", help="do not read or write the symbol cache (also CTRACE_NO_CACHE=1)"
-    )
-    parser.add_argument("--proc-root", default="/proc", metavar="DIR", help="where the host's /proc is mounted")
+    _globals(parser, outer=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
     named = {name for name, *_ in COMMANDS} & set(argv or ())
     for name, help_text, groups, add in COMMANDS:
         extra = {"help": help_text} if help_text else {}  # no help: not listed in --help
@@ -91,13 +84,46 @@ def build_parser(prog: str, argv: Sequence[str] | None = None) -> Parser:
         for group in groups:
             group(p)
         add(p)
+        _globals(p, outer=False, output=_output in groups)
     return parser
 
 
-def _output(p: Parser) -> None:
-    p.add_argument(
-        "-o", "--output", choices=("text", "wide", "json", "yaml"), default="text", help="output format (like kubectl)"
+def _globals(p: Parser, outer: bool, output: bool = True) -> None:
+    g = p.add_argument_group("global flags") if not outer else p
+
+    def default(value: object) -> object:
+        return value if outer else argparse.SUPPRESS
+
+    if output:
+        g.add_argument(
+            "-o",
+            "--output",
+            choices=OUTPUTS,
+            metavar="FORMAT",
+            default=default("text"),
+            help="output format: text, wide (more columns), json or yaml (as kubectl)",
+        )
+    g.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks")
+    g.add_argument(
+        "--no-cache",
+        action="store_true",
+        default=default(False),
+        help="do not read or write the symbol cache (also CTRACE_NO_CACHE=1)",
     )
+    g.add_argument("--proc-root", default=default("/proc"), metavar="DIR", help="where the host's /proc is mounted")
+
+
+OUTPUTS = ("text", "wide", "json", "yaml")
+EXAMPLES = """examples:
+  ctrace ps                                  processes with their containers and pods
+  ctrace target nginx --func ngx_http_process_request
+  ctrace target pid:1234 --lib libc --func malloc -q
+  ctrace symbols /usr/bin/dockerd --func 'http*'
+  source <(ctrace completion bash)           complete commands, targets and functions"""
+
+
+def _output(p: Parser) -> None:
+    """Marks a command that takes ``-o`` (declared with the global flags)."""
 
 
 def _cluster(p: Parser) -> None:
@@ -124,7 +150,7 @@ def _target(p: Parser) -> None:
         help="process name, pid:N, N, container name/ID/prefix, pod/NAME, deploy/NAME, ds/NAME",
     )
     p.add_argument(
-        "--func", action="append", required=True, metavar="PATTERN", help="name, last component, glob or substring"
+        "--func", action="append", metavar="PATTERN", help="(required) name, last component, glob or substring"
     )
     p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
     p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
@@ -176,9 +202,8 @@ def _completion(p: Parser) -> None:
     p.add_argument("shell", choices=("bash", "zsh"))
 
 
-def _complete(p: Parser) -> None:
-    p.add_argument("kind", choices=("targets", "funcs"))
-    p.add_argument("target", nargs="?", default="")
+def _version(p: Parser) -> None:
+    """No arguments: ``ctrace version [-o json|yaml]``."""
 
 
 Add = Callable[[Parser], None]
@@ -188,8 +213,9 @@ COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
     ("ns", "PID chain and namespaces of a process", (_output, _cluster), _ns),
     ("ps", "processes with their binary, container, pod and PID chain", (_output, _cluster), _ps),
     ("completion", "print a shell completion script (source <(ctrace completion bash))", (), _completion),
-    ("__complete", None, (), _complete),  # what the completion scripts call
+    ("version", "show ctrace, bpftrace and kernel versions", (_output,), _version),
 )
+HIDDEN = "__complete"  # what the completion scripts call; handled before argparse (words may start with '-')
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -211,8 +237,18 @@ def _main(argv: Sequence[str] | None, out: TextIO | None) -> int:
     prog = program_name(sys.argv[0])
     debug = "--debug" in args_list
     try:
+        if not args_list:  # as kubectl: a bare command is a request for help, not a mistake
+            build_parser(prog).print_help(out)
+            return 0
+        if args_list[0] == HIDDEN:
+            from ctrace import completion
+
+            return completion.serve(args_list[1:], prog, out)
         args = parse(prog, args_list)
+        if args.command is None:
+            raise UsageError("no command given", f"see '{prog} --help'")
         args.under_kubectl = prog.startswith("kubectl ")
+        args.argv = args_list
         from ctrace import commands
 
         return commands.run(args, out)
@@ -233,13 +269,59 @@ def _main(argv: Sequence[str] | None, out: TextIO | None) -> int:
 
 
 def parse(prog: str, argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; a misspelt command or flag is named with what was probably meant."""
+    _check_command(prog, argv)
     try:
-        return build_parser(prog, argv).parse_args(argv)
+        args, extra = build_parser(prog, argv).parse_known_args(argv)
     except UsageError:
-        return build_parser(prog).parse_args(argv)  # raises again, naming every command
+        args, extra = build_parser(prog).parse_known_args(argv)  # raises again, naming every command
+    if extra:
+        raise _unknown(prog, args.command, extra[0])
+    return args
+
+
+def _check_command(prog: str, argv: list[str]) -> None:
+    """The first word that is not a flag must be a command; argparse would list the hidden one too."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ("-o", "--output", "--proc-root"):
+            skip = True  # the flag's value
+        elif word == "--" or not word.startswith("-"):
+            names = [name for name, *_ in COMMANDS]
+            if word not in names:
+                near = _near(word, names)
+                guess = f"did you mean '{near}'? " if near else ""
+                raise UsageError(f"unknown command {word!r}", f"{guess}see '{prog} --help'")
+            return
+
+
+def _unknown(prog: str, command: str | None, word: str) -> UsageError:
+    where = f"{prog} {command}" if command else prog
+    if not word.startswith("-") or word == "-":
+        return UsageError(f"unexpected argument {word!r}", f"see '{where} --help'")
+    flag = word.split("=", 1)[0]
+    parser = build_parser(prog, [command] if command else None)
+    flags = [s for a in parser._actions for s in a.option_strings]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            flags = [s for a in action.choices[command]._actions for s in a.option_strings]
+    near = _near(flag, [f for f in flags if f.startswith("--")] if flag.startswith("--") else flags)
+    guess = f"did you mean {near}? " if near else ""
+    return UsageError(f"unknown flag {flag!r}", f"{guess}see '{where} --help'")
+
+
+def _near(word: str, choices: Sequence[str]) -> str | None:
+    import difflib  # only for a mistake
+
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def _report(prog: str, message: str, hint: str) -> None:
+    if prog != "ctrace":  # hints name commands as the user runs them: 'kubectl ctrace ps'
+        hint = hint.replace("'ctrace ", f"'{prog} ")
     sys.stderr.write(f"{prog}: error: {message}\n")
     if hint:
         sys.stderr.write(f"hint: {hint}\n")

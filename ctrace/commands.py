@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+from collections.abc import Sequence
 
-from ctrace.errors import NotFound, UsageError
+from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers.base import Context, K8sOptions
 
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ctrace.model import Command, Process
+    from ctrace.model import Command, Process, Remote
     from ctrace.plan import Plan
 
 
@@ -59,17 +61,68 @@ def raise_env(root: str) -> None:
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "version":
+        version(args.output, out)
+        return 0
+    if args.command == "completion":
+        completion(args, out)
+        return 0
     ctx = context(args)
     if args.command == "target":
         return target(args, ctx, out)
-    handler = {"symbols": symbols, "ns": ns, "ps": ps, "completion": completion, "__complete": complete}[args.command]
-    handler(args, ctx, out)
+    if args.command == "ps":
+        return ps(args, ctx, out)
+    {"symbols": symbols, "ns": ns}[args.command](args, ctx, out)
     return 0
+
+
+def versions() -> dict[str, str]:
+    """ctrace's version, and the bpftrace and kernel it will emit commands for."""
+    import platform
+    import shutil
+    import subprocess
+
+    from ctrace import __version__
+
+    bpftrace = shutil.which("bpftrace")
+    found = "not installed"
+    if bpftrace:
+        got = subprocess.run([bpftrace, "--version"], capture_output=True, text=True, timeout=10)
+        found = f"{(got.stdout.strip() or got.stderr.strip()).removeprefix('bpftrace ')} ({bpftrace})"
+    return {"ctrace": __version__, "bpftrace": found, "kernel": platform.release()}
+
+
+def version_text(out: TextIO) -> None:
+    out.write("".join(f"{k} {v}\n" for k, v in versions().items()))
+
+
+def version(output: str, out: TextIO) -> None:
+    from ctrace import render
+
+    if output in ("json", "yaml"):
+        render.data(versions(), output, out)
+    else:
+        version_text(out)
+
+
+def check_target_flags(args: argparse.Namespace) -> None:
+    """Flags that would be silently ignored together are refused instead."""
+    if not args.func:
+        what = args.target or "TARGET"
+        raise UsageError("--func is required", f"list the functions with 'ctrace symbols {what}'")
+    if args.duration is not None and not args.run:
+        raise UsageError("--duration needs --run", "add --run to run the command for that long")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive", "e.g. --run --duration 5")
+    if args.run and (args.output != "text" or args.quiet):
+        how = "-q" if args.quiet else f"-o {args.output}"
+        raise UsageError(f"--run shows what bpftrace prints, not {how}", f"drop {how} to run, or --run to print")
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     from ctrace import plan, render, text
 
+    check_target_flags(args)
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
     if not args.target and not args.selector:
@@ -81,16 +134,55 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
     )
     if args.run:
-        from ctrace import runner
-
-        return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
+        return run_traced(result, args)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
-    elif args.output in ("json", "yaml"):
+        unreachable(result.remote)
+        return 0
+    if args.output in ("json", "yaml"):
         render.data(render.plan_dict(result), args.output, out)
     else:
         text.plan(result.targets, result.remote, out, wide=args.output == "wide")
     return 0
+
+
+def unreachable(remotes: Sequence[Remote]) -> None:
+    """-q prints commands only: a pod with none to print is an error, not an empty line."""
+    missing = [r for r in remotes if r.command is None]
+    if missing:
+        pod = missing[0].pod
+        raise NotTraceable(
+            f"pod {pod.namespace}/{pod.name} runs on node {pod.node}, and no ctrace node agent runs there: "
+            "no command to print",
+            f"run ctrace on node {pod.node}, or drop -q to see what was found",
+        )
+
+
+def run_traced(result: Plan, args: argparse.Namespace) -> int:
+    """--run, and a word when the traced process is gone at the end: bpftrace -p ends
+    quietly with status 0 when its process exits, which would read as "it never fired"."""
+    from ctrace import runner
+
+    command = chosen_command(result, args.all, args.action)
+    started = {t.process.pid: _start_time(t.process.pid, args.proc_root) for t in result.targets}
+    code = runner.run(command.argv, args.duration)
+    gone = [pid for pid, when in started.items() if when is None or _start_time(pid, args.proc_root) != when]
+    if gone and code in (0, 130):
+        again = shlex.join(["ctrace", *vars(args).get("argv", ["target", args.target, "--run"])])
+        raise NotFound(
+            f"process {gone[0]} exited (or was restarted) while it was traced; bpftrace stopped",
+            f"to trace its new process, run again: '{again}'",
+        )
+    return code
+
+
+def _start_time(pid: int, proc_root: str) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): a PID reused by another process differs."""
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return None
 
 
 def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
@@ -158,23 +250,84 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         render.ns_text(data, out)
 
 
-def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     from ctrace import procfs, render
     from ctrace.resolvers import docker, host, kubernetes
 
     where = procfs.placements(ctx.proc_root)
+    hidden = 0
     if args.container:
         procs = docker.members(args.container, ctx)[1]
         if args.name:
             procs = [p for p in procs if p.pid in set(host.matching_pids(args.name, ctx))]
     else:
         pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
-        procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx, where)
+        found = [_quiet_process(pid, ctx) for pid in pids]
+        hidden = found.count(HIDDEN)
+        procs = docker.annotate([p for p in found if isinstance(p, tuple)], ctx, where)
     procs = kubernetes.annotate(procs, ctx, where)
+    if not procs:
+        raise _nothing_listed(args, ctx, hidden)
+    details = _details(procs, ctx) if args.output != "text" else {}
     if args.output in ("json", "yaml"):
-        render.data({"processes": [_ps_dict(p) for p in procs]}, args.output, out)
+        render.data({"processes": [_ps_dict(p, details.get(p.pid)) for p in procs]}, args.output, out)
     else:
-        render.ps_text(procs, out)
+        render.ps_text(procs, out, details if args.output == "wide" else None)
+    if hidden:
+        import sys
+
+        sys.stderr.write(f"warning: {hidden} processes are not listed: {_why_hidden()}\n")
+    return 0
+
+
+def _nothing_listed(args: argparse.Namespace, ctx: Context, hidden: int) -> CtraceError:
+    """An empty table is an answer nobody can act on: say why it is empty, and what to run instead."""
+    from ctrace.errors import EnvironmentProblem
+
+    if hidden:
+        return EnvironmentProblem(f"no process listed: {hidden} processes hidden: {_why_hidden()}")
+    if args.container:
+        return NotFound(
+            f"container {args.container!r} runs no process named {args.name!r}",
+            f"list its processes: 'ctrace ps --container {args.container}'",
+        )
+    if args.name and _is_container(args.name, ctx):
+        return NotFound(
+            f"no process is named {args.name!r}, but a container is",
+            f"list its processes: 'ctrace ps --container {args.name}'",
+        )
+    return NotFound(f"no process named {args.name!r}", "list every process with 'ctrace ps'")
+
+
+def _why_hidden() -> str:
+    if os.geteuid() != 0:
+        return "reading another user's process needs root (run ctrace as root)"
+    return "permission denied reading their binary, even as root (a security module or another user namespace)"
+
+
+def _is_container(name: str, ctx: Context) -> bool:
+    from ctrace.resolvers import docker
+
+    try:
+        return bool(docker.select(docker.client().containers(), name, take_all=True))
+    except CtraceError:
+        return False
+
+
+def _details(procs: Sequence[Process], ctx: Context) -> dict[int, dict[str, object]]:
+    """User, start time and resident memory of each process (psutil), for -o wide and json."""
+    import psutil
+
+    psutil.PROCFS_PATH = ctx.proc_root
+    out: dict[int, dict[str, object]] = {}
+    for p in procs:
+        try:
+            proc = psutil.Process(p.pid)
+            with proc.oneshot():
+                out[p.pid] = {"user": proc.username(), "started": proc.create_time(), "rss": proc.memory_info().rss}
+        except psutil.Error:
+            continue  # exited meanwhile
+    return out
 
 
 def _owner(pid: int, ctx: Context) -> dict[str, object]:
@@ -183,7 +336,7 @@ def _owner(pid: int, ctx: Context) -> dict[str, object]:
     from ctrace.resolvers import docker, kubernetes
 
     proc = _quiet_process(pid, ctx)
-    if proc is None:
+    if not isinstance(proc, tuple):
         return {"container": None, "pod": None}
     found = procfs.placement(pid, ctx.proc_root)
     where = {pid: found} if found.container_id else {}
@@ -192,37 +345,36 @@ def _owner(pid: int, ctx: Context) -> dict[str, object]:
     return {"container": d["container"], "pod": d["pod"]}
 
 
-def completion(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
+def completion(args: argparse.Namespace, out: TextIO) -> None:
     from ctrace import completion as comp
 
     out.write(comp.script(args.shell))
 
 
-def complete(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
-    from ctrace import completion as comp
-
-    if args.kind == "targets":
-        comp.targets(ctx, out)
-    else:
-        comp.funcs(args.target, ctx, out)
+HIDDEN = "hidden"  # what _quiet_process returns for a process ctrace may not read
 
 
-def _quiet_process(pid: int, ctx: Context) -> Process | None:
-    """A user-space process, or None for kernel threads and processes that exited."""
+def _quiet_process(pid: int, ctx: Context) -> Process | str | None:
+    """A user-space process, HIDDEN when reading it needs more privilege, or None for
+    kernel threads and processes that exited."""
+    from ctrace.errors import EnvironmentProblem
     from ctrace.resolvers import host
 
     try:
         return host.process(pid, ctx)
+    except EnvironmentProblem:
+        return HIDDEN
     except Exception:  # noqa: BLE001 - ps lists what it can read
         return None
 
 
-def _ps_dict(p: Process) -> dict[str, object]:
+def _ps_dict(p: Process, details: dict[str, object] | None) -> dict[str, object]:
     from ctrace import render
 
     d = render.process_dict(p)
     d["exe"] = p.exe
     d["deleted"] = p.deleted
     d["init"] = p.init
-    d["container_pid"] = p.nspid[-1]  # seed 7.3: the PID `docker top` does not show
+    d["container_pid"] = p.nspid[-1]  # the PID `docker top` does not show: the one inside the container
+    d.update(details or {"user": None, "started": None, "rss": None})
     return d

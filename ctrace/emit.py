@@ -16,10 +16,8 @@ import re
 import shlex
 from collections import Counter
 from collections.abc import Sequence
-from operator import countOf
 
-from ctrace.elf import symtab
-from ctrace.elf.columns import Columns
+from ctrace.elf import names as symbol_names
 from ctrace.match import last_component
 from ctrace.model import Command, Pod, Symbol
 from ctrace.record import Record
@@ -98,7 +96,7 @@ class NameIndex:
     def count(self) -> Counter[str]:
         """Functions per name, on first use: only a name with a '*' needs them all."""
         if self._count is None:
-            self._count = Counter(symtab.names_of(self.symbols))
+            self._count = Counter(symbol_names.names(self.symbols))
         return self._count
 
     @property
@@ -109,14 +107,10 @@ class NameIndex:
         return self._names
 
     def of(self, name: str) -> int:
-        """How many functions have this name: one pass in C, not a Counter of 70k names."""
+        """How many functions have this name: one search of the storage, not a Counter of every name."""
         if name not in self._of:
-            if self._count is not None:
-                self._of[name] = self.count[name]
-            elif isinstance(self.symbols, Columns):
-                self._of[name] = len(self.symbols.find(name))  # no name split out
-            else:
-                self._of[name] = countOf(symtab.names_of(self.symbols), name)
+            found = self.count[name] if self._count is not None else symbol_names.count(self.symbols, name)
+            self._of[name] = found
         return self._of[name]
 
     def glob_hits(self, name: str) -> int:

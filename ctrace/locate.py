@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from ctrace import elf, mapped, paths, procfs
 from ctrace.elf import cache as elf_cache
-from ctrace.errors import NotFound, NotTraceable
+from ctrace.errors import CtraceError, NotFound, NotTraceable
 from ctrace.model import Binary, Process
 from ctrace.progress import progress
 from ctrace.record import Record
@@ -21,6 +22,7 @@ class Loaded(Record):
     info: elf.ElfInfo
     warnings: list[str]  # appended to while probes are made
     lib: bool = False  # a library the process maps (--lib), not its executable
+    ctx: Context | None = None  # where it was found: for the libraries of the same process
 
 
 class ElfCache:
@@ -119,7 +121,36 @@ def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -
     if info.stripped:
         counts = ", ".join(f"{n} from {src}" for src, n in info.sources().items()) or "none"
         warnings.append(f"{path} is stripped (no .symtab): functions found: {counts}")
-    return Loaded(proc, binary, info, warnings, lib is not None)
+    return Loaded(proc, binary, info, warnings, lib is not None, ctx)
+
+
+def elsewhere(loaded: Loaded, pattern: str) -> str | None:
+    """When ``pattern`` names no function of the executable, the libraries it maps that
+    have one (redis maps jemalloc, whose malloc is the one it calls), as a command to run."""
+    from ctrace import match
+
+    ctx, proc = loaded.ctx, loaded.process
+    if loaded.lib or ctx is None:
+        return None
+    try:
+        files = mapped.mapped_files(proc.pid, ctx.proc_root)
+    except (NotFound, OSError):
+        return None
+    cache, found = ElfCache(ctx.cache_dir), []
+    for path in mapped.libraries(proc.pid, ctx.proc_root):
+        try:
+            info = cache.inspect(files[path], f"{ctx.proc_root}/{proc.pid}/root", os.path.dirname(path))
+        except (CtraceError, OSError):
+            continue  # not ELF, or unmapped meanwhile
+        hits, tier = match.match(info.symbols, pattern, info.demangled)
+        if hits and tier != "substring":
+            found.append(path)
+    if not found:
+        return None
+    libs = ", ".join(os.path.basename(p) for p in found)
+    lib = mapped.stem(found[0])
+    again = shlex.join(["ctrace", "target", f"pid:{proc.pid}", "--lib", lib, "--func", pattern])
+    return f"{pattern!r} is in {libs}, which process {proc.pid} maps: '{again}'"
 
 
 def own_mount_ns(pid: int, ctx: Context) -> bool:

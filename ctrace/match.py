@@ -14,8 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 
-from ctrace.elf import symtab
-from ctrace.elf.columns import Columns
+from ctrace.elf import names as symbol_names
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
 
@@ -51,11 +50,11 @@ def match(
     hold the pattern somewhere reach the Python-level last-component test.
     """
     check_pattern(pattern)
-    if isinstance(symbols, Columns) and not aliases:
-        fast = _match_columns(symbols, pattern)
+    if not aliases:
+        fast = _match_names(symbols, pattern)
         if fast is not None:
             return fast
-    names = symtab.names_of(symbols)  # not changed: a cached Columns' own list
+    names = symbol_names.names(symbols)  # not changed: the storage's own list
     owners: Sequence[int] = range(len(symbols))  # names[i] belongs to symbols[owners[i]]
     if aliases:
         extra = [i for i, n in enumerate(names) if n in aliases]
@@ -87,20 +86,29 @@ def match(
     return [], ""
 
 
-def _match_columns(symbols: Columns, pattern: str) -> tuple[list[Symbol], str] | None:
-    """match() on a cached binary, through searches of its joined names instead of a
-    test of each (~35k names split out and compared: ~5 ms); None for the glob tier,
-    which the name-by-name path decides."""
-    exact = symbols.find(pattern)
+def _match_names(symbols: Sequence[Symbol], pattern: str) -> tuple[list[Symbol], str] | None:
+    """match() without aliases, through the storage's own searches (elf/names.py): a cached
+    binary answers from its joined names, not by splitting out and comparing each name.
+    None for the glob tier, which the name-by-name path decides."""
+    exact = symbol_names.exact(symbols, pattern)
     if exact:
-        return [symbols.symbol(i, pattern) for i in exact], "exact"
-    holding = symbols.containing(pattern)
-    last = [symbols.symbol(i, name) for i, name in holding if last_component(name) == pattern]
+        return exact, "exact"
+    holding = symbol_names.containing(symbols, pattern)
+    last = [s for s in holding if last_component(s.name) == pattern]
     if last:
         return last, "last component"
     if _GLOB_CHARS & set(pattern):
         return None
-    return [symbols.symbol(i, name) for i, name in holding], "substring" if holding else ""
+    return holding, "substring" if holding else ""
+
+
+def loose(pattern: str, hits: Sequence[Symbol], tier: str) -> str | None:
+    """A warning when ``--func`` took functions that merely contain the pattern: a user who
+    typed a name expects that name, and should hear that it is not there."""
+    if tier != "substring":
+        return None
+    shown = ", ".join(s.name for s in hits[:3]) + (f" and {len(hits) - 3} more" if len(hits) > 3 else "")
+    return f"no function is named {pattern!r}: --func took the {len(hits)} whose name contains it ({shown})"
 
 
 def _last_is(sym: Symbol, pattern: str, aliases: Mapping[str, str] | None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ctrace import elf, emit, match, procfs, sites
+from ctrace import elf, emit, locate, match, procfs, sites
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
@@ -42,15 +42,22 @@ def _with_containers(procs: list[Process], ctx: Context) -> list[Process]:
 
 
 def select(
-    symbols: Sequence[Symbol], patterns: Sequence[str], aliases: Mapping[str, str] | None = None
+    symbols: Sequence[Symbol],
+    patterns: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[list[Symbol], list[str]]:
     """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none.
 
-    ``aliases`` are demangled names, matched as well as the mangled ones."""
+    ``aliases`` are demangled names, matched as well as the mangled ones; ``notes`` gets
+    a line for each pattern that matched only as a substring."""
     chosen: dict[tuple[str, int], Symbol] = {}
     missing = []
     for pattern in patterns:
-        hits, _ = match.match(symbols, pattern, aliases)
+        hits, tier = match.match(symbols, pattern, aliases)
+        note = match.loose(pattern, hits, tier)
+        if note and notes is not None:
+            notes.append(note)
         if not hits:
             missing.append(pattern)
         for sym in hits:
@@ -198,7 +205,7 @@ def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
     pod = proc.pod
     assert pod is not None
     if pod.agent is None:
-        return Remote(pod, None, f"no ctrace agent runs on node {pod.node}: kubectl apply -f manifests/")
+        return Remote(pod, None, f"no ctrace node agent runs on node {pod.node}: run ctrace on that node")
     cmd = emit.agent_command(pod, pod.agent, patterns, ctx.k8s.context)
     return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}")
 
@@ -219,7 +226,7 @@ def targets(
     failures = []
     gone: list[NotFound] = []
     for item in loaded:
-        chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
+        chosen, missing = select(item.info.symbols, patterns, item.info.demangled, item.warnings)
         if missing:
             failures.append((item, missing))
             continue
@@ -267,6 +274,7 @@ def _go_uretprobe(item: Loaded) -> UsageError:
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
+    hint = locate.elsewhere(item, missing[0]) or hint
     if item.info.stripped:
         found = ", ".join(item.info.sources()) or "none of them"
         hint = (

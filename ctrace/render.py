@@ -257,11 +257,41 @@ def ns_text(d: dict[str, Any], out: TextIO) -> None:
     table([[name, str(ident)] for name, ident in d["namespaces"].items()], out)
 
 
-def ps_text(procs: Sequence[Process], out: TextIO) -> None:
-    rows = [["PID", "NSPID", "CPID", "COMM", "CONTAINER", "CONTAINER ID", "EXE"]]
+def ps_text(procs: Sequence[Process], out: TextIO, details: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+    """The process table; with ``details`` (-o wide) also user, start time and resident memory."""
+    head = ["PID", "NSPID", "CPID", "COMM", "CONTAINER", "CONTAINER ID"]
+    rows = [[*head, *(("USER", "START", "RSS") if details is not None else ()), "EXE"]]
     for p in procs:
         c = p.container
         name = (c.name or "-") + ("*" if p.init else "") if c else "-"
         exe = p.exe + (" (deleted)" if p.deleted else "")
-        rows.append([str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, name, c.id[:12] if c else "-", exe])
+        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, name, c.id[:12] if c else "-"]
+        if details is not None:
+            row += _wide(details.get(p.pid))
+        rows.append([*row, exe])
     table(rows, out)
+
+
+def _wide(d: Mapping[str, Any] | None) -> list[str]:
+    if d is None:
+        return ["-", "-", "-"]
+    return [str(d["user"]), started(d["started"]), size(d["rss"])]
+
+
+def started(when: float, now: float | None = None) -> str:
+    """As ps(1) shows START: the time of day for today, else the month and day."""
+    import time
+
+    now = time.time() if now is None else now
+    moment = time.localtime(when)
+    return time.strftime("%H:%M" if now - when < 86400 else "%b%d", moment)
+
+
+def size(n: int) -> str:
+    """A byte count in KiB, MiB or GiB, as kubectl top shows memory."""
+    for unit in ("Ki", "Mi", "Gi"):
+        n_units = n / 1024
+        if n_units < 1024 or unit == "Gi":
+            return f"{n_units:.0f}{unit}" if n_units >= 10 else f"{n_units:.1f}{unit}"
+        n = int(n_units)
+    return str(n)

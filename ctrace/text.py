@@ -10,16 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ctrace.model import Command, Process, Remote, Target
+from ctrace.model import Command, Probe, Process, Remote, Target
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing import TextIO
 
 FORMS = {
-    "proc-root": "/proc/PID/root (seed 2.5.2)",
-    "merged": "MergedDir (seed 2.5.1)",
-    "pid-path": "-p PID with the in-container path (seed 2.5.3)",
+    "proc-root": "/proc/PID/root",
+    "merged": "the container's MergedDir (overlay2)",
+    "pid-path": "-p PID with the in-container path",
     "exe": "/proc/PID/exe",
     "agent": "through the node agent",
 }
@@ -78,7 +78,7 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         out.write("\n" + style.dim(f"# {shown}  ({kind}0x{probe.address:x}, attached {how})") + "\n")
         commands(probe.commands, out, wide, style)
         if probe.perf:
-            out.write(style.dim("# perf (seed 4.1.2): add the event, record it with DWARF stacks, show, remove") + "\n")
+            out.write(style.dim("# perf: add the event, record it with DWARF stacks, show, remove") + "\n")
             out.write("".join(c.shell + "\n" for c in probe.perf))
 
 
@@ -114,10 +114,18 @@ def plan(targets: Sequence[Target], remotes: Sequence[Remote], out: TextIO, wide
 
 
 def quiet(targets: Sequence[Target], remotes: Sequence[Remote], out: TextIO) -> None:
-    """Only the recommended shell lines, one per probe: for $(...) and scripts."""
-    for t in targets:
-        for probe in t.probes:
-            out.write(probe.commands[0].shell + "\n")
-    for r in remotes:
-        if r.command:
-            out.write(r.command.shell + "\n")
+    """Only the recommended shell lines, one per probe: for $(...) and scripts.
+
+    One line alone is the command, so ``$(ctrace ... -q)`` runs it. Several are each
+    preceded by a ``# PID FUNCTION`` comment line naming what it traces (a shell reads
+    it as a comment: ``eval`` and ``sh`` still run the output as it is)."""
+    lines = [(f"{t.process.pid} {_label(p)}", p.commands[0].shell) for t in targets for p in t.probes]
+    lines += [(f"pod {r.pod.namespace}/{r.pod.name}", r.command.shell) for r in remotes if r.command]
+    for label, shell in lines:
+        out.write(f"# {label}\n{shell}\n" if len(lines) > 1 else shell + "\n")
+
+
+def _label(probe: Probe) -> str:
+    """The function's name as one comment line: a newline in a symbol name must not end the comment."""
+    name = probe.demangled or probe.symbol
+    return name if name.isprintable() else ascii(name)

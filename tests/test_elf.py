@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf
-from ctrace.elf import reference
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import NotFound, NotTraceable
 from ctrace.model import Symbol
+from tests import elf_reference as reference
 from tests.conftest import Built, need, need_bpftrace, run
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"

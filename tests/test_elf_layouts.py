@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf
-from ctrace.elf import reference
+from tests import elf_reference as reference
 from tests import elfgen
 
 FUNCS = [("alpha", 0x400010, 16), ("beta", 0x400020, 32), ("gamma.part.0", 0x400040, 4)]

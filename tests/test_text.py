@@ -50,8 +50,32 @@ def test_wide_shows_every_form_and_quiet_only_commands(built: Built, processes: 
     proc = processes.start(built["stack-unwind"])
     wide = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--func", "func_b", "-o", "wide").out
     assert "# or, /proc/PID/exe:" in wide and f"uprobe:/proc/{proc.pid}/exe:func_c" in wide
-    quiet = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--func", "func_b", "-q").out.splitlines()
-    assert len(quiet) == 2 and all(line.startswith(f"bpftrace -p {proc.pid} -e ") for line in quiet)
+    quiet = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--func", "func_b", "-q").out
+    # Several commands: each labelled by a comment line naming its PID and function.
+    lines = quiet.splitlines()
+    assert lines[0::2] == [f"# {proc.pid} func_c", f"# {proc.pid} func_b"]
+    assert all(line.startswith(f"bpftrace -p {proc.pid} -e ") and "func_" in line for line in lines[1::2])
+    assert [line.split(":")[-1].split()[0] for line in lines[1::2]] == ["func_c", "func_b"]
+    # ...which a shell reads as comments: eval "$(ctrace ... -q)" runs exactly the commands.
+    argvs = [p["argv"] for p in targets_json(proc.pid, "func_c", "func_b")[0]["probes"]]
+    assert evaluated(quiet) == argvs
+    # One command alone is bare.
+    one = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "-q").out
+    assert one.count("\n") == 1 and evaluated(one) == argvs[:1]
+
+
+def evaluated(script: str) -> list[list[str]]:
+    """The argv of each bpftrace command a shell's eval of ``script`` runs (bpftrace itself is not run)."""
+    shim = 'bpftrace() { printf "%s\\0" bpftrace "$@"; printf "\\n"; }; eval "$(cat)"'
+    out = subprocess.run(["bash", "-c", shim], input=script, capture_output=True, text=True, check=True).stdout
+    return [line.split("\0")[:-1] for line in out.splitlines()]
+
+
+def targets_json(pid: int, *funcs: str) -> list[dict[str, object]]:
+    res = ctrace("target", f"pid:{pid}", *(f"--func={f}" for f in funcs), "-o", "json")
+    assert res.code == 0, res.err
+    found: list[dict[str, object]] = res.json()["targets"]
+    return found
 
 
 def test_yaml_and_json_say_the_same(built: Built, processes: Processes) -> None:

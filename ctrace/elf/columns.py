@@ -19,9 +19,9 @@ from ctrace.model import Symbol
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Union, overload
+    from typing import overload
 
-    Packed = tuple[str, Union[bytes, list[int]], Union[bytes, list[int]], bytes, tuple[str, ...]]
+    Packed = tuple[str, bytes | list[int], bytes | list[int], bytes, tuple[str, ...]]
 
 
 class Columns(Sequence[Symbol]):

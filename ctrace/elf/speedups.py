@@ -13,11 +13,11 @@ from importlib import import_module
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Protocol, Union
+    from typing import Protocol
 
     from ctrace.model import Symbol
 
-    Buffer = Union[bytes, memoryview]
+    Buffer = bytes | memoryview
 else:
     Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 

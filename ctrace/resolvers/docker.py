@@ -76,8 +76,14 @@ class Sdk:
 
     @classmethod
     def connect(cls) -> Sdk:
-        import docker
-        import requests
+        try:
+            import docker
+            import requests
+        except ImportError as err:  # an extra: only a daemon over TCP, TLS or ssh needs it
+            raise EnvironmentProblem(
+                f"DOCKER_HOST={os.environ.get('DOCKER_HOST', '')} needs the docker SDK, which is not installed",
+                "pip install 'ctrace[remote-docker]'",
+            ) from err
 
         try:
             api = docker.from_env(timeout=engine.TIMEOUT)

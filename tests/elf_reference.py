@@ -1,7 +1,7 @@
-"""The same symbol listing through pyelftools: the reference the fast path must match.
+"""The same symbol listing through pyelftools: the reference ctrace's own ELF reader must match.
 
-Used by the tests and the benchmarks (and never on the fast path: importing
-pyelftools alone costs 40-60 ms).
+Test code: ctrace never imports pyelftools (a dev dependency), whose import alone
+outweighs reading a binary's symbols the fast way (benchmarks/README.md).
 """
 
 from __future__ import annotations
