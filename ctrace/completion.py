@@ -48,7 +48,7 @@ ZSH = r"""#compdef ctrace kubectl-ctrace
 # zsh completion for ctrace: source <(ctrace completion zsh)
 _ctrace() {
     local -a reply
-    reply=(${(f)"$(${words[1]} __complete -- ${(Q)words[2,CURRENT]} 2>/dev/null)"})
+    reply=(${(f)"$(${words[1]} __complete -- "${(@Q)words[2,CURRENT]}" 2>/dev/null)"})
     local directive=${reply[-1]}
     reply[-1]=()
     if (( ${#reply} )); then

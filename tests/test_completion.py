@@ -1,56 +1,164 @@
-"""Completion scripts load in bash and complete targets and function names from the live machine."""
+"""Completion as a user meets it: a real bash and zsh in tmux, and kubectl's plugin completion.
+
+The candidates come from the live machine: a docker container started here, processes
+started here, their functions. Each shell test types into a real interactive shell and
+reads the screen, so what is checked is what a person would see after pressing Tab.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
-import sys
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Built, Processes, ctrace
+from tests import terminal
+from tests.conftest import Built, Processes, ctrace, need, run
+
+SESSION = f"{os.getpid()}"
 
 
-def bash_complete(words: list[str], bindir: Path) -> list[str]:
-    """Run the real completion function for ``words`` (the last one being completed)."""
-    script = ctrace("completion", "bash").out
-    line = " ".join(f"'{w}'" for w in words)
-    program = f"""{script}
-COMP_WORDS=({line}); COMP_CWORD={len(words) - 1}
-_ctrace
-printf '%s\\n' "${{COMPREPLY[@]}}"
-"""
-    env = {"PATH": f"{bindir}:/usr/bin:/bin"}
-    out = subprocess.run(["bash", "--norc", "-c", program], capture_output=True, text=True, env=env, check=True)
-    return out.stdout.split()
+def candidates(*words: str, prog: str = "ctrace") -> tuple[list[str], str]:
+    res = ctrace("__complete", "--", *words)
+    assert res.code == 0 and res.err == "", res
+    *found, directive = res.out.splitlines()
+    return found, directive
 
 
-@pytest.fixture
-def bindir() -> Path:
-    path = Path(sys.executable).parent
-    if not (path / "ctrace").exists():
-        pytest.skip("the ctrace console script is not installed in this environment")
-    return path
+def test_commands_never_offer_the_hidden_one() -> None:
+    found, directive = candidates("")
+    assert found == ["target", "symbols", "ns", "ps", "completion", "version"] and directive == ":4"
+    assert candidates("__")[0] == []
 
 
-def test_bash_script_loads() -> None:
-    script = ctrace("completion", "bash").out
-    out = subprocess.run(["bash", "--norc", "-c", f"{script}\ncomplete -p ctrace"], capture_output=True, text=True)
-    assert out.returncode == 0 and "complete -F _ctrace ctrace" in out.stdout
+@pytest.mark.parametrize(
+    ("words", "want"),
+    [
+        (["target", "x", "-o", ""], ["text", "wide", "json", "yaml"]),
+        (["ps", "--output", "w"], ["wide"]),
+        (["target", "x", "--action", ""], ["stack", "count", "args", "latency"]),
+        (["target", "x", "--probe", "u"], ["uprobe", "uretprobe"]),
+        (["target", "x", "--tool", ""], ["bpftrace", "perf"]),
+        (["target", "x", "--output=j"], ["--output=json"]),
+        (["completion", ""], ["bash", "zsh"]),
+        (["-o", "json", "ta"], ["target"]),  # global flags before the command
+    ],
+)
+def test_choices_complete(words: list[str], want: list[str]) -> None:
+    assert candidates(*words)[0] == want
 
 
-def test_zsh_script_parses() -> None:
-    if shutil.which("zsh") is None:
-        pytest.skip("zsh is not installed")
-    script = ctrace("completion", "zsh").out
-    assert subprocess.run(["zsh", "-n", "-c", script]).returncode == 0
+def test_flags_complete_from_the_parser() -> None:
+    found = candidates("target", "x", "-")[0]
+    assert {"-q", "--quiet", "--func", "--lib", "--action", "--probe", "--tool", "-o", "--debug"} <= set(found)
+    assert candidates("target", "x", "--fu")[0] == ["--func"]
 
 
-def test_completes_commands_targets_and_funcs(built: Built, processes: Processes, bindir: Path) -> None:
-    assert bash_complete(["ctrace", "ta"], bindir) == ["target"]
+def test_ns_completes_pids_and_ps_names(built: Built, processes: Processes) -> None:
     proc = processes.start(built["stack-unwind"])
-    assert "stack-unwind" in bash_complete(["ctrace", "target", "stack-un"], bindir)
-    assert f"pid:{proc.pid}" in bash_complete(["ctrace", "target", f"pid:{proc.pid}"], bindir)
-    funcs = bash_complete(["ctrace", "target", f"pid:{proc.pid}", "--func", "func_"], bindir)
-    assert funcs == ["func_a", "func_b", "func_c"]
+    pids = candidates("ns", str(proc.pid)[:-1])[0]
+    assert str(proc.pid) in pids and all(p.isdigit() for p in pids)
+    assert "stack-unwind" in candidates("ps", "stack-unw")[0]
+
+
+def test_funcs_and_libs_of_the_target(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["stack-unwind"])
+    assert candidates("target", f"pid:{proc.pid}", "--func", "func_")[0] == ["func_a", "func_b", "func_c"]
+    dyn = processes.start(built["hello-dyn"])
+    assert "libc.so.6" in candidates("target", f"pid:{dyn.pid}", "--lib", "libc")[0]
+    assert "malloc" in candidates("target", f"pid:{dyn.pid}", "--lib", "libc", "--func", "mallo")[0]
+
+
+@pytest.fixture(scope="module")
+def container(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running docker container with a name of its own, from a one-file root filesystem."""
+    need(shutil.which("docker") is not None, "docker is not installed")
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
+    tar = tmp_path_factory.mktemp("ux") / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(built["hello"], arcname="hello")
+    tag, name = f"ctrace-test/ux:{SESSION}", f"ctrace-ux-st{SESSION}"
+    run(["docker", "import", "-c", f"ENTRYPOINT {json.dumps(['/hello'])}", str(tar), tag])
+    try:
+        run(["docker", "run", "-d", "--name", name, tag])
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture(params=["bash", "zsh"])
+def shell(request: pytest.FixtureRequest) -> Iterator[terminal.Terminal]:
+    need(shutil.which("tmux") is not None, "tmux is not installed (make test installs it)")
+    need(shutil.which(request.param) is not None, f"{request.param} is not installed (make test installs it)")
+    need((terminal.BINDIR / "ctrace").exists(), "the ctrace console script is not installed (pip install -e .)")
+    if request.param == "bash":
+        need(os.path.exists(terminal.BASH_COMPLETION), "bash-completion is not installed (make test installs it)")
+    term = terminal.bash() if request.param == "bash" else terminal.zsh()
+    yield term
+    term.close()
+
+
+def typed(term: terminal.Terminal, text: str) -> str:
+    """The prompt line after typing ``text`` and pressing Tab; the line is cleared afterwards."""
+    term.complete(text)
+    line = term.line().rstrip()
+    term.keys("C-u")
+    return line
+
+
+def test_completion_in_a_real_shell(
+    shell: terminal.Terminal, container: str, built: Built, processes: Processes
+) -> None:
+    # "ux-st" is where the container's name and no process's name begin.
+    assert typed(shell, f"ctrace target {container[:-3]}") == f"$ ctrace target {container}"
+    proc = processes.start(built["stack-unwind"])
+    # bash splits words at ':'; the completion must not double the "pid:" part.
+    assert typed(shell, f"ctrace target pid:{proc.pid}") == f"$ ctrace target pid:{proc.pid}"
+    assert (
+        typed(shell, f"ctrace target pid:{proc.pid} --func func_c") == f"$ ctrace target pid:{proc.pid} --func func_c"
+    )
+    assert typed(shell, f"ctrace ns {proc.pid}") == f"$ ctrace ns {proc.pid}"
+    assert typed(shell, "ctrace target x -o wi") == "$ ctrace target x -o wide"
+    assert typed(shell, "ctrace target x --prob") == "$ ctrace target x --probe"
+    # kubectl's plugin completion (kubectl's own completion script, then kubectl_complete-ctrace)
+    if shutil.which("kubectl"):
+        assert typed(shell, "kubectl ctrace target --probe uret") == "$ kubectl ctrace target --probe uretprobe"
+    listed = shell.complete("ctrace target x --action ", tabs=2)
+    shell.clear_line()
+    assert all(word in listed for word in ("stack", "count", "args", "latency"))
+
+
+def test_kubectl_runs_the_completion_executable() -> None:
+    """kubectl's own protocol (kubectl __complete): candidates, then a :4 directive (no file names)."""
+    need(shutil.which("kubectl") is not None, "kubectl is not installed (make test installs it)")
+    need((terminal.BINDIR / "kubectl_complete-ctrace").exists(), "kubectl_complete-ctrace is not installed")
+    env = {**os.environ, "PATH": f"{terminal.BINDIR}:{os.environ['PATH']}"}
+    out = subprocess.run(
+        ["kubectl", "__complete", "ctrace", "target", "x", "-o", ""], capture_output=True, text=True, env=env
+    )
+    assert out.stdout.splitlines() == ["text", "wide", "json", "yaml", ":4"], out
+
+
+def test_scripts_parse() -> None:
+    assert subprocess.run(["bash", "-n", "-c", ctrace("completion", "bash").out]).returncode == 0
+    need(shutil.which("zsh") is not None, "zsh is not installed (make test installs it)")
+    assert subprocess.run(["zsh", "-n", "-c", ctrace("completion", "zsh").out]).returncode == 0
+
+
+def test_a_broken_line_completes_to_nothing_quietly() -> None:
+    for line in ("ctrace target 'unclosed", 'ctrace target "x --func ', "ctrace --proc-root"):
+        res = ctrace("__complete", "--bash", line)
+        assert res.code == 0 and res.err == "" and res.out.endswith((":4\n", ":0\n")), res
+
+
+def test_zsh_and_bash_agree_with_the_candidates(tmp_path: Path) -> None:
+    """The bash entry point reads the line itself: the same words give the same candidates."""
+    found, _ = candidates("target", "x", "--action", "")
+    res = ctrace("__complete", "--bash", "ctrace target x --action ")
+    assert res.out.splitlines()[:-1] == found
