@@ -19,7 +19,8 @@ from ctrace.resolvers.base import Context, K8sOptions
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ctrace.model import Command, Process, Remote
+    from ctrace.elf import ElfInfo
+    from ctrace.model import Command, Process, Remote, Symbol
     from ctrace.plan import Plan
 
 
@@ -108,8 +109,11 @@ def version(output: str, out: TextIO) -> None:
 def check_target_flags(args: argparse.Namespace) -> None:
     """Flags that would be silently ignored together are refused instead."""
     if not args.func:
-        what = args.target or "TARGET"
-        raise UsageError("--func is required", f"list the functions with 'ctrace symbols {what}'")
+        if not args.target:
+            raise UsageError("--func is required", "see 'ctrace target --help'")
+        raise UsageError(
+            "--func is required", f"list the functions with '{shlex.join(['ctrace', 'symbols', args.target])}'"
+        )
     if args.duration is not None and not args.run:
         raise UsageError("--duration needs --run", "add --run to run the command for that long")
     if args.duration is not None and args.duration <= 0:
@@ -168,21 +172,26 @@ def run_traced(result: Plan, args: argparse.Namespace) -> int:
     code = runner.run(command.argv, args.duration)
     gone = [pid for pid, when in started.items() if when is None or _start_time(pid, args.proc_root) != when]
     if gone and code in (0, 130):
-        again = shlex.join(["ctrace", *vars(args).get("argv", ["target", args.target, "--run"])])
-        raise NotFound(
-            f"process {gone[0]} exited (or was restarted) while it was traced; bpftrace stopped",
-            f"to trace its new process, run again: '{again}'",
-        )
+        comm = next(t.process.comm for t in result.targets if t.process.pid == gone[0])
+        if args.target.startswith("pid:") or args.target.isdigit():
+            hint = f"if it was restarted, find its new PID: '{shlex.join(['ctrace', 'ps', comm])}'"
+        else:
+            hint = f"if it was restarted, trace it again: '{shlex.join(['ctrace', *args.argv])}'"
+        raise NotFound(f"process {gone[0]} ({comm}) exited while it was traced; bpftrace stopped", hint)
     return code
 
 
 def _start_time(pid: int, proc_root: str) -> str | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks): a PID reused by another process differs."""
+    """Field 22 of /proc/PID/stat (start time in clock ticks): a PID reused by another process
+    differs. None for a process that is gone or a zombie (exited, not yet reaped)."""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[19].decode()
-    except (OSError, IndexError):
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
         return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
 
 
 def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
@@ -230,8 +239,27 @@ def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
         render.symbols_json(binary, info, chosen, out)
     elif args.output == "yaml":
         render.data(render.symbols_dict(binary, info, chosen), args.output, out)
+    elif args.output == "wide":
+        render.symbols_wide(binary, info, chosen, _attach_columns(binary.host_path, info, chosen), out)
     else:
         render.symbols_text(binary, info, chosen, out)
+
+
+def _attach_columns(path: str, info: ElfInfo, chosen: Sequence[Symbol]) -> list[tuple[str, str]]:
+    """For -o wide: each function's file offset, and whether bpftrace can attach to it by
+    name (a unique name from .symtab/.dynsym it can quote) or only by address."""
+    from ctrace import emit
+    from ctrace.elf.reader import open_elf
+
+    elf_file = open_elf(path)
+    index = emit.NameIndex(info.symbols)
+    index.count  # noqa: B018 - every name's count at once, not one search per function
+    out = []
+    for sym in chosen:
+        offset = elf_file.vaddr_to_offset(sym.address)
+        named = sym.source in ("symtab", "dynsym") and emit.name_site(sym, index) is not None
+        out.append((f"0x{offset:x}" if offset is not None else "-", "name" if named else "address"))
+    return out
 
 
 def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
@@ -240,7 +268,7 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
     pid = host.parse_pid(args.pid)
     if pid is None:
-        raise UsageError(f"{args.pid!r} is not a PID", "e.g. ctrace ns 1234")
+        raise UsageError(f"{args.pid!r} is not a PID", "give a process ID, e.g. 'ctrace ns 1'")
     status = procfs.read_status(pid, ctx.proc_root)
     data = render.ns_dict(pid, status, procfs.namespaces(pid, ctx.proc_root))
     data.update(_owner(pid, ctx))

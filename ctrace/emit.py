@@ -91,6 +91,7 @@ class NameIndex:
         self._count: Counter[str] | None = None
         self._names: list[str] | None = None
         self._of: dict[str, int] = {}
+        self._ends: list[str] | None = None
 
     @property
     def count(self) -> Counter[str]:
@@ -113,23 +114,50 @@ class NameIndex:
             self._of[name] = found
         return self._of[name]
 
+    @property
+    def ends(self) -> list[str]:
+        """Every name reversed, sorted: the names ending with a suffix are one range of it."""
+        if self._ends is None:
+            self._ends = sorted(n[::-1] for n in self.count)
+        return self._ends
+
     def glob_hits(self, name: str) -> int:
-        prefix = name.split("*", 1)[0]
-        rx = re.compile(".*".join(re.escape(p) for p in name.split("*")) + r"\Z", re.S)
-        lo = bisect.bisect_left(self.names, prefix)
-        hits = 0
-        for cand in self.names[lo:]:
-            if not cand.startswith(prefix):
-                break
-            if rx.match(cand):
-                hits += self.count[cand]
-        return hits
+        """Functions bpftrace's expansion of ``name``'s '*'s reaches: among the names that start
+        with the text before the first '*' or end with the text after the last (whichever
+        are fewer), those the whole pattern matches."""
+        parts = name.split("*")
+        prefix, suffix = parts[0], parts[-1]
+        lo, hi = _span(self.names, prefix)
+        rlo, rhi = _span(self.ends, suffix[::-1])
+        cands = self.names[lo:hi] if hi - lo <= rhi - rlo else [n[::-1] for n in self.ends[rlo:rhi]]
+        return sum(self.count[c] for c in cands if _globbed(parts, c))
 
     def unique(self, name: str) -> bool:
         """Whether attaching by this name reaches exactly one function."""
         if "*" in name:
             return self.glob_hits(name) == 1
         return self.of(name) == 1
+
+
+def _span(ordered: list[str], prefix: str) -> tuple[int, int]:
+    """The range of the sorted ``ordered`` that starts with ``prefix``."""
+    return bisect.bisect_left(ordered, prefix), bisect.bisect_left(ordered, prefix + "\U0010ffff")
+
+
+def _globbed(parts: list[str], name: str) -> bool:
+    """Whether ``name`` matches the pattern ``'*'.join(parts)``, '*' being any text."""
+    first, last = parts[0], parts[-1]
+    if len(parts) == 1:
+        return name == first
+    if len(name) < len(first) + len(last) or not name.startswith(first) or not name.endswith(last):
+        return False
+    at, end = len(first), len(name) - len(last)
+    for part in parts[1:-1]:  # each middle part, leftmost first, between the ends
+        at = name.find(part, at, end)
+        if at < 0:
+            return False
+        at += len(part)
+    return True
 
 
 def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:

@@ -23,7 +23,7 @@ class NotFound(CtraceError):
     """The target, binary or function does not exist."""
 
     exit_code = 1
-    default_hint = "list processes with 'ctrace ps' and functions with 'ctrace symbols'"
+    default_hint = "list processes with 'ctrace ps'"
 
 
 class NotTraceable(CtraceError):

@@ -204,10 +204,11 @@ def plan(
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
     pod = proc.pod
     assert pod is not None
+    said = "".join(f"; {n}" for n in proc.notes)
     if pod.agent is None:
-        return Remote(pod, None, f"no ctrace node agent runs on node {pod.node}: run ctrace on that node")
+        return Remote(pod, None, f"no ctrace node agent runs on node {pod.node}: run ctrace on that node{said}")
     cmd = emit.agent_command(pod, pod.agent, patterns, ctx.k8s.context)
-    return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}")
+    return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}{said}")
 
 
 def targets(

@@ -105,6 +105,19 @@ def symbols_text(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: 
     out.write(text_rows(symbols, info.demangled))
 
 
+def symbols_wide(
+    binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], attach: Sequence[tuple[str, str]], out: TextIO
+) -> None:
+    """-o wide: the text listing with a header, each function's file offset (what an address
+    probe on a stripped file takes) and how bpftrace can attach to it."""
+    out.write(text_head(binary.path, info.language, info.stripped, len(symbols), info.sources(), info.debug_files))
+    rows = [["ADDRESS", "OFFSET", "SIZE", "SOURCE", "ATTACH", "NAME"]]
+    d = info.demangled
+    for (name, address, size_, source), (offset, how) in zip(symbols, attach):
+        rows.append([f"{address:016x}", offset, str(size_), source, how, _shown(name, d)])
+    table(rows, out)
+
+
 def text_head(
     path: str, language: str, stripped: bool, count: int, sources: Mapping[str, int], debug_files: DebugFiles
 ) -> str:

@@ -199,3 +199,24 @@ def processes() -> Iterator[Processes]:
     ps = Processes()
     yield ps
     ps.stop_all()
+
+
+@pytest.fixture(scope="session")
+def ux_container(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running docker container named ctrace-ux-stPID (no process has that name), from a
+    one-file root filesystem: what a user's container looks like to completion and ps."""
+    import tarfile
+
+    need(shutil.which("docker") is not None, "docker is not installed")
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
+    tar = tmp_path_factory.mktemp("ux") / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(built["hello"], arcname="hello")
+    tag, name = f"ctrace-test/ux:{os.getpid()}", f"ctrace-ux-st{os.getpid()}"
+    run(["docker", "import", "-c", 'ENTRYPOINT ["/hello"]', str(tar), tag])
+    try:
+        run(["docker", "run", "-d", "--name", name, tag])
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

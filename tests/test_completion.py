@@ -7,20 +7,16 @@ reads the screen, so what is checked is what a person would see after pressing T
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import terminal
-from tests.conftest import Built, Processes, ctrace, need, run
-
-SESSION = f"{os.getpid()}"
+from tests.conftest import Built, Processes, ctrace, need
 
 
 def candidates(*words: str, prog: str = "ctrace") -> tuple[list[str], str]:
@@ -74,24 +70,6 @@ def test_funcs_and_libs_of_the_target(built: Built, processes: Processes) -> Non
     assert "malloc" in candidates("target", f"pid:{dyn.pid}", "--lib", "libc", "--func", "mallo")[0]
 
 
-@pytest.fixture(scope="module")
-def container(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running docker container with a name of its own, from a one-file root filesystem."""
-    need(shutil.which("docker") is not None, "docker is not installed")
-    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
-    tar = tmp_path_factory.mktemp("ux") / "rootfs.tar"
-    with tarfile.open(tar, "w") as tf:
-        tf.add(built["hello"], arcname="hello")
-    tag, name = f"ctrace-test/ux:{SESSION}", f"ctrace-ux-st{SESSION}"
-    run(["docker", "import", "-c", f"ENTRYPOINT {json.dumps(['/hello'])}", str(tar), tag])
-    try:
-        run(["docker", "run", "-d", "--name", name, tag])
-        yield name
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
-
-
 @pytest.fixture(params=["bash", "zsh"])
 def shell(request: pytest.FixtureRequest) -> Iterator[terminal.Terminal]:
     need(shutil.which("tmux") is not None, "tmux is not installed (make test installs it)")
@@ -113,10 +91,10 @@ def typed(term: terminal.Terminal, text: str) -> str:
 
 
 def test_completion_in_a_real_shell(
-    shell: terminal.Terminal, container: str, built: Built, processes: Processes
+    shell: terminal.Terminal, ux_container: str, built: Built, processes: Processes
 ) -> None:
     # "ux-st" is where the container's name and no process's name begin.
-    assert typed(shell, f"ctrace target {container[:-3]}") == f"$ ctrace target {container}"
+    assert typed(shell, f"ctrace target {ux_container[:-3]}") == f"$ ctrace target {ux_container}"
     proc = processes.start(built["stack-unwind"])
     # bash splits words at ':'; the completion must not double the "pid:" part.
     assert typed(shell, f"ctrace target pid:{proc.pid}") == f"$ ctrace target pid:{proc.pid}"

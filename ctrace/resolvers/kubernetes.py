@@ -44,7 +44,8 @@ def resolve(target: str, ctx: Context) -> list[Process]:
 
 
 def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
-    name, _note = pods.choose_container(pod, ctx.k8s.container)
+    name, note = pods.choose_container(pod, ctx.k8s.container)
+    notes = (note,) if note else ()  # kubectl's "Defaulted container" line, shown with the target
     runtime, cid = pods.container_id(pod, name)
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     node = spec.get("nodeName", "")
@@ -54,7 +55,7 @@ def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
     info = Pod(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""), name, node)
     if not local:
         remote = Pod(info.namespace, info.name, info.uid, name, node, api.agent_on(node))
-        return [Process(0, (), name, "", runtime="k8s", container=container, pod=remote, remote=True)]
+        return [Process(0, (), name, "", runtime="k8s", container=container, pod=remote, remote=True, notes=notes)]
     procs = []
     for pid in local:
         try:
@@ -63,7 +64,16 @@ def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
             continue  # exited, or a kernel thread
         procs.append(
             Process(
-                proc.pid, proc.nspid, proc.comm, proc.exe, proc.deleted, "k8s", container, info, proc.nspid[-1] == 1
+                proc.pid,
+                proc.nspid,
+                proc.comm,
+                proc.exe,
+                proc.deleted,
+                "k8s",
+                container,
+                info,
+                proc.nspid[-1] == 1,
+                notes=notes,
             )
         )
     return procs
