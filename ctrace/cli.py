@@ -37,7 +37,7 @@ def program_name(argv0: str) -> str:
     name = os.path.basename(argv0) or "ctrace"
     if name.startswith("kubectl-"):
         return "kubectl " + name[len("kubectl-") :].replace("_", "-")
-    return name if name not in ("__main__.py", "cli.py") else "ctrace"
+    return name if name not in ("__main__.py", "cli.py", "-c") else "ctrace"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ctrace.cli import program_name
-from tests.conftest import Built, Processes, ctrace
+from tests.conftest import ROOT, Built, Processes, ctrace, need
 
 
 def assert_clean_error(res: object, code: int, *words: str) -> None:
@@ -138,8 +139,7 @@ def test_ns_json_on_host_process() -> None:
 
 
 def test_ns_in_child_pid_namespace() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("unshare --pid needs root")
+    need(os.geteuid() == 0, "unshare --pid needs root")
     child = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sleep", "30"])
     try:
         import time
@@ -176,19 +176,32 @@ def test_console_scripts_name_themselves() -> None:
     bindir = Path(sys.executable).parent
     for script, prog in (("ctrace", "ctrace"), ("kubectl-ctrace", "kubectl ctrace")):
         exe = bindir / script
-        if not exe.exists():
-            pytest.skip(f"{script} is not installed in this environment (pip install -e .)")
+        need(exe.exists(), f"{script} is not installed in this environment (pip install -e .)")
         out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
         assert out.startswith(f"usage: {prog} ")
 
 
-def test_help_does_not_import_heavy_modules() -> None:
+@pytest.mark.parametrize("argv", [["--help"], [], ["target", f"pid:{os.getpid()}", "--func", "x"], ["version"]])
+def test_help_does_not_import_heavy_modules(argv: list[str]) -> None:
+    """``ctrace --help`` (and a host target) must not pay for docker, kubernetes, pyelftools or psutil.
+
+    The child prints its modules on the way out (atexit), whatever main() did; a child that
+    could not import ctrace at all fails the return-code and output checks."""
     code = (
-        "import sys; from ctrace.cli import main; main(['target', 'pid:1', '--func', 'x']); print(sorted(sys.modules))"
+        "import atexit, json, sys\n"
+        "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules))))\n"
+        "from ctrace.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
-    for heavy in ("docker", "kubernetes", "elftools", "psutil"):
-        assert f"'{heavy}'" not in out
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode in (0, 1), out.stderr  # no function x: a clean error, not a crash
+    assert "Traceback" not in out.stderr
+    if argv[:1] == ["--help"] or not argv:
+        assert out.stdout.startswith("usage: ctrace"), out.stdout
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("MODULES ")]
+    modules = set(json.loads(line.removeprefix("MODULES ")))
+    assert "ctrace.cli" in modules
+    assert not modules & {"docker", "kubernetes", "elftools", "psutil", "yaml", "capstone"}
 
 
 def test_version_names_ctrace_bpftrace_and_kernel() -> None:

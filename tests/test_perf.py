@@ -6,15 +6,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import Built, Processes, ctrace, need_bpftrace
+from tests.conftest import Built, Processes, ctrace, need, need_bpftrace
 
 
 def test_perf_path_records_the_function(built: Built, processes: Processes, tmp_path: Path) -> None:
     need_bpftrace()  # root, and tracefs mounted by make test
-    if shutil.which("perf") is None:
-        pytest.skip("perf is not installed (Debian: linux-perf)")
+    need(shutil.which("perf") is not None, "perf is not installed (Debian: linux-perf)")
     proc = processes.start(built["stack-unwind"])
     res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--tool", "perf", "-o", "json")
     assert res.code == 0, res.err
@@ -23,8 +20,8 @@ def test_perf_path_records_the_function(built: Built, processes: Processes, tmp_
         add[:3] == ["perf", "probe", "-x"] and script == ["perf", "script"] and delete[:3] == ["perf", "probe", "--del"]
     )
     added = subprocess.run(add, capture_output=True, text=True)
-    if added.returncode != 0 and "uprobe_events" in added.stderr:
-        pytest.skip(f"this kernel does not let perf add uprobes: {added.stderr.strip()}")
+    refused = added.returncode != 0 and "uprobe_events" in added.stderr
+    need(not refused, f"this kernel does not let perf add uprobes: {added.stderr.strip()}", optional=True)
     assert added.returncode == 0, added.stderr
     try:
         data = tmp_path / "perf.data"

@@ -8,6 +8,7 @@ import pytest
 
 from ctrace import procfs
 from ctrace.errors import NotFound, NotTraceable
+from tests.conftest import need
 
 HOST_STATUS = """Name:\tbash
 Umask:\t0022
@@ -132,7 +133,6 @@ def test_gone_pid_is_not_found() -> None:
 
 def test_kernel_thread_is_not_traceable() -> None:
     kthreadd = 2
-    if "kthreadd" not in procfs.read_text(kthreadd, "comm"):
-        pytest.skip("PID 2 is not kthreadd in this PID namespace")
+    need("kthreadd" in procfs.read_text(kthreadd, "comm"), "PID 2 is not kthreadd in this PID namespace", optional=True)
     with pytest.raises(NotTraceable, match="kernel thread"):
         procfs.read_exe(kthreadd)

@@ -12,10 +12,9 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import ROOT, Built, Processes, ctrace
+from tests.conftest import ROOT, Built, Processes, ctrace, need
 
 SNAPSHOT = """\
 {comm}  pid {pid}  host process
@@ -120,8 +119,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(built: Built, process
 
 def test_tmux_screen(built: Built, processes: Processes) -> None:
     """What a person sees in an 160x40 terminal; printed for a human-eye check (pytest -s)."""
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    need(shutil.which("tmux") is not None, "tmux is not installed (make test installs it)")
     proc = processes.start(built["cilium-agent"])
     session = f"ctrace-{uuid.uuid4().hex[:6]}"
     cmd = f"{sys.executable} -m ctrace target pid:{proc.pid} --func regenerate; sleep 30"
