@@ -221,7 +221,8 @@ HIDDEN = "__complete"  # what the completion scripts call; handled before argpar
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """One run. The cyclic garbage collector is off meanwhile: a run makes 10^5 symbol
     tuples and strings and no cycles worth collecting, and each collection walks them
-    all (~30 ms of a cold dockerd listing); it is switched back on for in-process callers."""
+    all (a visible share of a cold listing of a big binary: benchmarks/README.md); it is
+    switched back on for in-process callers."""
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -162,7 +162,8 @@ def own_mount_ns(pid: int, ctx: Context) -> bool:
 
 
 def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str, bool]]:
-    """(form, path, bind by pid filter) to try, the recommended first (seed 2.5.2, 2.5.1, 2.5.3, exe).
+    """(form, path, bind by pid filter) to try, the recommended first (the tracing-basics
+    post's 2.5.2, 2.5.1, 2.5.3, then exe).
 
     /proc/PID/root comes first because it works for every storage driver,
     volume and bind mount; MergedDir only for overlay2 files of the image.

@@ -1,8 +1,8 @@
 """Result types; render.py turns them into text, JSON or YAML.
 
 NamedTuples, not dataclasses: importing dataclasses (and inspect, which it
-imports) and building a class with it costs ~15 ms per run, a quarter of
-`ctrace symbols` on a small library (issue "Speed").
+imports) and building a class with it is paid on every run, and is a large share
+of `ctrace symbols` on a small library (issue "Speed"; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Binary(Record):
 
 
 class Command(Record):
-    """One runnable command and the path form it uses (seed 2.5.1-2.5.3)."""
+    """One runnable command and the path form it uses (the tracing-basics post, 2.5.1-2.5.3)."""
 
     form: str  # "proc-root", "exe", "merged", "pid-path"
     argv: tuple[str, ...]

@@ -116,10 +116,6 @@ def translated(pid: int, what: str) -> Iterator[None]:
         raise
 
 
-def pid_dir(pid: int, proc_root: str = PROC) -> str:
-    return f"{proc_root}/{pid}"
-
-
 def read_text(pid: int, name: str, proc_root: str = PROC) -> str:
     with translated(pid, name), open(f"{proc_root}/{pid}/{name}", "rb") as f:
         return f.read().decode("utf-8", "surrogateescape")

@@ -128,7 +128,7 @@ def text_head(
 
 
 def text_rows(symbols: Sequence[Symbol], demangled: Mapping[str, str]) -> str:
-    """What table() prints, without its per-cell Python work (dockerd: ~440 ms to ~200 ms whole run):
+    """What table() prints, without its per-cell Python work (most of a run for 70k rows):
     addresses are always 16 digits, and the widest size is the largest one."""
     if not symbols:
         return ""
@@ -158,7 +158,7 @@ def symbols_dict(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol]) -> di
 def symbols_json(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
     """``dump(symbols_dict(...))``, written without building a dict per symbol.
 
-    json's indent path is pure Python: 1.6 s for dockerd's 70k symbols. Here the
+    json's indent path is pure Python, seconds for dockerd's 70k symbols. Here the
     head is json.dumps and the rows are f-strings (json_rows).
     """
     out.write(json_head(binary, info.sources(), info.debug_files))
@@ -179,7 +179,7 @@ def json_rows(symbols: Sequence[Symbol], demangled: Mapping[str, str]) -> str:
     """The "symbols" array's rows, one per line, and the indent of its closing "]".
 
     A chunk of names that are all plain printable ASCII (nearly all) skips the
-    per-name JSON escaping: ~50 ms for dockerd's 70k (benchmarks/).
+    per-name JSON escaping, the largest cost left for 70k rows (benchmarks/).
     """
     if not symbols:
         return ""

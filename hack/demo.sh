@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The built-in demo: build the cilium-agent look-alike into an image FROM scratch,
-# run it as container `cilium-agent` (seed 2.5), ask ctrace for the bpftrace
+# run it as container `cilium-agent` (the tracing-basics post, 2.5), ask ctrace for the bpftrace
 # command, and run that command for a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."

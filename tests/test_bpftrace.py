@@ -69,7 +69,7 @@ def test_process_name_target_fires(built: Built, processes: Processes) -> None:
     found = [t for t in targets("stack-unwind", "func_c") if t["pid"] == proc.pid]
     (t,) = found
     (stack,) = assert_every_command_fires(t["probes"][0])[:1]
-    # The seed's frame-pointer stack: func_c's caller frames are there.
+    # The tracing-basics post's frame-pointer stack (4.1): func_c's caller frames are there.
     assert any(line.startswith("main+") for line in stack)
 
 

@@ -24,7 +24,7 @@ NSsid:\t1229
 Threads:\t1
 """
 
-# The seed's section 7.3 container: host PID 10390 is PID 1 in its container.
+# The tracing-basics post's section 7.3 container: host PID 10390 is PID 1 in its container.
 CONTAINER_STATUS = """Name:\tmybin
 Umask:\t0022
 State:\tS (sleeping)

@@ -328,3 +328,15 @@ def test_every_skip_goes_through_need() -> None:
             if word in text and not (path.name == "conftest.py" and word == "pytest.skip("):
                 found.append(f"{path.name}: {word}")
     assert found == ["test_kind.py: skipif("], found  # kind runs only under make kind-test
+
+
+def test_output_names_no_repository_path_and_no_seed(built: Built, processes: Processes) -> None:
+    """What a user who installed the wheel reads: no source-tree paths, no internal names."""
+    proc = processes.start(built["hello"])
+    outputs = [ctrace(), ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-o", "wide", "--tool", "perf")]
+    outputs += [ctrace(cmd, "--help") for cmd in ("target", "symbols", "ns", "ps", "completion", "version")]
+    outputs.append(ctrace("target", f"pid:{proc.pid}", "--func", "nope"))
+    for res in outputs:
+        text = (res.out + res.err).lower()
+        for word in ("seed", "hack/", "manifests/", "kubectl apply -f"):
+            assert word not in text, (word, res)

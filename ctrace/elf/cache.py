@@ -11,10 +11,10 @@ purpose: the same file is reached through /proc/PID/root/... paths whose PID
 changes every run.
 
 The payload is marshal of the symbols packed a column each (elf/columns.py:
-a cached 35k-function binary loads in ~3 ms, and no Symbol is made until one is
-asked for; pickle of the same NamedTuples is several times slower); a CRC32 guards it, and any
-file that fails to read, check or load is ignored and rewritten. Writes go to
-a temporary file renamed into place, so readers never see half a file.
+a load is a few copies, and no Symbol is made until one is asked for; pickle of
+the same NamedTuples is several times slower); a CRC32 guards it, and any file
+that fails to read, check or load is ignored and rewritten. Writes go to a
+temporary file renamed into place, so readers never see half a file.
 marshal is not meant for data from others: the directory is the user's own
 (created 0700), and the CRC is against damage, not against an attacker.
 
@@ -126,7 +126,7 @@ def store(file: str, key: str, info: ElfInfo) -> None:
 def _read(file: str, key: str) -> Any:
     """The value stored under ``key`` in ``file``, or None for a miss or a bad file."""
     # Mapped, not read: marshal and the CRC work on the page cache's own pages, and a
-    # 3 MB entry is not copied once more into a bytes object first (~1.5 ms).
+    # 3 MB entry is not copied once more into a bytes object first.
     try:
         with open(file, "rb") as f:
             blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)

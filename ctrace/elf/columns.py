@@ -2,7 +2,7 @@
 
 ``ctrace target`` on a cached 35k-function binary reads every name (to match
 ``--func``) but only a few Symbols: building a tuple for each function was
-half of loading the cache entry (~5 ms of ~9). Here the names are one
+half of loading the cache entry. Here the names are one
 NUL-separated string (no name holds a NUL: every table ends names with one),
 addresses and sizes 64-bit arrays, and sources one byte each into their
 labels, so a load is a few copies and one split.

@@ -15,13 +15,13 @@ externally linked, it lives inside .data.rel.ro) through ``runtime.firstmoduleda
 which such a binary exports in .dynsym: the moduledata's first word points at the
 header (``pcHeader`` in 1.16+, ``pclntable``'s data before); else by scanning the
 non-executable PT_LOADs for a 4-aligned header magic whose pad, quantum and
-pointer-size bytes fit (30-50 ms on dockerd against ~2 ms for the symbol). (A
+pointer-size bytes fit (a scan of megabytes, where the symbol is one lookup). (A
 ``runtime.pclntab`` symbol would also mark it, but only in a .symtab, and ctrace reads
 the table only when there is no .symtab: see elf.extra_sources.)
 
 The 1.18+ functab (uint32 pairs, every Go in use) is decoded a column at a time as
-elf/symtab.py does: ~37 ms for dockerd's 70k functions against ~125 ms entry by entry.
-What is left is per function (a name slice, a Symbol tuple, ~8 ms for the one garbage
+elf/symtab.py does, a few times faster than entry by entry (benchmarks/README.md).
+What is left is per function (a name slice, a Symbol tuple, and the one garbage
 collection the new tuples cost afterwards). Older layouts, and tables that break an
 assumption of the fast path, take the per-entry path.
 """
@@ -308,7 +308,7 @@ def _relative_addend(elf: ElfFile, where: int) -> int | None:
         if found is not None:
             return found
         pos = data.find(needle)
-        while pos >= 0:  # memchr-fast, yet 5 ms for dockerd's 244k relocations
+        while pos >= 0:  # memchr-fast, yet not free: dockerd has 244k relocations
             found = _relative_at(data, pos, elf.endian) if pos % 24 == 0 else None
             if found is not None:
                 return found

@@ -1,9 +1,9 @@
 """A small struct-based ELF reader: headers, sections, segments, symbols, notes.
 
-This is the fast path (issue "Speed"): pyelftools spends 40-60 ms importing and
-tens of ms building section objects before the first symbol; the symbol tables
+This is the fast path (issue "Speed"): pyelftools' import and its section objects
+cost more than reading the symbols this way (benchmarks/README.md); the symbol tables
 themselves are flat arrays that elf/symtab.py decodes a column at a time. The
-reference for what this reader must return is pyelftools (see elf/reference.py
+reference for what this reader must return is pyelftools (tests/elf_reference.py
 and the tests that compare the two).
 """
 

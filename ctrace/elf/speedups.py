@@ -39,7 +39,7 @@ class Speedups(Protocol):
     def cxa_demangle(self, names: list[str], fn: int) -> dict[str, str]: ...
 
 
-module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it (~1 ms)
+module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it
 
 
 def __getattr__(name: str) -> Speedups | None:

@@ -57,7 +57,7 @@ def unreachable(reason: str) -> EnvironmentProblem:
         reason = "permission denied on the socket"
     return EnvironmentProblem(
         f"cannot talk to the docker daemon: {reason}",
-        "start dockerd (hack/dockerd.sh) and run as root or a member of the docker group",
+        "start the docker daemon (systemctl start docker), and run as root or a member of the docker group",
     )
 
 

@@ -247,7 +247,7 @@ def _translate(err: Exception, what: str, api: Api) -> CtraceError:
         if err.status == 403:
             return EnvironmentProblem(
                 f"the API server forbids reading {what} (403 Forbidden)",
-                "ctrace needs get and list on pods (manifests/rbac.yaml)",
+                "ctrace needs get and list on pods; check with 'kubectl auth can-i list pods'",
             )
         return EnvironmentProblem(f"the API server answered {err.status} {err.reason} for {what}")
     if "timed out" in str(err).lower() or "timeout" in type(err).__name__.lower():

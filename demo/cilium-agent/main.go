@@ -1,5 +1,5 @@
 // A cilium-agent look-alike: the same module path and the same method the
-// seed's section 2.5 traces, github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate,
+// tracing-basics post's section 2.5 traces, github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate,
 // called a few times a second from an event queue goroutine.
 package main
 
