@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,29 @@ def test_wheel_has_both_console_scripts(tmp_path: Path) -> None:
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "ctrace = ctrace.cli:main" in entry_points
     assert "kubectl-ctrace = ctrace.cli:main" in entry_points
+    assert "kubectl_complete-ctrace = ctrace.completion:kubectl_main" in entry_points  # kubectl ctrace <TAB>
     assert "ctrace/elf/reader.py" in names and "ctrace/resolvers/kubernetes.py" in names
     assert not any(n.startswith("tests/") for n in names)
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    # What ctrace imports at run time, and nothing else; the rest are extras.
+    required = {
+        re.split(r"[<>=!; ]", line.removeprefix("Requires-Dist: "))[0].lower()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist: ") and "extra ==" not in line
+    }
+    assert required == {"psutil", "kubernetes", "pyyaml", "capstone"}
+    assert 'Requires-Dist: docker>=6.1; extra == "remote-docker"' in metadata
+    assert "Requires-Python: >=3.11" in metadata
+
+
+def test_every_required_package_is_imported_by_ctrace() -> None:
+    """A dependency ctrace never imports is weight every user installs for nothing."""
+    source = "\n".join(p.read_text() for p in (ROOT / "ctrace").rglob("*.py"))
+    for module in ("psutil", "kubernetes", "yaml", "capstone"):
+        assert re.search(rf"^\s*(import {module}\b|from {module}\b)", source, re.M), module
+    for extra in ("elftools",):
+        assert not re.search(rf"^\s*(import {extra}\b|from {extra}\b)", source, re.M), extra
 
 
 def _wheel(src: Path, out: Path, env: dict[str, str]) -> list[str]:
