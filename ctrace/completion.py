@@ -238,7 +238,7 @@ def _context(taken: Taken) -> Context:
 def _positional(command: str, current: str, taken: Taken, prog: str) -> tuple[list[str], int]:
     ctx = _context(taken)
     if command in ("target", "symbols"):
-        found = _starting(current, list(targets(ctx)))
+        found = _starting(current, [*pods(current, prog, taken), *targets(ctx)])
         # symbols also takes a file: let the shell offer paths for what looks like one
         return found, FILES if command == "symbols" and (not found or current.startswith((".", "/", "~"))) else NO_FILES
     if command == "ns":
@@ -268,6 +268,33 @@ def targets(ctx: Context) -> list[str]:
     procs = list(_processes(ctx))
     names = sorted({name for _, name in procs} | set(containers(ctx)))
     return [*names, *(f"pid:{pid}" for pid, _ in procs)]
+
+
+def pods(current: str, prog: str, taken: Taken) -> list[str]:
+    """Pods of the namespace, when a cluster is configured: bare names under kubectl (where a
+    bare NAME is a pod), ``pod/NAME`` once the word starts so."""
+    kubectl = prog.startswith("kubectl ")
+    if not kubectl and not current.startswith(("pod/", "po/")):
+        return []
+    from ctrace.resolvers import kubernetes
+    from ctrace.resolvers.base import K8sOptions
+
+    values = taken.values
+    opts = K8sOptions(
+        namespace=values.get("namespace"),
+        context=values.get("context"),
+        kubeconfig=values.get("kubeconfig"),
+        request_timeout=3.0,
+    )
+    if not kubernetes.configured(opts):
+        return []
+    try:
+        listed = kubernetes.Api(opts).select("")
+    except CtraceError:
+        return []
+    names = [p.get("metadata", {}).get("name", "") for p in listed]
+    prefix = current.partition("/")[0] + "/" if "/" in current else ""
+    return [prefix + n for n in names if n]
 
 
 def containers(ctx: Context) -> list[str]:

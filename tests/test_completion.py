@@ -17,6 +17,7 @@ import pytest
 
 from tests import terminal
 from tests.conftest import Built, Processes, ctrace, need
+from tests.k8s_api import ApiServer, pod
 
 
 def candidates(*words: str, prog: str = "ctrace") -> tuple[list[str], str]:
@@ -140,3 +141,23 @@ def test_zsh_and_bash_agree_with_the_candidates(tmp_path: Path) -> None:
     found, _ = candidates("target", "x", "--action", "")
     res = ctrace("__complete", "--bash", "ctrace target x --action ")
     assert res.out.splitlines()[:-1] == found
+
+
+def test_pods_complete_under_kubectl(tmp_path: Path) -> None:
+    """Under kubectl a bare NAME is a pod: kubectl ctrace target <TAB> offers the namespace's pods."""
+    need(shutil.which("kubectl") is not None, "kubectl is not installed (make test installs it)")
+    server = ApiServer()
+    server.pods = [pod(f"web-{i}", "shop", "containerd://" + f"{i}" * 64, "node-a") for i in (1, 2)]
+    try:
+        cfg = server.kubeconfig(tmp_path / "config", namespace="shop")
+        env = {**os.environ, "PATH": f"{terminal.BINDIR}:{os.environ['PATH']}", "KUBECONFIG": str(cfg)}
+        out = subprocess.run(
+            ["kubectl", "__complete", "ctrace", "target", "web-"], capture_output=True, text=True, env=env
+        )
+        assert out.stdout.splitlines() == ["web-1", "web-2", ":4"], out
+        plain = ctrace("__complete", "--", "target", "pod/web", env=env)
+        assert plain.out.splitlines() == ["pod/web-1", "pod/web-2", ":4"]
+        # no pods offered to the ctrace CLI for a bare word: there a bare word is a process or container
+        assert not [c for c in ctrace("__complete", "--", "target", "web-", env=env).out.splitlines() if "web" in c]
+    finally:
+        server.stop()
