@@ -285,7 +285,7 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     where = procfs.placements(ctx.proc_root)
     hidden = 0
     if args.container:
-        procs = docker.members(args.container, ctx)[1]
+        procs = _members(args.container, ctx)
         if args.name:
             procs = [p for p in procs if p.pid in set(host.matching_pids(args.name, ctx))]
     else:
@@ -306,6 +306,23 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
 
         sys.stderr.write(f"warning: {hidden} processes are not listed: {_why_hidden()}\n")
     return 0
+
+
+def _members(name: str, ctx: Context) -> list[Process]:
+    """``ps --container NAME``; a prefix of several containers gets a hint ps can run
+    (the resolver's suggests --all and --runtime, which are target's flags)."""
+    from ctrace.resolvers import docker
+
+    try:
+        return docker.members(name, ctx)[1]
+    except UsageError as err:
+        hits = docker.select(docker.client().containers(), name, take_all=True)
+        if len(hits) < 2:
+            raise
+        full = docker.names(hits[0])[0] if docker.names(hits[0]) else hits[0]["Id"][:12]
+        raise UsageError(
+            err.message, f"give the full name or ID: '{shlex.join(['ctrace', 'ps', '--container', full])}'"
+        ) from None
 
 
 def _nothing_listed(args: argparse.Namespace, ctx: Context, hidden: int) -> CtraceError:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Built, Processes, Result, ctrace, need, need_bpftrace
+from tests.conftest import ROOT, Built, Processes, Result, ctrace, need, need_bpftrace, run
 from tests.k8s_api import ApiServer, pod
 
 # -- starting ------------------------------------------------------------------------
@@ -225,6 +225,22 @@ def test_ps_name_of_a_container_points_at_container(ux_container: str) -> None:
     assert hinted == f"ctrace ps --container {ux_container}"
     ran = run_hint(hinted)
     assert ran.code == 0 and "/hello" in ran.out, ran
+
+
+def test_ps_container_prefix_hint_is_one_ps_runs(ux_container: str) -> None:
+    """A prefix naming two containers: the hint is a ps command (not target's --all / --runtime)."""
+    image = run(["docker", "inspect", "-f", "{{.Config.Image}}", ux_container]).stdout.strip()
+    twin = f"{ux_container}-twin"
+    run(["docker", "run", "-d", "--name", twin, image])
+    try:
+        res = ctrace("ps", "--container", ux_container[:-2])
+        assert res.code == 2 and "matches 2 containers" in res.err, res
+        assert "--all" not in res.err and "--runtime" not in res.err
+        (hinted,) = hint_commands(res)
+        ran = run_hint(hinted)
+        assert ran.code == 0 and "/hello" in ran.out, ran
+    finally:
+        subprocess.run(["docker", "rm", "-f", twin], capture_output=True)
 
 
 # -- hints run as written ----------------------------------------------------------------
