@@ -316,7 +316,7 @@ def _unknown(prog: str, command: str | None, word: str) -> UsageError:
 def _near(word: str, choices: Sequence[str]) -> str | None:
     import difflib  # only for a mistake
 
-    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return found[0] if found else None
 
 

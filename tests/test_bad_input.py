@@ -99,9 +99,9 @@ ROWS: dict[str, Callable[[World], Case]] = {
     "--max-funcs word": lambda w: Case((T, "pid:1", "--func", "m", "--max-funcs", "lots"), 2, ("invalid int",)),
     "bad -o": lambda w: Case((T, "x", "--func", "m", "-o", "xml"), 2, ("invalid choice",)),
     "bad timeout": lambda w: Case((T, "pod/x", "--func", "m", "--request-timeout", "0"), 2, ("--request-timeout",)),
-    "unknown flag": lambda w: Case((T, "x", "--func", "m", "--frobnicate"), 2, ("unrecognized arguments",)),
-    "unknown command": lambda w: Case(("nosuchcommand",), 2, ("invalid choice",)),
-    "no command": lambda w: Case((), 2, ("required",)),
+    "unknown flag": lambda w: Case((T, "x", "--func", "m", "--frobnicate"), 2, ("unknown flag '--frobnicate'",)),
+    "unknown command": lambda w: Case(("nosuchcommand",), 2, ("unknown command 'nosuchcommand'",)),
+    "no command": lambda w: Case(("--no-cache",), 2, ("no command given",)),  # bare ctrace: help, exit 0
     # ns / ps
     "ns not a PID": lambda w: Case(("ns", "abc"), 2, ("not a PID",)),
     "ns PID gone": lambda w: Case(("ns", "4194000"), 1, ("does not exist",)),
