@@ -164,7 +164,7 @@ def test_missing_and_refusing_sockets(sock_dir: Path) -> None:
     with pytest.raises(EnvironmentProblem) as err:
         engine.Engine(missing).ping()
     assert err.value.message == f"cannot talk to the docker daemon: {missing}: No such file or directory"
-    assert "start dockerd" in err.value.hint
+    assert "start the docker daemon (systemctl start docker)" in err.value.hint
     refusing = socket.socket(socket.AF_UNIX)  # bound, never listening
     refusing.bind(str(sock_dir / "refusing.sock"))
     with pytest.raises(EnvironmentProblem, match="refusing.sock: Connection refused$"):
