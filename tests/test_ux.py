@@ -195,7 +195,10 @@ def test_run_says_when_the_target_exits(built: Built, tmp_path: Path) -> None:
             proc.wait()
     assert child.returncode == 1, err
     assert f"process {proc.pid} (short-lived) exited while it was traced" in err
-    assert "'ctrace ps short-lived'" in err
+    (hinted,) = hint_commands(Result(child.returncode, "", err))
+    assert hinted == "ctrace ps short-lived"
+    ran = run_hint(hinted)  # runs, and says truthfully that no such process is left
+    assert ran.code == 1 and "no process named 'short-lived'" in ran.err, ran
 
 
 def test_ps_as_another_user_says_what_it_hides(tmp_path: Path) -> None:
