@@ -1,19 +1,45 @@
 """What keeps a printed bpftrace program on its target, and only on it.
 
-A uprobe fires in every process that maps the file, so each program carries
-a binding: probe blocks to add and a predicate to put on every probe.
-The emitter calls ``bind`` for every program it prints.
+A uprobe fires in every process that maps the file: a replica of the same
+image, every user of a shared library. So every program ctrace prints carries
+a binding, the same on every bpftrace version (measured on 0.17, 0.23, 0.27):
+
+- a container (a container or pod named as the target) is its mount namespace:
+  ``@ctrace_mntns[curtask->nsproxy->mnt_ns->ns.inum]``, read through BTF, seeded
+  in BEGIN. Every process of the container shares it, those forked after attach
+  too, and no replica or host process does (what Inspektor Gadget filters on;
+  the cgroup id would need cgroup v2, which not every host runs). A map lookup,
+  not ``==``: bpftrace 0.27 warns "Addrspace mismatch" comparing a kernel value
+  with a number in a uprobe.
+- a set of processes is a map of PIDs, seeded in BEGIN, which
+  ``tracepoint:sched:sched_process_fork`` extends with each child and
+  ``sched_process_exit`` prunes, so a PID reused later is not admitted.
+- a container whose mount namespace cannot tell it apart (no BTF, or it is the
+  host's) is bound as the set of its processes.
+
+``-p PID`` is no binding: bpftrace 0.17 ignores it for uprobes, and from 0.20
+(bpftrace PR #2830) it limits them to PID's own threads, leaving out every child
+forked after attach and the container's other processes. So programs carry the
+predicate and no ``-p``, but where the path itself needs it (a path inside the
+process's mount namespace), and then the statement says what -p adds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 
 from ctrace.model import Process
 from ctrace.record import Record
 
 CONTAINER = "container"
 PROCESSES = "processes"
+BTF = "/sys/kernel/btf/vmlinux"
+PIDS = "@ctrace_pids"
+MNTNS = "@ctrace_mntns"
+MNTNS_OF_TASK = "curtask->nsproxy->mnt_ns->ns.inum"
+PID_OPTION_FILTERS = (0, 20)  # the first bpftrace whose -p limits uprobes to that PID (PR #2830)
+DELETE_RETURNS = (0, 24)  # the first bpftrace whose delete() returns a value (PR #4186)
 
 
 class Member(Record):
@@ -29,32 +55,154 @@ class Scope(Record):
 
     kind: str  # CONTAINER or PROCESSES
     members: tuple[Member, ...]
+    name: str = ""  # the container's label, for the statement
+    mnt_ns: int | None = None  # a container's own mount namespace, when it tells it apart
 
 
 class Binding(Record):
-    """The pieces of a program that bind it to its scopes."""
+    """The pieces of a program that bind it to its scopes (``program`` puts them together).
 
-    blocks: tuple[str, ...]  # probe blocks added to the program (before the probes)
+    bpftrace 0.17 takes one BEGIN and one END block, so the binding gives statements
+    for them, not blocks."""
+
+    begin: tuple[str, ...]  # statements for the program's BEGIN block
+    blocks: tuple[str, ...]  # probe blocks that go before the program's probes
     predicate: str  # the condition every probe carries, without the slashes
     statement: str  # one sentence saying what the program is bound to, for the output
     pid_option: int | None = None  # the PID for bpftrace -p, when -p may be given at all
+    end: tuple[str, ...] = ()  # statements for the END block: clear the binding's maps
 
 
-def member(proc: Process) -> Member:
-    return Member(proc.pid, None, "host process")
+def mount_ns(pid: int, proc_root: str = "/proc") -> int | None:
+    try:
+        return os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
 
 
-def scope(procs: Sequence[Process], container: bool) -> Scope:
-    """The scope of a target: its processes, and whether the target names a whole container."""
-    return Scope(CONTAINER if container else PROCESSES, tuple(member(p) for p in procs))
+def label(proc: Process) -> str:
+    """The container or pod of a process, as a legend names it."""
+    c = proc.container
+    if proc.pod is not None:
+        pod = f"pod {proc.pod.namespace}/{proc.pod.name}"
+        return f"{c.runtime} container {proc.pod.container} ({pod})" if c else pod
+    if c is None:
+        return "host process"
+    return f"{c.runtime} container {c.name or c.id[:12]}"
 
 
-def bind(scopes: Sequence[Scope], dialect: object | None = None) -> Binding:
-    """The binding of one program to ``scopes`` (several for ``--run --all``)."""
-    pids = sorted({m.pid for s in scopes for m in s.members})
-    predicate = " || ".join(f"pid == {p}" for p in pids)
-    shown = ", ".join(str(p) for p in pids)
-    return Binding((), predicate, f"bound to PID {shown}")
+def member(proc: Process, proc_root: str = "/proc") -> Member:
+    return Member(proc.pid, mount_ns(proc.pid, proc_root), label(proc))
+
+
+def names_container(target: str, proc: Process) -> bool:
+    """Whether ``target`` names the whole container ``proc`` is in (a pod, a container's
+    name, name prefix or id prefix), as the resolvers read it, rather than a process."""
+    if proc.pod is not None:
+        return True
+    c = proc.container
+    if c is None or not target or target.startswith("pid:") or target.isdigit():
+        return False
+    return c.id.startswith(target) or c.name.lstrip("/").startswith(target.lstrip("/"))
+
+
+def host_mount_namespaces(proc_root: str = "/proc") -> set[int]:
+    """Mount namespaces a container must not share to be bound by its own: the host's
+    (PID 1's) and ctrace's."""
+    return {ns for ns in (mount_ns(1, proc_root), mount_ns(os.getpid())) if ns is not None}
+
+
+def scopes(
+    procs: Sequence[Process], whole: Iterable[str] = (), proc_root: str = "/proc", btf: bool | None = None
+) -> list[Scope]:
+    """The scopes of a target's processes: one per container in ``whole`` (ids of containers
+    the target names as a whole), and one for the other processes."""
+    btf = os.path.exists(BTF) if btf is None else btf
+    wanted = set(whole)
+    host = host_mount_namespaces(proc_root) if wanted else set()
+    groups: dict[str, list[Member]] = {}
+    names: dict[str, str] = {}
+    loose: list[Member] = []
+    for proc in procs:
+        m = member(proc, proc_root)
+        cid = proc.container.id if proc.container else None
+        if cid is not None and cid in wanted:
+            groups.setdefault(cid, []).append(m)
+            names[cid] = m.label
+        else:
+            loose.append(m)
+    out = []
+    for cid, members in groups.items():
+        spaces = {m.mnt_ns for m in members}
+        ns = spaces.pop() if len(spaces) == 1 else None
+        usable = btf and ns is not None and ns not in host
+        out.append(Scope(CONTAINER, tuple(members), names[cid], ns if usable else None))
+    if loose:
+        out.append(Scope(PROCESSES, tuple(loose)))
+    return out
+
+
+def scope_of(proc: Process, target: str, proc_root: str = "/proc", btf: bool | None = None) -> Scope:
+    """The scope of one process's own commands: its container if the target names it, else itself."""
+    whole = [proc.container.id] if proc.container and names_container(target, proc) else []
+    return scopes([proc], whole, proc_root, btf)[0]
+
+
+def _pid_blocks(version: tuple[int, int] | None) -> tuple[str, ...]:
+    # bpftrace 0.24 (PR #4186) made delete() return whether it deleted, and warns when that
+    # is dropped; before, using its value is an error.
+    gone = (
+        f"$gone = delete({PIDS}[tid]);"
+        if version is not None and version >= DELETE_RETURNS
+        else f"delete({PIDS}[tid]);"
+    )
+    return (
+        # The fork tracepoint runs in the parent: pid is the parent's process, child_pid the new task.
+        f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = 1; }}",
+        f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {gone} }}",
+    )
+
+
+def bind(chosen: Sequence[Scope], pinned: int | None = None, version: tuple[int, int] | None = None) -> Binding:
+    """The binding of one program to ``chosen`` (several for ``--run --all``).
+
+    ``pinned``: the PID the program must give bpftrace with -p because its path is inside
+    that process's mount namespace; ``version`` (major, minor) of the bpftrace that runs it
+    says what -p then adds."""
+    spaces = sorted({s.mnt_ns for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None})
+    by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None}
+    pids = sorted({m.pid for s in chosen if id(s) not in by_ns for m in s.members})
+    begin = [f"{MNTNS}[{ns}] = 1;" for ns in spaces] + [f"{PIDS}[{p}] = 1;" for p in pids]
+    tests = [f"{MNTNS}[{MNTNS_OF_TASK}]"] if spaces else []
+    # bpftrace prints every map left at exit: the binding's are not results.
+    end = [f"clear({MNTNS});"] if spaces else []
+    blocks: tuple[str, ...] = ()
+    if pids:
+        blocks = _pid_blocks(version)
+        tests.append(f"{PIDS}[pid]")
+        end.append(f"clear({PIDS});")
+    text = statement(chosen, pinned, version)
+    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
+
+
+def statement(chosen: Sequence[Scope], pinned: int | None = None, version: tuple[int, int] | None = None) -> str:
+    """What the program admits, truthfully, for the output."""
+    parts = []
+    for s in chosen:
+        pids = ", ".join(str(m.pid) for m in s.members)
+        if s.kind == CONTAINER and s.mnt_ns is not None:
+            parts.append(f"every process of {s.name} (mount namespace {s.mnt_ns}: PIDs {pids} and any started later)")
+        elif s.kind == CONTAINER:
+            parts.append(f"the processes of {s.name} (PIDs {pids}) and the children they fork after it starts")
+        else:
+            parts.append(f"PID {pids} and the children {'they fork' if len(s.members) > 1 else 'it forks'} later")
+    text = "bound to " + "; ".join(parts)
+    if pinned is not None:
+        if version is not None and version >= PID_OPTION_FILTERS:
+            text += f"; -p {pinned} (for the path) also limits this bpftrace to PID {pinned}'s own threads"
+        else:
+            text += f"; -p {pinned} only names the path"
+    return text
 
 
 def guard(binding: Binding, condition: str) -> str:
@@ -66,6 +214,18 @@ def guard(binding: Binding, condition: str) -> str:
     return f"({binding.predicate}) && {condition}"
 
 
+def program(binding: Binding, probes: str, begin: Sequence[str] = (), end: Sequence[str] = ()) -> str:
+    """A whole program: one BEGIN (the binding's statements, then ``begin``), the binding's
+    blocks, ``probes``, one END (``end``, then the binding's)."""
+    first = (*binding.begin, *begin)
+    last = (*end, *binding.end)
+    parts = [f"BEGIN {{ {' '.join(first)} }}"] if first else []
+    parts += [*binding.blocks, probes]
+    if last:
+        parts.append(f"END {{ {' '.join(last)} }}")
+    return " ".join(parts)
+
+
 class Part(Record):
     """One target's attach points in a combined program (``--run --all``)."""
 
@@ -75,19 +235,39 @@ class Part(Record):
     unsafe: bool = False
 
 
+def file_key(path: str) -> tuple[int, int] | str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path
+    return (st.st_dev, st.st_ino)
+
+
+def site_of(point: str, path: str) -> tuple[str, str]:
+    """(probe kind, site) of an attach point ``kind:LITERAL:site`` made from ``path``."""
+    kind, _, rest = point.partition(":")
+    for literal in (path, f'"{path}"'):
+        if rest.startswith(literal + ":"):
+            return kind, rest[len(literal) + 1 :]
+    return kind, rest
+
+
 def distinct(parts: Sequence[Part]) -> list[str]:
     """The attach points with one per (file, probe kind, site): two PIDs that run one file
-    through two paths must not attach it twice, or every event prints twice."""
+    through two paths (/proc/A/root/..., /proc/B/root/...) must not attach it twice, or
+    every event of either prints twice."""
     seen: set[object] = set()
     out = []
     for part in parts:
+        key = file_key(part.path)
         for point in part.points:
-            if point not in seen:
-                seen.add(point)
+            k = (key, *site_of(point, part.path))
+            if k not in seen:
+                seen.add(k)
                 out.append(point)
     return out
 
 
 def legend(procs: Sequence[Process]) -> list[str]:
     """One line per PID naming its container or pod, printed before ``--run`` output."""
-    return [f"PID {p.pid} = {member(p).label}" for p in procs]
+    return [f"PID {p.pid} = {label(p)}" for p in procs]
