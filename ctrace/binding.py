@@ -27,10 +27,23 @@ process's mount namespace), and then the statement says what -p adds.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 
 from ctrace.model import Process
-from ctrace.record import Record
+from ctrace.record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class Facts(Protocol):
+        """What the binding asks of the bpftrace that runs it (ctrace/dialect.py's Dialect)."""
+
+        @property
+        def pid_filters_uprobes(self) -> bool: ...
+
+        def delete(self, element: str) -> str: ...
+
 
 CONTAINER = "container"
 PROCESSES = "processes"
@@ -38,8 +51,8 @@ BTF = "/sys/kernel/btf/vmlinux"
 PIDS = "@ctrace_pids"
 MNTNS = "@ctrace_mntns"
 MNTNS_OF_TASK = "curtask->nsproxy->mnt_ns->ns.inum"
-PID_OPTION_FILTERS = (0, 20)  # the first bpftrace whose -p limits uprobes to that PID (PR #2830)
-DELETE_RETURNS = (0, 24)  # the first bpftrace whose delete() returns a value (PR #4186)
+# A block without braces inside: BEGIN and END of the programs ctrace writes.
+_BLOCK = {name: re.compile(rf"(?:\A|\s)\b{name} \{{ ([^{{}}]*?) ?\}}") for name in ("BEGIN", "END")}
 
 
 class Member(Record):
@@ -163,12 +176,12 @@ def _pid_blocks(version: tuple[int, int] | None) -> tuple[str, ...]:
     )
 
 
-def bind(chosen: Sequence[Scope], pinned: int | None = None, version: tuple[int, int] | None = None) -> Binding:
-    """The binding of one program to ``chosen`` (several for ``--run --all``).
+def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | None = None) -> Binding:
+    """The binding of one program to ``chosen`` (several for ``--run --all``), for the
+    bpftrace ``dialect`` describes (None: the statements every release takes).
 
     ``pinned``: the PID the program must give bpftrace with -p because its path is inside
-    that process's mount namespace; ``version`` (major, minor) of the bpftrace that runs it
-    says what -p then adds."""
+    that process's mount namespace; the statement says what -p then adds."""
     spaces = sorted({s.mnt_ns for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None})
     by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None}
     pids = sorted({m.pid for s in chosen if id(s) not in by_ns for m in s.members})
@@ -178,14 +191,14 @@ def bind(chosen: Sequence[Scope], pinned: int | None = None, version: tuple[int,
     end = [f"clear({MNTNS});"] if spaces else []
     blocks: tuple[str, ...] = ()
     if pids:
-        blocks = _pid_blocks(version)
+        blocks = _pid_blocks(dialect)
         tests.append(f"{PIDS}[pid]")
         end.append(f"clear({PIDS});")
-    text = statement(chosen, pinned, version)
+    text = statement(chosen, pinned, dialect)
     return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
 
 
-def statement(chosen: Sequence[Scope], pinned: int | None = None, version: tuple[int, int] | None = None) -> str:
+def statement(chosen: Sequence[Scope], pinned: int | None = None, dialect: Facts | None = None) -> str:
     """What the program admits, truthfully, for the output."""
     parts = []
     for s in chosen:
@@ -198,11 +211,19 @@ def statement(chosen: Sequence[Scope], pinned: int | None = None, version: tuple
             parts.append(f"PID {pids} and the children {'they fork' if len(s.members) > 1 else 'it forks'} later")
     text = "bound to " + "; ".join(parts)
     if pinned is not None:
-        if version is not None and version >= PID_OPTION_FILTERS:
+        if dialect is None:
+            text += f"; -p {pinned} (for the path) may also limit it to PID {pinned}'s own threads (bpftrace 0.20+)"
+        elif dialect.pid_filters_uprobes:
             text += f"; -p {pinned} (for the path) also limits this bpftrace to PID {pinned}'s own threads"
         else:
             text += f"; -p {pinned} only names the path"
     return text
+
+
+def _take(text: str, name: str) -> tuple[str, list[str]]:
+    """``text`` without its ``name`` blocks, and their statements."""
+    found = [m.group(1).strip() for m in _BLOCK[name].finditer(text)]
+    return _BLOCK[name].sub("", text).strip(), [f for f in found if f]
 
 
 def guard(binding: Binding, condition: str) -> str:
@@ -215,10 +236,13 @@ def guard(binding: Binding, condition: str) -> str:
 
 
 def program(binding: Binding, probes: str, begin: Sequence[str] = (), end: Sequence[str] = ()) -> str:
-    """A whole program: one BEGIN (the binding's statements, then ``begin``), the binding's
-    blocks, ``probes``, one END (``end``, then the binding's)."""
-    first = (*binding.begin, *begin)
-    last = (*end, *binding.end)
+    """A whole program: one BEGIN (the binding's statements, then ``begin`` and any BEGIN of
+    ``probes``), the binding's blocks, ``probes``, one END (``end``, any END of ``probes``,
+    then the binding's). bpftrace 0.17 refuses a second BEGIN or END."""
+    probes, own_begin = _take(probes, "BEGIN")
+    probes, own_end = _take(probes, "END")
+    first = (*binding.begin, *begin, *own_begin)
+    last = (*end, *own_end, *binding.end)
     parts = [f"BEGIN {{ {' '.join(first)} }}"] if first else []
     parts += [*binding.blocks, probes]
     if last:
