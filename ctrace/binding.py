@@ -161,14 +161,9 @@ def scope_of(proc: Process, target: str, proc_root: str = "/proc", btf: bool | N
     return scopes([proc], whole, proc_root, btf)[0]
 
 
-def _pid_blocks(version: tuple[int, int] | None) -> tuple[str, ...]:
-    # bpftrace 0.24 (PR #4186) made delete() return whether it deleted, and warns when that
-    # is dropped; before, using its value is an error.
-    gone = (
-        f"$gone = delete({PIDS}[tid]);"
-        if version is not None and version >= DELETE_RETURNS
-        else f"delete({PIDS}[tid]);"
-    )
+def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:
+    # The statement differs by release: a bare delete() warns from 0.24, its value is an error before.
+    gone = dialect.delete(f"{PIDS}[tid]") if dialect is not None else f"delete({PIDS}[tid]);"
     return (
         # The fork tracepoint runs in the parent: pid is the parent's process, child_pid the new task.
         f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = 1; }}",
