@@ -69,7 +69,7 @@ class Scope(Record):
     kind: str  # CONTAINER or PROCESSES
     members: tuple[Member, ...]
     name: str = ""  # the container's label, for the statement
-    mnt_ns: int | None = None  # a container's own mount namespace, when it tells it apart
+    mnt_ns: tuple[int, ...] = ()  # a container's own mount namespaces, when they tell it apart
 
 
 class Binding(Record):
@@ -146,10 +146,10 @@ def scopes(
             loose.append(m)
     out = []
     for cid, members in groups.items():
-        spaces = {m.mnt_ns for m in members}
-        ns = spaces.pop() if len(spaces) == 1 else None
-        usable = btf and ns is not None and ns not in host
-        out.append(Scope(CONTAINER, tuple(members), names[cid], ns if usable else None))
+        # Usually one; a process that made its own (unshare -m) adds one only it has.
+        spaces = tuple(sorted({m.mnt_ns for m in members if m.mnt_ns is not None}))
+        usable = btf and spaces and not host.intersection(spaces)
+        out.append(Scope(CONTAINER, tuple(members), names[cid], spaces if usable else ()))
     if loose:
         out.append(Scope(PROCESSES, tuple(loose)))
     return out
@@ -177,8 +177,8 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
 
     ``pinned``: the PID the program must give bpftrace with -p because its path is inside
     that process's mount namespace; the statement says what -p then adds."""
-    spaces = sorted({s.mnt_ns for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None})
-    by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns is not None}
+    spaces = sorted({ns for s in chosen if s.kind == CONTAINER for ns in s.mnt_ns})
+    by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns}
     pids = sorted({m.pid for s in chosen if id(s) not in by_ns for m in s.members})
     begin = [f"{MNTNS}[{ns}] = 1;" for ns in spaces] + [f"{PIDS}[{p}] = 1;" for p in pids]
     tests = [f"{MNTNS}[{MNTNS_OF_TASK}]"] if spaces else []
@@ -198,8 +198,9 @@ def statement(chosen: Sequence[Scope], pinned: int | None = None, dialect: Facts
     parts = []
     for s in chosen:
         pids = ", ".join(str(m.pid) for m in s.members)
-        if s.kind == CONTAINER and s.mnt_ns is not None:
-            parts.append(f"every process of {s.name} (mount namespace {s.mnt_ns}: PIDs {pids} and any started later)")
+        if s.kind == CONTAINER and s.mnt_ns:
+            spaces = ", ".join(map(str, s.mnt_ns))
+            parts.append(f"every process of {s.name} (mount namespace {spaces}: PIDs {pids} and any started later)")
         elif s.kind == CONTAINER:
             parts.append(f"the processes of {s.name} (PIDs {pids}) and the children they fork after it starts")
         else:
