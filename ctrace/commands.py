@@ -92,7 +92,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.run:
         from ctrace import runner
 
-        return runner.run(chosen_command(result, args.all, request).argv, args.duration)
+        return runner.run(chosen_command(result, args.all, request, ctx).argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
     elif args.output in ("json", "yaml"):
@@ -102,10 +102,8 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     return 0
 
 
-def chosen_command(result: Plan, everything: bool, request: Request) -> Command:
+def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
-    from ctrace import emit
-
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
@@ -119,7 +117,9 @@ def chosen_command(result: Plan, everything: bool, request: Request) -> Command:
         raise UsageError(
             f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
         )
-    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes], request.dialect.program)
+    from ctrace import plan
+
+    return plan.combined(result, request, ctx)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -170,23 +170,6 @@ def label(name: str) -> str:
     return kept or "f"
 
 
-def combined(parts: Sequence[tuple[int, Sequence[str], bool]], program: str = "bpftrace") -> Command:
-    """One bpftrace program for several probes (pid, attach points, unsafe), for ``--run --all``.
-
-    The PIDs are bound with a ``pid ==`` filter, not -p: -p takes one PID, and
-    bpftrace reads paths given with -p as inside that PID's mount namespace.
-    The attach points come from emit.points, so they are already quoted.
-    """
-    pids = sorted({pid for pid, _, _ in parts})
-    argv = [program]
-    if any(unsafe for _, _, unsafe in parts):
-        argv.append("--unsafe")
-    predicate = " || ".join(f"pid == {p}" for p in pids)
-    every = [point for _, pts, _ in parts for point in pts]
-    argv += ["-e", f'{", ".join(every)} /{predicate}/ {{ printf("%s\\n", ustack); }}']
-    return Command("combined", tuple(argv), shlex.join(argv))
-
-
 def command(
     form: str, pid: int, text: str, unsafe: bool = False, with_p: bool = True, program: str = "bpftrace"
 ) -> Command:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ctrace import actions, elf, emit, match, procfs, sites
+from ctrace import actions, binding, elf, emit, match, procfs, sites
 from ctrace.dialect import Dialect
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
@@ -88,6 +88,8 @@ class Made(Record):
     points: tuple[str, ...]
     where: str  # the name or number in the command (Site.describe)
     why_unsafe: str
+    bound: str  # what the program admits (binding.statement)
+    path: str
 
 
 def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
@@ -95,9 +97,10 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Req
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
+    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root)
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, request) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, request, scope) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -122,6 +125,8 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Req
                 perf,
                 first.where,
                 first.why_unsafe,
+                first.bound,
+                first.path,
             )
         )
     return out
@@ -143,7 +148,13 @@ def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple
 
 
 def _command(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, request: Request
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    form: Form,
+    request: Request,
+    scope: binding.Scope,
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
     so that another form may still work. None when the path cannot be quoted."""
@@ -160,9 +171,11 @@ def _command(
         return None
     bpf_kind = "uretprobe" if request.probe == "uretprobe" else "uprobe"
     pid = loaded.process.pid
+    # -p only where the path needs it: the path inside the process's mount namespace.
+    bound = binding.bind([scope], request.dialect, pid if form.name == "pid-path" else None)
     block = actions.Block(
         tuple(emit.points(literal, where, bpf_kind)),
-        f"pid == {int(pid)}",  # every release: -p restricts uprobes only from 0.23 (dialect)
+        bound.predicate,
         emit.label(loaded.info.demangled.get(sym.name) or sym.name),
         loaded.info.language,
         request.probe,
@@ -171,9 +184,10 @@ def _command(
         exit_kind,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
-    cmd = emit.command(form.name, pid, row.program(block), bool(why), not form.by_filter, request.dialect.program)
+    text = binding.program(bound, row.program(block))
+    cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
     attach = "name" if where[0].kind.startswith("name") else "address"
-    return Made(cmd, attach, block.points, emit.describe(where), why)
+    return Made(cmd, attach, block.points, emit.describe(where), why, bound.statement, form.path)
 
 
 def _exits(
@@ -203,6 +217,18 @@ def _sites(
 class Plan(Record):
     targets: list[Target]
     remote: list[Remote]
+
+
+def combined(result: Plan, request: Request, ctx: Context) -> Command:
+    """One stack program for every probe of every target (``--run --all``): each file and
+    site attached once however many PIDs run it, bound to all the targets' scopes."""
+    procs = [t.process for t in result.targets]
+    whole = {p.container.id for p in procs if p.container is not None and binding.names_container(request.target, p)}
+    bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
+    parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
+    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
+    text = binding.program(bound, actions.stack(block))
+    return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
 
 
 def plan(request: Request, ctx: Context) -> Plan:

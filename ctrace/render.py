@@ -35,6 +35,7 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "probe": p.probe,
         "where": p.where,
         "why_unsafe": p.why_unsafe or None,
+        "bound": p.bound,
         "form": first.form,
         "argv": list(first.argv),
         "shell": first.shell,

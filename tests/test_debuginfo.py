@@ -49,7 +49,7 @@ def test_debuglink_only_function_fires(sym: Built, processes: Processes) -> None
     proc = processes.start(sym["counted-linked"], "loop")
     probe = one_probe(f"pid:{proc.pid}", "--func", "helper_only_in_debug")
     assert probe["attach"] == "address" and "--unsafe" not in probe["argv"]
-    assert probe["argv"][-1].split(":")[2].split()[0] == hex(probe["address"])
+    assert f":{hex(probe['address'])} " in probe["argv"][-1] and probe["where"] == f"vaddr {hex(probe['address'])}"
     every_command_fires(probe, "helper_only_in_debug")
 
 

@@ -128,15 +128,3 @@ def test_agent_command_round_trips(func: str) -> None:
     assert shlex.split(cmd.shell) == list(cmd.argv)
     assert cmd.argv[cmd.argv.index("--func") + 1] == func
     assert cmd.argv[:3] == ("kubectl", "--context", "prod")
-
-
-def test_combined_program_filters_each_pid() -> None:
-    a = emit.points("/proc/10/root/bin/x", emit.Site("hello", "name"))
-    b = emit.points("/proc/20/root/bin/y", emit.Site("0x401000", "offset", unsafe="why"))
-    cmd = emit.combined([(10, a, False), (20, b, True)])
-    assert cmd.argv[:2] == ("bpftrace", "--unsafe") and "-p" not in cmd.argv
-    assert cmd.argv[-1] == (
-        "uprobe:/proc/10/root/bin/x:hello, uprobe:/proc/20/root/bin/y:0x401000 /pid == 10 || pid == 20/ "
-        '{ printf("%s\\n", ustack); }'
-    )
-    assert shlex.split(cmd.shell) == list(cmd.argv)
