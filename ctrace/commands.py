@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ctrace.elf import ElfInfo
     from ctrace.model import Command, Process, Remote, Symbol
-    from ctrace.plan import Plan
+    from ctrace.plan import Plan, Request
 
 
 def context(args: argparse.Namespace) -> Context:
@@ -124,7 +124,7 @@ def check_target_flags(args: argparse.Namespace) -> None:
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
-    from ctrace import plan, render, text
+    from ctrace import dialect, plan, render, text
 
     check_target_flags(args)
     if args.max_funcs < 1:
@@ -134,11 +134,20 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = ctx._replace(all_matches=args.all)
-    result = plan.plan(
-        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
+    request = plan.Request(
+        args.target,
+        tuple(args.func),
+        args.runtime,
+        args.max_funcs,
+        args.lib,
+        args.probe,
+        args.action,
+        args.tool,
+        dialect.of(args.bpftrace, ctx.cache_dir),
     )
+    result = plan.plan(request, ctx)
     if args.run:
-        return run_traced(result, args)
+        return run_traced(result, args, chosen_command(result, args.all, request, ctx))
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
         unreachable(result.remote)
@@ -162,22 +171,46 @@ def unreachable(remotes: Sequence[Remote]) -> None:
         )
 
 
-def run_traced(result: Plan, args: argparse.Namespace) -> int:
-    """--run, and a word when the traced process is gone at the end: bpftrace -p ends
-    quietly with status 0 when its process exits, which would read as "it never fired"."""
+def run_traced(result: Plan, args: argparse.Namespace, command: Command) -> int:
+    """--run, watched: when every traced process has exited (or been replaced by a restart),
+    bpftrace is stopped as Ctrl-C would stop it and the run ends with exit 1 and a word.
+    A program bound by a PID predicate would otherwise run on, printing nothing, forever;
+    one run with -p would end with status 0, which reads as "it never fired"."""
+    import signal
+    import threading
+
     from ctrace import runner
 
-    command = chosen_command(result, args.all, args.action)
     started = {t.process.pid: _start_time(t.process.pid, args.proc_root) for t in result.targets}
-    code = runner.run(command.argv, args.duration)
-    gone = [pid for pid, when in started.items() if when is None or _start_time(pid, args.proc_root) != when]
-    if gone and code in (0, 130):
-        comm = next(t.process.comm for t in result.targets if t.process.pid == gone[0])
+    done = threading.Event()
+
+    def gone() -> list[int]:
+        return [pid for pid, when in started.items() if when is None or _start_time(pid, args.proc_root) != when]
+
+    def watch() -> None:
+        while not done.wait(0.5):
+            if started and len(gone()) == len(started) and not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)  # runner stops bpftrace as on Ctrl-C
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        code = runner.run(command.argv, args.duration)
+    finally:
+        done.set()
+    left = gone()
+    if left and code in (0, 130):
+        comm = next(t.process.comm for t in result.targets if t.process.pid == left[0])
         if args.target.startswith("pid:") or args.target.isdigit():
             hint = f"if it was restarted, find its new PID: '{shlex.join(['ctrace', 'ps', comm])}'"
         else:
             hint = f"if it was restarted, trace it again: '{shlex.join(['ctrace', *args.argv])}'"
-        raise NotFound(f"process {gone[0]} ({comm}) exited while it was traced; bpftrace stopped", hint)
+        if len(left) == len(started):
+            raise NotFound(f"process {left[0]} ({comm}) exited while it was traced; bpftrace stopped", hint)
+        import sys
+
+        sys.stderr.write(f"warning: process {', '.join(map(str, left))} exited while it was traced\n")
     return code
 
 
@@ -194,10 +227,8 @@ def _start_time(pid: int, proc_root: str) -> str | None:
     return fields[19].decode()
 
 
-def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
+def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
-    from ctrace import emit
-
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
@@ -207,9 +238,13 @@ def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Com
         return probes[0][1].commands[0]
     if not everything:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    if action != "stack":
-        raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")
-    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes])
+    if request.action != "stack":
+        raise UsageError(
+            f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
+        )
+    from ctrace import plan
+
+    return plan.combined(result, request, ctx)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -22,10 +22,11 @@ SNAPSHOT = """\
   binary   {path}  (c, not stripped, build-id {build_id})
   host     /proc/{pid}/root{path}
 
-# func_c  (0x{address:x}, attached by name)
-bpftrace -p {pid} -e 'uprobe:/proc/{pid}/root{path}:func_c {{ printf("%s\\n", ustack); }}'
+# func_c  (vaddr 0x{address:x}, attached by name)
+# bound to PID {pid} and the children it forks later
+bpftrace -e 'BEGIN {{ @ctrace_pids[{pid}] = 1; }} tracepoint:sched:sched_process_fork /@ctrace_pids[pid]/ {{ @ctrace_pids[args->child_pid] = 1; }} tracepoint:sched:sched_process_exit /@ctrace_pids[tid]/ {{ delete(@ctrace_pids[tid]); }} uprobe:/proc/{pid}/root{path}:func_c /@ctrace_pids[pid]/ {{ printf("%s\\n", ustack); }} END {{ clear(@ctrace_pids); }}'
 # other path forms: exe (-o wide shows them)
-"""
+"""  # noqa: E501 - the command is one line, as printed
 
 
 def test_text_snapshot(built: Built, processes: Processes, tmp_path: Path) -> None:
@@ -53,8 +54,8 @@ def test_wide_shows_every_form_and_quiet_only_commands(built: Built, processes: 
     # Several commands: each labelled by a comment line naming its PID and function.
     lines = quiet.splitlines()
     assert lines[0::2] == [f"# {proc.pid} func_c", f"# {proc.pid} func_b"]
-    assert all(line.startswith(f"bpftrace -p {proc.pid} -e ") and "func_" in line for line in lines[1::2])
-    assert [line.split(":")[-1].split()[0] for line in lines[1::2]] == ["func_c", "func_b"]
+    assert all(line.startswith("bpftrace ") and f"@ctrace_pids[{proc.pid}]" in line for line in lines[1::2])
+    assert ":func_c " in lines[1] and ":func_b " in lines[3]
     # ...which a shell reads as comments: eval "$(ctrace ... -q)" runs exactly the commands.
     argvs = [p["argv"] for p in targets_json(proc.pid, "func_c", "func_b")[0]["probes"]]
     assert evaluated(quiet) == argvs
@@ -133,12 +134,12 @@ def test_tmux_screen(built: Built, processes: Processes) -> None:
             screen = subprocess.run(
                 ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
             ).stdout
-            if "bpftrace -p" in screen:
+            if "bpftrace -e" in screen:
                 break
         print(screen)
         assert f"cilium-agent  pid {proc.pid}  host process" in screen
         assert "# github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate" in screen
         # The command starts at the left margin, so copying the line copies exactly the command.
-        assert any(line.startswith(f"bpftrace -p {proc.pid} -e 'uprobe:") for line in screen.splitlines())
+        assert any(line.startswith("bpftrace -e 'BEGIN { @ctrace_pids[") for line in screen.splitlines())
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
