@@ -160,16 +160,16 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     from ctrace import procfs, render
-    from ctrace.resolvers import docker, host, kubernetes
+    from ctrace.resolvers import containers, host, kubernetes, runtimes
 
     where = procfs.placements(ctx.proc_root)
     if args.container:
-        procs = docker.members(args.container, ctx)[1]
+        procs = containers.members(args.container, ctx)
         if args.name:
             procs = [p for p in procs if p.pid in set(host.matching_pids(args.name, ctx))]
     else:
         pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
-        procs = docker.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx, where)
+        procs = runtimes.annotate([p for p in (_quiet_process(pid, ctx) for pid in pids) if p is not None], ctx, where)
     procs = kubernetes.annotate(procs, ctx, where)
     if args.output in ("json", "yaml"):
         render.data({"processes": [_ps_dict(p) for p in procs]}, args.output, out)
@@ -180,14 +180,14 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 def _owner(pid: int, ctx: Context) -> dict[str, object]:
     """The container and pod of a PID, for ``ns`` (the reverse lookup)."""
     from ctrace import procfs, render
-    from ctrace.resolvers import docker, kubernetes
+    from ctrace.resolvers import kubernetes, runtimes
 
     proc = _quiet_process(pid, ctx)
     if proc is None:
         return {"container": None, "pod": None}
     found = procfs.placement(pid, ctx.proc_root)
     where = {pid: found} if found.container_id else {}
-    (proc,) = kubernetes.annotate(docker.annotate([proc], ctx, where), ctx, where)
+    (proc,) = kubernetes.annotate(runtimes.annotate([proc], ctx, where), ctx, where)
     d = render.process_dict(proc)
     return {"container": d["container"], "pod": d["pod"]}
 
