@@ -36,7 +36,7 @@ def resolve(target: str, ctx: Context, only: str | None = None) -> list[Process]
     seen = runtimes.scan(target, ctx)
     hits, problems = runtimes.find(target, ctx, seen.monitors, only)
     chosen = pick(target, hits, bool(seen.named), ctx.all_matches)
-    found = runtimes.processes(chosen, seen.named, ctx)
+    found = runtimes.processes(chosen, seen.named, ctx, seen.monitors)
     if only is not None:
         found = [p for p in found if p.runtime == only]
     if found:
@@ -98,4 +98,4 @@ def members(name: str, ctx: Context) -> list[Process]:
         if problems and not hits:
             raise problems[0]
         raise NotFound(f"no running container named {name!r}", runtimes.list_hint())
-    return runtimes.processes(chosen, (), ctx)
+    return runtimes.processes(chosen, (), ctx, seen.monitors)

@@ -115,24 +115,28 @@ def annotate(procs: list[Process], ctx: Context, where: dict[int, Placement] | N
     return [describer.process(p, where.get(p.pid)) for p in procs]
 
 
-def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context) -> list[Process]:
-    """The processes of these containers, and the ``extra`` PIDs (names that matched), each once."""
+def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: Monitors) -> list[Process]:
+    """The processes of these containers, and the ``extra`` PIDs (names that matched), each once.
+
+    Only processes below the containers' own shims or conmons are placed (one
+    stat read each to know); where no monitor is seen, those whose cgroup names an ID.
+    """
+    tree = procfs.Tree(ctx.proc_root)
+    ids = {h.container.id for h in hits}
     where: dict[int, Placement] = {}
     if hits:
-        ids = {h.container.id for h in hits}
-        wanted = tuple(i.encode() for i in ids)
+        mine = {m for m in (*monitors.shims, *monitors.conmons) if _serves(tree, m, ids)}
+        if mine:
+            candidates = [pid for pid in procfs.pids(ctx.proc_root) if _below(tree, pid, mine)]
+            where = {pid: p for pid in candidates if (p := _placed(pid, ctx, tree)) is not None}
+        else:
+            where = procfs.placements(ctx.proc_root, tuple(i.encode() for i in ids))
         where = {
-            pid: p
-            for pid, p in procfs.placements(ctx.proc_root, wanted).items()
-            if p.container_id in ids or any(o.container_id in ids for o in p.outer)
+            pid: p for pid, p in where.items() if p.container_id in ids or any(o.container_id in ids for o in p.outer)
         }
-    tree = procfs.Tree(ctx.proc_root)
     for pid in extra:
-        if pid not in where:
-            try:
-                where[pid] = procfs.placement(pid, ctx.proc_root, tree)
-            except CtraceError:
-                continue
+        if pid not in where and (found := _placed(pid, ctx, tree)) is not None:
+            where[pid] = found
     describer = Describer(ctx, hits)
     out = []
     for pid in sorted(set(where) | set(extra)):
@@ -144,6 +148,37 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context) -> list[Pro
             continue  # exited, or a kernel thread
         out.append(describer.process(proc, where.get(pid)))
     return out
+
+
+def _placed(pid: int, ctx: Context, tree: procfs.Tree) -> Placement | None:
+    try:
+        return procfs.placement(pid, ctx.proc_root, tree)
+    except CtraceError:
+        return None
+
+
+def _serves(tree: procfs.Tree, monitor: int, ids: set[str]) -> bool:
+    """Whether a shim or conmon runs one of these containers (a CRI shim: any in its namespace directory)."""
+    _, comm = tree.parent(monitor)
+    level = tree.level(monitor, comm, [])
+    if level is None:
+        return False
+    if level.container_id in ids:
+        return True
+    if level.runtime in ("containerd", "docker") and level.bundle:
+        parent = os.path.dirname(level.bundle)
+        return any(os.path.isdir(f"{parent}/{i}") for i in ids)
+    return False
+
+
+def _below(tree: procfs.Tree, pid: int, monitors: set[int]) -> bool:
+    seen = set()
+    while pid > 1 and pid not in seen:
+        seen.add(pid)
+        pid = tree.parent(pid)[0]
+        if pid in monitors:
+            return True
+    return False
 
 
 def pod_of(hit: Hit) -> Pod | None:
