@@ -357,6 +357,19 @@ def test_containerd_cri(node: Node, cri: Running, plain: Running) -> None:
     record(row, "fired inside the node", "n/a")
 
 
+def test_pods_on_the_node_without_an_api_server(cri: Running, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    env["HOME"] = str(tmp_path)  # no ~/.kube/config: nothing to ask but the node
+    for args in (["-n", "shop"], [], ["-c", API]):
+        res = ctrace("target", f"pod/{P}-web", *args, "--func", "hello", "-o", "json", env=env)
+        assert res.code == 0, res.err
+        assert [t["pid"] for t in res.json()["targets"]] == [cri.pid]  # the app, never the sandbox
+    res = ctrace("target", f"pod/{P}-web", "-n", "other", "--func", "hello", env=env)
+    assert res.code == 1 and "no API server configured" in res.err
+    res = ctrace("target", "-l", "app=web", "--func", "hello", env=env)
+    assert res.code == 3 and "metadata database (containerd)" in res.err, res.err
+
+
 def test_ns_and_ps_text_show_container_and_pod(cri: Running) -> None:
     res = ctrace("ns", str(cri.pid))
     assert res.code == 0, res.err

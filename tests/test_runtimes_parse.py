@@ -220,3 +220,36 @@ def test_crio_ps_through_the_cli(crio_node: Path) -> None:
     assert res.code == 0, res.err
     rows = res.out.splitlines()[1:]
     assert [r.split()[0] for r in rows] == ["101"] and "cri-o" in rows[0] and "shop/web-7f" in rows[0]
+
+
+def no_cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
+
+
+def test_crio_pods_without_an_api_server(crio_node: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ctrace.resolvers import kubernetes
+    from ctrace.resolvers.base import K8sOptions
+
+    no_cluster(monkeypatch, tmp_path)
+    ctx = Context(proc_root=str(crio_node), self_pid=os.getpid())
+    for opts in (
+        K8sOptions(namespace="shop"),
+        K8sOptions(),
+        K8sOptions(selector="app=web,tier!=db"),
+        K8sOptions(selector="app", container="agent"),
+    ):
+        target = "" if opts.selector else "pod/web-7f"
+        found = kubernetes.resolve(target, ctx._replace(k8s=opts))
+        assert [p.pid for p in found] == [101], opts
+    with pytest.raises(Exception, match="no pod 'web-7f'"):
+        kubernetes.resolve("pod/web-7f", ctx._replace(k8s=K8sOptions(namespace="other")))
+    with pytest.raises(Exception, match="no pods matching"):
+        kubernetes.resolve("", ctx._replace(k8s=K8sOptions(selector="app=db")))
+    with pytest.raises(UsageError, match="needs the API server"):
+        kubernetes.resolve("", ctx._replace(k8s=K8sOptions(selector="app in (web)")))
+    with pytest.raises(EnvironmentProblem, match="needs the API server"):
+        kubernetes.resolve("deploy/web", ctx)
+    with pytest.raises(UsageError, match=r"not in the pod \(it has agent\)"):
+        kubernetes.resolve("pod/web-7f", ctx._replace(k8s=K8sOptions(container="sidecar")))

@@ -58,6 +58,7 @@ class Hit(Record):
     pod: Pod | None = None
     exact: bool = True  # the target is its name, its ID or its pod's name, not a prefix of one
     by_pod: bool = False  # matched by its pod's name
+    labels: tuple[tuple[str, str], ...] = ()  # a sandbox's pod labels, where the runtime keeps them on disk
 
 
 class Monitors(Record):

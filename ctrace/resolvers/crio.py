@@ -54,4 +54,4 @@ def describe(where: Placement, ctx: Context) -> Hit | None:
         runtime=NAME,
         rootfs=mount if mount else oci.rootfs(where.bundle, spec),
     )
-    return Hit(found, pod)
+    return Hit(found, pod, labels=tuple(sorted(oci.pod_labels(notes).items())))
