@@ -215,7 +215,7 @@ def placement(pid: int, proc_root: str = PROC, tree: Tree | None = None) -> cgro
 
     paths = parse_cgroup(read_text(pid, "cgroup", proc_root))
     guess = cgroups.placement(paths)
-    levels = (tree or Tree(proc_root)).levels(pid, paths)
+    levels = (tree or Tree.of(proc_root)).levels(pid, paths)
     if not levels:
         return guess
     inner = levels[-1]
@@ -230,7 +230,7 @@ def placements(proc_root: str = PROC, wanted: tuple[bytes, ...] | None = None) -
     IDs): a substring test is far cheaper than a placement of every process.
     """
     out = {}
-    tree = Tree(proc_root)
+    tree = Tree.of(proc_root)
     for pid in pids(proc_root):
         if wanted is not None:
             raw = _read_bytes(f"{proc_root}/{pid}/cgroup")
@@ -268,11 +268,43 @@ class Tree:
     ``ps`` asks for the ancestors of every process: a run reads each stat once.
     """
 
+    _shared: dict[str, Tree] = {}
+
     def __init__(self, proc_root: str = PROC) -> None:
         self.proc_root = proc_root
         self._stat: dict[int, tuple[int, str]] = {}
         self._dirs: dict[str, frozenset[str]] = {}
         self._monitors: dict[int, tuple[str, str, str, str, str] | None] = {}
+        self._self_mnt: str | None = None
+
+    @classmethod
+    def of(cls, proc_root: str = PROC) -> Tree:
+        """One tree a run: what one question read (a shim's bundle, a parent) the next need not."""
+        if proc_root not in cls._shared:
+            cls._shared[proc_root] = cls(proc_root)
+        return cls._shared[proc_root]
+
+    def descendants(self, pids: set[int]) -> set[int] | None:
+        """Every process below these, from the kernel's children lists; None where it keeps none."""
+        out: set[int] = set()
+        todo = list(pids)
+        while todo:
+            pid = todo.pop()
+            try:
+                tasks = os.listdir(f"{self.proc_root}/{pid}/task")
+            except OSError:
+                if pid in pids:
+                    return None
+                continue
+            for tid in tasks:
+                raw = _read_bytes(f"{self.proc_root}/{pid}/task/{tid}/children")
+                if raw is None and pid in pids:
+                    return None  # no CONFIG_PROC_CHILDREN, or a proc root of files
+                for child in (raw or b"").split():
+                    if int(child) not in out:
+                        out.add(int(child))
+                        todo.append(int(child))
+        return out
 
     def parent(self, pid: int) -> tuple[int, str]:
         """(parent PID, comm); (0, "") when the process is gone."""
@@ -326,7 +358,9 @@ class Tree:
     def view(self, pid: int) -> str:
         """The prefix that makes a path of ``pid``'s mount namespace a path ctrace can open."""
         try:
-            if os.readlink(f"{self.proc_root}/{pid}/ns/mnt") == os.readlink(f"{self.proc_root}/self/ns/mnt"):
+            if self._self_mnt is None:
+                self._self_mnt = os.readlink(f"{self.proc_root}/self/ns/mnt")
+            if os.readlink(f"{self.proc_root}/{pid}/ns/mnt") == self._self_mnt:
                 return ""
         except OSError:
             pass

@@ -19,6 +19,12 @@ command -v make >/dev/null || need+=(make)
 command -v perf >/dev/null || need+=(linux-perf)  # --tool perf is checked against the real perf
 command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
+# Every runtime of tests/test_runtimes.py: a containerd of the tests' own (and ctr, the runc shim), podman.
+command -v containerd >/dev/null || need+=(containerd)
+command -v containerd-shim-runc-v2 >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v podman >/dev/null || need+=(podman)
+command -v conmon >/dev/null || need+=(conmon)
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then

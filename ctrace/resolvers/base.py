@@ -59,6 +59,7 @@ class Hit(Record):
     exact: bool = True  # the target is its name, its ID or its pod's name, not a prefix of one
     by_pod: bool = False  # matched by its pod's name
     labels: tuple[tuple[str, str], ...] = ()  # a sandbox's pod labels, where the runtime keeps them on disk
+    group: str = ""  # the ID of the container whose shim also serves this one (CRI: the pod's sandbox)
 
 
 class Monitors(Record):

@@ -38,7 +38,7 @@ MIN_ID_PREFIX = 4  # as docker: shorter hex is a process name far more often tha
 
 def roots(ctx: Context, monitors: Monitors) -> list[str]:
     """Every task directory on this host: the usual two, and those the running shims are in."""
-    tree = procfs.Tree(ctx.proc_root)
+    tree = procfs.Tree.of(ctx.proc_root)
     found = [r for r in ROOTS if os.path.isdir(r)]
     for shim in monitors.shims:
         where = tree.level(shim, procfs.SHIM, [])
@@ -96,14 +96,15 @@ def _hit(bundle: str, namespace: str, ident: str, target: str, raw: bytes | None
     spec = oci.parse_spec(raw, bundle)
     found = container(bundle, namespace, ident, spec)
     pod = oci.pod(spec.annotations, oci.node_name())
+    hit = Hit(found, pod, group=spec.annotations.get(oci.CRI + "sandbox-id", ""))
     if ident == target or found.name == target:
-        return Hit(found, pod, exact=True)
+        return hit
     if pod is not None and pod.name == target and pod.container != "POD":
-        return Hit(found, pod, exact=True, by_pod=True)
+        return hit._replace(by_pod=True)
     if ident.startswith(target) or found.name.startswith(target):
-        return Hit(found, pod, exact=False)
+        return hit._replace(exact=False)
     if pod is not None and pod.name.startswith(target) and pod.container != "POD":
-        return Hit(found, pod, exact=False, by_pod=True)
+        return hit._replace(exact=False, by_pod=True)
     return None
 
 

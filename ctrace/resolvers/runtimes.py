@@ -121,13 +121,17 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: M
     Only processes below the containers' own shims or conmons are placed (one
     stat read each to know); where no monitor is seen, those whose cgroup names an ID.
     """
-    tree = procfs.Tree(ctx.proc_root)
+    tree = procfs.Tree.of(ctx.proc_root)
     ids = {h.container.id for h in hits}
     where: dict[int, Placement] = {}
     if hits:
-        mine = {m for m in (*monitors.shims, *monitors.conmons) if _serves(tree, m, ids)}
-        if mine:
-            candidates = [pid for pid in procfs.pids(ctx.proc_root) if _below(tree, pid, mine)]
+        serving = ids | {h.group for h in hits if h.group}
+        mine = {m for m in (*monitors.shims, *monitors.conmons) if _serves(tree, m, serving)}
+        below = tree.descendants(mine) if mine else None
+        if mine and below is None:
+            below = {pid for pid in procfs.pids(ctx.proc_root) if _below(tree, pid, mine)}
+        if below is not None:
+            candidates = sorted(below)
             where = {pid: p for pid in candidates if (p := _placed(pid, ctx, tree)) is not None}
         else:
             where = procfs.placements(ctx.proc_root, tuple(i.encode() for i in ids))
@@ -158,17 +162,10 @@ def _placed(pid: int, ctx: Context, tree: procfs.Tree) -> Placement | None:
 
 
 def _serves(tree: procfs.Tree, monitor: int, ids: set[str]) -> bool:
-    """Whether a shim or conmon runs one of these containers (a CRI shim: any in its namespace directory)."""
+    """Whether a shim or conmon runs in the bundle of one of these containers (or of their pod's sandbox)."""
     _, comm = tree.parent(monitor)
     level = tree.level(monitor, comm, [])
-    if level is None:
-        return False
-    if level.container_id in ids:
-        return True
-    if level.runtime in ("containerd", "docker") and level.bundle:
-        parent = os.path.dirname(level.bundle)
-        return any(os.path.isdir(f"{parent}/{i}") for i in ids)
-    return False
+    return level is not None and level.container_id in ids
 
 
 def _below(tree: procfs.Tree, pid: int, monitors: set[int]) -> bool:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def running(runtime: str, ctx: Context, monitors: Monitors) -> list[Placement]:
     """The containers conmon monitors for ``runtime`` ("podman" or "cri-o")."""
-    tree = procfs.Tree(ctx.proc_root)
+    tree = procfs.Tree.of(ctx.proc_root)
     out = []
     for pid in monitors.conmons:
         where = tree.level(pid, procfs.CONMON, [])
