@@ -7,7 +7,9 @@ the wild (cgroup v1 and v2, cgroupfs and systemd drivers):
 - docker, systemd driver: ``/system.slice/docker-<id>.scope``
 - containerd CRI, systemd: ``/kubepods.slice/.../kubepods-besteffort-pod<uid_>.slice/cri-containerd-<id>.scope``
 - kubelet, cgroupfs driver: ``/kubepods/burstable/pod<uid>/<id>`` (the runtime is not in the path)
-- CRI-O: ``crio-<id>.scope``; podman: ``libpod-<id>.scope`` (``*-conmon-<id>`` is the monitor)
+- CRI-O: ``crio-<id>.scope``; podman: ``libpod-<id>.scope``, or ``/libpod_parent/libpod-<id>`` with the
+  cgroupfs manager (``*-conmon-<id>`` is the monitor)
+- containerd outside kubelet: ``/<namespace>/<id>`` (``/k8s.io/<id>`` for CRI without kubelet's parent)
 - kind: a kubelet inside a docker container, so ``/docker/<node id>/kubelet.slice/...`` or
   ``/docker/<node id>/kubelet/kubepods/...``: the innermost id is the pod's container.
 """
@@ -24,7 +26,7 @@ _SCOPES = (
     (re.compile(rf"docker-{_ID}\.scope\Z"), "docker"),
     (re.compile(rf"cri-containerd-{_ID}\.scope\Z"), "containerd"),
     (re.compile(rf"crio-{_ID}\.scope\Z"), "cri-o"),
-    (re.compile(rf"libpod-{_ID}\.scope\Z"), "podman"),
+    (re.compile(rf"libpod-{_ID}(?:\.scope)?\Z"), "podman"),
 )
 _BARE = re.compile(rf"{_ID}\Z")
 # kubepods-besteffort-pod<uid with _>.slice (systemd) or pod<uid> (cgroupfs)
@@ -33,17 +35,28 @@ _POD = re.compile(rf"(?:\A|-)pod({_UID})(?:\.slice)?\Z")
 
 
 class Placement(Record):
-    """The innermost container a process is in; all None for a host process."""
+    """The innermost container a process is in; all None for a host process.
+
+    The cgroup path gives the first three; the shim or conmon above the process
+    (``procfs.placement``) gives the runtime's own state too: the containerd
+    namespace, the OCI bundle and the containers its runtime itself runs in.
+    """
 
     container_id: str | None = None
     runtime: str | None = None  # "docker", "containerd", "cri-o", "podman", or "cri" (kubelet, runtime unknown)
     pod_uid: str | None = None
+    namespace: str = ""  # containerd's namespace ("k8s.io", "moby", ...)
+    bundle: str | None = None  # the OCI bundle directory (config.json), as a path ctrace can open
+    name: str = ""  # the name the runtime's monitor was given (conmon -n)
+    outer: tuple[Placement, ...] = ()  # the containers this one's runtime runs in, outermost first (a kind node)
 
 
 def _bare_runtime(parents: Sequence[str]) -> str:
     """The runtime of a bare 64-hex component, from the component above it."""
     if any(p == "kubepods" or p.startswith("kubepods") for p in parents):
         return "cri"
+    if parents and parents[-1] == "k8s.io":
+        return "containerd"  # containerd's default cgroup, /<namespace>/<id>, in CRI's namespace
     return "docker"
 
 
@@ -61,18 +74,19 @@ def _component(name: str, parents: Sequence[str]) -> tuple[str, str] | None:
 def parse_path(path: str) -> Placement:
     """The innermost container id (and pod uid) in one cgroup path."""
     parts = [p for p in path.split("/") if p]
-    found: tuple[str, str] | None = None
+    found: list[tuple[str, str]] = []
     pod: str | None = None
     for i, name in enumerate(parts):
         hit = _component(name, parts[:i])
         if hit:
-            found = hit
+            found.append(hit)
         m = _POD.search(name)
         if m:
             pod = m.group(1).replace("_", "-")
-    if found is None:
+    if not found:
         return Placement(pod_uid=pod)
-    return Placement(found[0], found[1], pod)
+    outer = tuple(Placement(ident, runtime) for ident, runtime in found[:-1])
+    return Placement(found[-1][0], found[-1][1], pod, outer=outer)
 
 
 def placement(paths: Sequence[str]) -> Placement:

@@ -152,7 +152,7 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--func", action="append", metavar="PATTERN", help="(required) name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
+    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
     p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
@@ -192,7 +192,7 @@ def _target(p: Parser) -> None:
 def _symbols(p: Parser) -> None:
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="resolver to use (host, docker, k8s)")
+    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
 
 
 def _ns(p: Parser) -> None:
@@ -201,7 +201,7 @@ def _ns(p: Parser) -> None:
 
 def _ps(p: Parser) -> None:
     p.add_argument("name", nargs="?", help="only processes of this name")
-    p.add_argument("--container", metavar="NAME", help="a docker container's processes, with in-container PIDs")
+    p.add_argument("--container", metavar="NAME", help="a container's processes (any runtime), with in-container PIDs")
 
 
 def _completion(p: Parser) -> None:

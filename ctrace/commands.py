@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from ctrace.elf import ElfInfo
-    from ctrace.model import Command, Process, Remote, Symbol
+    from ctrace.model import Command, Container, Process, Remote, Symbol
     from ctrace.plan import Plan, Request
 
 
@@ -315,7 +315,7 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     from ctrace import procfs, render
-    from ctrace.resolvers import docker, host, kubernetes
+    from ctrace.resolvers import host, kubernetes, runtimes
 
     where = procfs.placements(ctx.proc_root)
     hidden = 0
@@ -327,7 +327,7 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         pids = host.matching_pids(args.name, ctx) if args.name else procfs.pids(ctx.proc_root)
         found = [_quiet_process(pid, ctx) for pid in pids]
         hidden = found.count(HIDDEN)
-        procs = docker.annotate([p for p in found if isinstance(p, tuple)], ctx, where)
+        procs = runtimes.annotate([p for p in found if isinstance(p, tuple)], ctx, where)
     procs = kubernetes.annotate(procs, ctx, where)
     if not procs:
         raise _nothing_listed(args, ctx, hidden)
@@ -346,15 +346,15 @@ def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
 def _members(name: str, ctx: Context) -> list[Process]:
     """``ps --container NAME``; a prefix of several containers gets a hint ps can run
     (the resolver's suggests --all and --runtime, which are target's flags)."""
-    from ctrace.resolvers import docker
+    from ctrace.resolvers import containers
 
     try:
-        return docker.members(name, ctx)[1]
+        return containers.members(name, ctx)
     except UsageError as err:
-        hits = docker.select(docker.client().containers(), name, take_all=True)
+        hits = _containers_named(name, ctx)
         if len(hits) < 2:
             raise
-        full = docker.names(hits[0])[0] if docker.names(hits[0]) else hits[0]["Id"][:12]
+        full = hits[0].name or hits[0].id[:12]
         raise UsageError(
             err.message, f"give the full name or ID: '{shlex.join(['ctrace', 'ps', '--container', full])}'"
         ) from None
@@ -386,12 +386,18 @@ def _why_hidden() -> str:
 
 
 def _is_container(name: str, ctx: Context) -> bool:
-    from ctrace.resolvers import docker
+    return bool(_containers_named(name, ctx))
+
+
+def _containers_named(name: str, ctx: Context) -> list[Container]:
+    """Containers of every runtime that ``name`` names or prefixes (none where no runtime answers)."""
+    from ctrace.resolvers import runtimes
 
     try:
-        return bool(docker.select(docker.client().containers(), name, take_all=True))
+        hits, _ = runtimes.find(name, ctx, runtimes.scan(None, ctx).monitors)
     except CtraceError:
-        return False
+        return []
+    return [h.container for h in hits]
 
 
 def _details(procs: Sequence[Process], ctx: Context) -> dict[int, dict[str, object]]:
@@ -413,14 +419,14 @@ def _details(procs: Sequence[Process], ctx: Context) -> dict[int, dict[str, obje
 def _owner(pid: int, ctx: Context) -> dict[str, object]:
     """The container and pod of a PID, for ``ns`` (the reverse lookup)."""
     from ctrace import procfs, render
-    from ctrace.resolvers import docker, kubernetes
+    from ctrace.resolvers import kubernetes, runtimes
 
     proc = _quiet_process(pid, ctx)
     if not isinstance(proc, tuple):
         return {"container": None, "pod": None}
     found = procfs.placement(pid, ctx.proc_root)
     where = {pid: found} if found.container_id else {}
-    (proc,) = kubernetes.annotate(docker.annotate([proc], ctx, where), ctx, where)
+    (proc,) = kubernetes.annotate(runtimes.annotate([proc], ctx, where), ctx, where)
     d = render.process_dict(proc)
     return {"container": d["container"], "pod": d["pod"]}
 

@@ -222,7 +222,7 @@ def _value(
 
         return _starting(current, list(resolvers())), NO_FILES
     if dest == "container" and command == "ps":
-        return _starting(current, list(containers(ctx))), NO_FILES
+        return _starting(current, containers(ctx, current)), NO_FILES
     if dest in ("proc_root", "kubeconfig"):
         return [], FILES
     return [], NO_FILES
@@ -238,7 +238,7 @@ def _context(taken: Taken) -> Context:
 def _positional(command: str, current: str, taken: Taken, prog: str) -> tuple[list[str], int]:
     ctx = _context(taken)
     if command in ("target", "symbols"):
-        found = _starting(current, [*pods(current, prog, taken), *targets(ctx)])
+        found = _starting(current, [*pods(current, prog, taken), *targets(ctx, current)])
         # symbols also takes a file: let the shell offer paths for what looks like one
         return found, FILES if command == "symbols" and (not found or current.startswith((".", "/", "~"))) else NO_FILES
     if command == "ns":
@@ -263,10 +263,10 @@ def _processes(ctx: Context) -> Iterator[tuple[int, str]]:
             yield pid, status.name
 
 
-def targets(ctx: Context) -> list[str]:
+def targets(ctx: Context, current: str = "") -> list[str]:
     """Container names, process names (each once), then pid:N: what ``target`` takes."""
     procs = list(_processes(ctx))
-    names = sorted({name for _, name in procs} | set(containers(ctx)))
+    names = sorted({name for _, name in procs} | set(containers(ctx, current)))
     return [*names, *(f"pid:{pid}" for pid, _ in procs)]
 
 
@@ -297,16 +297,18 @@ def pods(current: str, prog: str, taken: Taken) -> list[str]:
     return [prefix + n for n in names if n]
 
 
-def containers(ctx: Context) -> list[str]:
-    """Names of the running docker containers; none when no daemon answers."""
-    from ctrace.resolvers import docker
+def containers(ctx: Context, prefix: str) -> list[str]:
+    """Names of the running containers of every runtime that ``prefix`` begins; none for an
+    empty prefix (each runtime is asked by name), or where no runtime answers."""
+    from ctrace.resolvers import runtimes
 
-    if not docker.claims("x", ctx):
+    if not prefix or prefix.startswith("pid:"):
         return []
     try:
-        return sorted(n for s in docker.client().containers() for n in docker.names(s))
+        hits, _ = runtimes.find(prefix, ctx, runtimes.scan(None, ctx).monitors)
     except CtraceError:
         return []
+    return sorted({h.container.name for h in hits if h.container.name.startswith(prefix)})
 
 
 def functions(target: str, ctx: Context, lib: str | None = None) -> Iterator[str]:

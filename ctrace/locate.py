@@ -83,8 +83,11 @@ def _locate(proc: Process, ctx: Context, lib: str | None) -> tuple[str, str, lis
 
 
 def _merged(proc: Process, path: str, host_path: str) -> str | None:
-    """MergedDir + path, only when it is the very file the process runs (not a volume, bind mount or copy)."""
-    merged_dir = proc.container.merged_dir if proc.container else None
+    """The container's root filesystem on the host + path (docker's MergedDir, a containerd task's
+    rootfs, podman's and CRI-O's mount point), only when it is the very file the process runs
+    (not a volume, bind mount or copy)."""
+    c = proc.container
+    merged_dir = (c.merged_dir or c.rootfs) if c else None
     if not merged_dir or proc.deleted:
         return None
     candidate = merged_dir.rstrip("/") + path
@@ -175,7 +178,8 @@ def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str, bool]]:
     foreign = not own_mount_ns(proc.pid, ctx)
     forms = [("exe", b.host_path, foreign) if b.host_path == exe else ("proc-root", b.host_path, False)]
     if b.merged_path:
-        forms.append(("merged", b.merged_path, foreign))
+        docker = proc.container is not None and proc.container.merged_dir is not None
+        forms.append(("merged" if docker else "rootfs", b.merged_path, foreign))
     if foreign and not b.deleted:
         forms.append(("pid-path", b.path, False))  # -p makes bpftrace read it inside the process's root
     if not loaded.lib and b.host_path != exe:

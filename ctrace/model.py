@@ -32,6 +32,9 @@ class Container(Record):
     runtime: str  # "docker", "containerd", "cri-o", "podman", "cri" (kubelet, runtime unknown)
     init_pid: int | None = None
     merged_dir: str | None = None  # GraphDriver.Data.MergedDir (overlay2 only)
+    namespace: str = ""  # containerd's namespace ("k8s.io", "moby", or the user's)
+    rootfs: str | None = None  # the root filesystem on the host: a containerd task's rootfs, podman's mount
+    node: Container | None = None  # the container this one's runtime runs in (a kind node)
 
 
 class Pod(Record):

@@ -50,9 +50,9 @@ def _with_containers(procs: list[Process], ctx: Context) -> list[Process]:
                 where[p.pid] = found
     if not where:
         return procs
-    from ctrace.resolvers import docker
+    from ctrace.resolvers import runtimes
 
-    annotated = {p.pid: p for p in docker.annotate([p for p in procs if p.pid in where], ctx, where)}
+    annotated = {p.pid: p for p in runtimes.annotate([p for p in procs if p.pid in where], ctx, where)}
     return [annotated.get(p.pid, p) for p in procs]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 
-from ctrace.model import Binary, Probe, Process, Remote, Symbol, Target
+from ctrace.model import Binary, Container, Probe, Process, Remote, Symbol, Target
 from ctrace.record import TYPE_CHECKING
 from ctrace.text import chain
 
@@ -50,9 +50,18 @@ def process_dict(p: Process) -> dict[str, Any]:
         "pid": p.pid,
         "nspid": list(p.nspid),
         "comm": p.comm,
-        "container": p.container._asdict() if p.container else None,
+        "container": container_dict(p.container),
         "pod": p.pod._asdict() if p.pod else None,
     }
+
+
+def container_dict(c: Container | None) -> dict[str, Any] | None:
+    """The container, and the node container it runs in (kind) nested under "node"."""
+    if c is None:
+        return None
+    d = c._asdict()
+    d["node"] = container_dict(c.node)
+    return d
 
 
 def target_dict(t: Target) -> dict[str, Any]:
@@ -269,19 +278,28 @@ def ns_text(d: dict[str, Any], out: TextIO) -> None:
     for key in ("pid", "nspid", "nstgid", "nspgid", "nssid"):
         value = d[key]
         out.write(f"{key:<10}{chain(value) if isinstance(value, list) else value}\n")
+    c, pod = d.get("container"), d.get("pod")
+    while c:  # innermost first, then the node container it runs in
+        space = f" namespace {c['namespace']}" if c.get("namespace") else ""
+        out.write(f"{'container':<10}{c['runtime']} {c['name'] or '-'} {c['id'][:12]}{space}\n")
+        c = c.get("node")
+    if pod:
+        out.write(f"{'pod':<10}{pod['namespace']}/{pod['name']} container {pod['container']} uid {pod['uid']}\n")
     out.write(f"{'child pid namespace':<10} {'yes' if d['in_child_pid_namespace'] else 'no'}\n")
     table([[name, str(ident)] for name, ident in d["namespaces"].items()], out)
 
 
 def ps_text(procs: Sequence[Process], out: TextIO, details: Mapping[int, Mapping[str, Any]] | None = None) -> None:
     """The process table; with ``details`` (-o wide) also user, start time and resident memory."""
-    head = ["PID", "NSPID", "CPID", "COMM", "CONTAINER", "CONTAINER ID"]
+    head = ["PID", "NSPID", "CPID", "COMM", "RUNTIME", "CONTAINER", "CONTAINER ID", "POD"]
     rows = [[*head, *(("USER", "START", "RSS") if details is not None else ()), "EXE"]]
     for p in procs:
         c = p.container
         name = (c.name or "-") + ("*" if p.init else "") if c else "-"
         exe = p.exe + (" (deleted)" if p.deleted else "")
-        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, name, c.id[:12] if c else "-"]
+        pod = f"{p.pod.namespace}/{p.pod.name}" if p.pod else "-"
+        runtime = c.runtime if c else "-"
+        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, runtime, name, c.id[:12] if c else "-", pod]
         if details is not None:
             row += _wide(details.get(p.pid))
         rows.append([*row, exe])

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 FORMS = {
     "proc-root": "/proc/PID/root",
     "merged": "the container's MergedDir (overlay2)",
+    "rootfs": "the runtime's root filesystem (a containerd task's rootfs, podman's or CRI-O's mount)",
     "pid-path": "-p PID with the in-container path",
     "exe": "/proc/PID/exe",
     "agent": "through the node agent",
@@ -50,14 +51,17 @@ def chain(nspid: Sequence[int]) -> str:
 
 
 def where(p: Process) -> str:
-    if p.pod is not None:
-        return f"pod {p.pod.namespace}/{p.pod.name} container {p.pod.container} on {p.pod.node or '?'}"
-    if p.container is None:
-        return "host process"
     c = p.container
+    node = f", in {c.node.runtime} container {c.node.name or c.node.id[:12]}" if c and c.node else ""
+    if p.pod is not None:
+        ident = f" [{c.runtime} {c.id[:12]}]" if c else ""
+        return f"pod {p.pod.namespace}/{p.pod.name} container {p.pod.container}{ident} on {p.pod.node or '?'}{node}"
+    if c is None:
+        return "host process"
     init = " (its init process)" if p.init else ""
     image = f", image {c.image}" if c.image else ""
-    return f"{c.runtime} container {c.name or c.id[:12]} [{c.id[:12]}{image}]{init}"
+    space = f" in namespace {c.namespace}" if c.namespace and c.runtime == "containerd" else ""
+    return f"{c.runtime} container {c.name or c.id[:12]}{space} [{c.id[:12]}{image}]{init}{node}"
 
 
 def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
@@ -68,7 +72,7 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
     out.write(f"  binary   {b.path}  ({b.language}, {state}, build-id {b.build_id or '-'})\n")
     out.write(f"  host     {b.host_path}\n")
     if b.merged_path:
-        out.write(f"  merged   {b.merged_path}\n")
+        out.write(f"  {'merged' if p.container and p.container.merged_dir else 'rootfs'}   {b.merged_path}\n")
     for w in t.warnings:
         out.write(style.warn(f"  warning: {w}") + "\n")
     for probe in t.probes:

@@ -23,6 +23,12 @@ command -v zsh >/dev/null || need+=(zsh)          # completion is tested in bash
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)  # kubectl's bash completion needs it
 command -v debootstrap >/dev/null || need+=(debootstrap)  # the bpftrace version matrix's chroots
 command -v rustc >/dev/null || need+=(rustc)              # the Rust cells of the action x probe matrix
+# Every runtime of tests/test_runtimes.py: a containerd of the tests' own (and ctr, the runc shim), podman.
+command -v containerd >/dev/null || need+=(containerd)
+command -v containerd-shim-runc-v2 >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+command -v podman >/dev/null || need+=(podman)
+command -v conmon >/dev/null || need+=(conmon)
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then

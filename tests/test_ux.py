@@ -82,11 +82,11 @@ def test_ps_wide_adds_user_start_and_memory(built: Built, processes: Processes) 
     proc = processes.start(built["stack-unwind"])
     text = ctrace("ps", "stack-unwind").out.splitlines()
     wide = ctrace("ps", "stack-unwind", "-o", "wide").out.splitlines()
-    assert "USER" not in text[0] and wide[0].split()[7:11] == ["USER", "START", "RSS", "EXE"]
+    assert "USER" not in text[0] and wide[0].split()[9:13] == ["USER", "START", "RSS", "EXE"]
     (row,) = [line.split() for line in wide if line.split()[0] == str(proc.pid)]
     me = psutil.Process(proc.pid)
-    assert row[6] == me.username() and row[7] == time.strftime("%H:%M", time.localtime(me.create_time()))
-    assert row[8].endswith(("Ki", "Mi")) and row[9] == str(built["stack-unwind"])
+    assert row[8] == me.username() and row[9] == time.strftime("%H:%M", time.localtime(me.create_time()))
+    assert row[10].endswith(("Ki", "Mi")) and row[11] == str(built["stack-unwind"])
     (data,) = [p for p in ctrace("ps", "stack-unwind", "-o", "json").json()["processes"] if p["pid"] == proc.pid]
     assert data["user"] == me.username() and abs(data["started"] - me.create_time()) < 1
     assert 0 < data["rss"] < 64 << 20

@@ -7,7 +7,8 @@ from ctrace.record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from ctrace.model import Process
+    from ctrace.cgroups import Placement
+    from ctrace.model import Container, Pod, Process
 else:
     Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 
@@ -47,4 +48,46 @@ class Resolver(Protocol):
 
     def resolve(self, target: str, ctx: Context) -> list[Process]:
         """The processes of the target; raises NotFound when there are none."""
+        ...
+
+
+class Hit(Record):
+    """A running container a runtime knows, and its pod when CRI metadata names one."""
+
+    container: Container
+    pod: Pod | None = None
+    exact: bool = True  # the target is its name, its ID or its pod's name, not a prefix of one
+    by_pod: bool = False  # matched by its pod's name
+    labels: tuple[tuple[str, str], ...] = ()  # a sandbox's pod labels, where the runtime keeps them on disk
+    group: str = ""  # the ID of the container whose shim also serves this one (CRI: the pod's sandbox)
+
+
+class Monitors(Record):
+    """The runtime monitors running on this host, found by one pass over /proc (``runtimes.Scan``)."""
+
+    shims: tuple[int, ...] = ()  # containerd-shim* PIDs
+    conmons: tuple[int, ...] = ()  # conmon PIDs (podman, CRI-O)
+
+
+class Runtime(Protocol):
+    """A container runtime: one module in ``ctrace/resolvers``, one line in ``runtimes.runtimes()``.
+
+    Its root filesystem path is ``Container.rootfs`` (or docker's ``merged_dir``),
+    filled by ``find`` and ``describe``.
+    """
+
+    @property
+    def NAME(self) -> str: ...
+
+    @property
+    def LIST(self) -> str:
+        """How a user lists this runtime's containers (for hints)."""
+        ...
+
+    def find(self, target: str, ctx: Context, monitors: Monitors) -> list[Hit]:
+        """Running containers whose name, ID or pod name is ``target`` or starts with it."""
+        ...
+
+    def describe(self, where: Placement, ctx: Context) -> Hit | None:
+        """The container a process is placed in (procfs.placement); None when this runtime has no such container."""
         ...

@@ -69,9 +69,14 @@ def matching_pids(name: str, ctx: Context) -> list[int]:
         comm = _read(f"{ctx.proc_root}/{pid}/comm")
         if comm is None:
             continue  # exited while we looked
-        if comm == want or _other_names_match(pid, name, ctx.proc_root):
+        if named(pid, name, want, comm, ctx.proc_root):
             out.append(pid)
     return out
+
+
+def named(pid: int, name: str, want: bytes, comm: bytes, proc_root: str) -> bool:
+    """Whether the process is called ``name``; ``want`` is its bytes and a newline, ``comm`` as read."""
+    return comm == want or _other_names_match(pid, name, proc_root)
 
 
 def _read(path: str, size: int = 4096) -> bytes | None:

@@ -32,6 +32,10 @@ def claims(target: str, ctx: Context) -> bool:
 
 
 def resolve(target: str, ctx: Context) -> list[Process]:
+    if not configured(ctx.k8s):
+        from ctrace.resolvers import nodepods
+
+        return nodepods.resolve(target, ctx)  # no API server: the pods on this node, from CRI metadata
     api = Api(ctx.k8s)
     found = api.find_pods(target)
     if not found:
