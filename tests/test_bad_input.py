@@ -139,8 +139,9 @@ ROWS: dict[str, Callable[[World], Case]] = {
     "missing kubeconfig": lambda w: Case(
         (T, "pod/x", "--func", "f", "--kubeconfig", "/nonexistent"), 3, ("kubeconfig",)
     ),
+    # no cluster configured: the pods of this node, from the runtimes' CRI metadata (issue 14)
     "no kubeconfig at all": lambda w: Case(
-        (T, "pod/x", "--func", "f"), 3, ("no kubeconfig",), env=(("KUBECONFIG", ""), ("HOME", "/nonexistent"))
+        (T, "pod/x", "--func", "f"), 1, ("no kubeconfig",), env=(("KUBECONFIG", ""), ("HOME", "/nonexistent"))
     ),
 }
 

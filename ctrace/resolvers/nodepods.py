@@ -37,7 +37,7 @@ def resolve(target: str, ctx: Context) -> list[Process]:
         if problems and not hits:
             raise problems[0]
         what = f"pod {split[1]!r}" if split else f"pods matching {ctx.k8s.selector!r}"
-        raise NotFound(f"no {what} on this node (no API server configured: CRI metadata only)", HINT)
+        raise NotFound(f"no {what} on this node (no kubeconfig or in-cluster config: CRI metadata only)", HINT)
     return runtimes.processes(chosen, (), ctx, seen.monitors)
 
 
