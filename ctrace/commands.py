@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
 from ctrace.record import TYPE_CHECKING
@@ -147,7 +147,10 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     )
     result = plan.plan(request, ctx)
     if args.run:
-        return run_traced(result, args, chosen_command(result, args.all, request, ctx))
+        from ctrace import runner
+
+        chosen = chosen_command(result, args.all, request, ctx)
+        return run_traced(result, args, lambda: runner.run(chosen.argv, args.duration))
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
         unreachable(result.remote)
@@ -171,15 +174,13 @@ def unreachable(remotes: Sequence[Remote]) -> None:
         )
 
 
-def run_traced(result: Plan, args: argparse.Namespace, command: Command) -> int:
+def run_traced(result: Plan, args: argparse.Namespace, start: Callable[[], int]) -> int:
     """--run, watched: when every traced process has exited (or been replaced by a restart),
     bpftrace is stopped as Ctrl-C would stop it and the run ends with exit 1 and a word.
     A program bound by a PID predicate would otherwise run on, printing nothing, forever;
     one run with -p would end with status 0, which reads as "it never fired"."""
     import signal
     import threading
-
-    from ctrace import runner
 
     started = {t.process.pid: _start_time(t.process.pid, args.proc_root) for t in result.targets}
     done = threading.Event()
@@ -196,7 +197,7 @@ def run_traced(result: Plan, args: argparse.Namespace, command: Command) -> int:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        code = runner.run(command.argv, args.duration)
+        code = start()  # runs bpftrace until it ends, Ctrl-C, --duration or the watcher's SIGINT
     finally:
         done.set()
     left = gone()
