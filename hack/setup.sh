@@ -19,6 +19,7 @@ command -v make >/dev/null || need+=(make)
 command -v perf >/dev/null || need+=(linux-perf)  # --tool perf is checked against the real perf
 command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
+command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then
