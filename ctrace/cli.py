@@ -144,11 +144,13 @@ def _target(p: Parser) -> None:
     )
     p.add_argument(
         "--action",
-        choices=("stack", "count", "args", "latency"),
-        default="stack",
-        help="stack (ustack, default), count (per PID), args (arg0..arg5; Go's registers for Go), "
+        choices=("stack", "stacks", "count", "args", "latency"),
+        help="stack (print ustack per call; the default without --run), stacks (count stacks in the kernel, "
+        "named by ctrace; the default with --run), count (per PID), args (arg0..arg5; Go's registers for Go), "
         "latency (entry to return, a histogram; Go uses a uprobe on each RET)",
     )
+    p.add_argument("--folded", metavar="FILE", help="with --run: write the stacks folded, for flamegraph.pl")
+    p.add_argument("--flamegraph", metavar="FILE", help="with --run: write an SVG flame graph of the stacks")
     p.add_argument(
         "--probe",
         choices=("uprobe", "uretprobe", "return"),

@@ -17,6 +17,7 @@ from ctrace.resolvers.base import Context, K8sOptions
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from ctrace import runner
     from ctrace.model import Command, Process
     from ctrace.plan import Plan
 
@@ -77,13 +78,17 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = ctx._replace(all_matches=args.all)
+    action = _action(args)
     result = plan.plan(
-        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
+        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, action, args.tool
     )
     if args.run:
         from ctrace import runner
 
-        return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
+        chosen = chosen_command(result, args.all, action)
+        if action == "stacks":
+            return runner.run_stacks(chosen.argv, args.duration, naming(result, args), out)
+        return runner.run(chosen.argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
     elif args.output in ("json", "yaml"):
@@ -91,6 +96,44 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     else:
         text.plan(result.targets, result.remote, out, wide=args.output == "wide")
     return 0
+
+
+def _action(args: argparse.Namespace) -> str:
+    """``--run`` counts stacks in the kernel by default: printing ustack per call costs the
+    traced process a perf-buffer write per call (~2,000 stacks a second on malloc)."""
+    action: str = args.action or ("stacks" if args.run else "stack")
+    for flag, value in (("--folded", args.folded), ("--flamegraph", args.flamegraph)):
+        if value is not None and not (args.run and action == "stacks"):
+            raise UsageError(f"{flag} needs --run and the stacks action", f"add --run (and drop --action {action})")
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} needs a file name", f"e.g. {flag} out.{'svg' if 'flame' in flag else 'folded'}")
+    return action
+
+
+def naming(result: Plan, args: argparse.Namespace) -> runner.Naming:
+    """Labels for the named stacks: each PID's process and container, each attach point's function."""
+    from ctrace import runner
+
+    labels = {t.process.pid: _label(t.process) for t in result.targets}
+    functions = {}
+    for t in result.targets:
+        for p in t.probes:
+            for point in p.points:
+                functions[point] = functions[point.replace('"', "")] = p.demangled or p.symbol
+    funcs = sorted({p.demangled or p.symbol for t in result.targets for p in t.probes})
+    comms = sorted({t.process.comm for t in result.targets})
+    shown = ", ".join(funcs[:3]) + (f" and {len(funcs) - 3} more" if len(funcs) > 3 else "")
+    pids = ", ".join(str(pid) for pid in sorted(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+    title = f"ctrace: stacks of {shown} in {', '.join(comms)} (PID {pids})"
+    return runner.Naming(labels, functions, title, args.folded, args.flamegraph)
+
+
+def _label(p: Process) -> str:
+    if p.pod is not None:
+        return f"{p.comm}, pod {p.pod.namespace}/{p.pod.name}, container {p.pod.container}"
+    if p.container is not None:
+        return f"{p.comm}, {p.container.runtime} container {p.container.name}"
+    return f"{p.comm}, host"
 
 
 def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
@@ -106,9 +149,30 @@ def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Com
         return probes[0][1].commands[0]
     if not everything:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    if action != "stack":
+    if action not in ("stack", "stacks"):
         raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")
-    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes])
+    kinds = {p.probe for _, p in probes}
+    text = emit.action_text(action, "c", kinds.pop() if len(kinds) == 1 else "mixed")
+    return emit.combined(_once_per_file(result), text)
+
+
+def _once_per_file(result: Plan) -> list[tuple[int, tuple[str, ...], bool]]:
+    """(pid, points, unsafe) per probe, the points left out where another PID's probe already
+    attaches to the same function of the same file (through its own /proc/PID/root path):
+    a uprobe fires in every process mapping the file, so twice attached is twice counted."""
+    seen: set[tuple[object, ...]] = set()
+    parts = []
+    for t in result.targets:
+        try:
+            st = os.stat(t.binary.host_path)
+            file: object = (st.st_dev, st.st_ino)
+        except OSError:
+            file = t.binary.host_path
+        for p in t.probes:
+            key = (file, p.probe, p.address)
+            parts.append((t.process.pid, () if key in seen else p.points, p.unsafe))
+            seen.add(key)
+    return parts
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -33,6 +33,7 @@ STACK_ACTION = 'printf("%s\\n", ustack);'
 ACTIONS = {
     "stack": STACK_ACTION,
     "count": "@calls[probe, pid] = count();",
+    "stacks": "@stacks[probe, pid, 0, ustack(perf)] = count();",  # see STACKS_ENTRY
     "args": 'printf("%d %s %lx %lx %lx %lx %lx %lx\\n", pid, probe, arg0, arg1, arg2, arg3, arg4, arg5);',
 }
 # Go's register ABI (Go 1.17+, amd64) passes integer arguments in RAX, RBX, RCX, RDI, RSI, R8,
@@ -45,9 +46,18 @@ LATENCY_ENTRY = "@start[tid] = nsecs;"
 LATENCY_EXIT = "@usecs = hist((nsecs - @start[tid]) / 1000); delete(@start[tid]);"
 
 
-def action_text(action: str, language: str) -> str:
+# Counted in the kernel; ustack(perf) starts each frame with its address on bpftrace
+# 0.17, 0.23 and 0.27 (ustack(raw) is 0.21+), which ctrace names itself (symbolize.py).
+# At a function's entry the frame-pointer walk skips the caller (the callee has not
+# pushed its frame yet): the return address on top of the stack is that caller.
+STACKS_ENTRY = '@stacks[probe, pid, *(uint64 *)reg("sp"), ustack(perf)] = count();'
+
+
+def action_text(action: str, language: str, kind: str = "uprobe") -> str:
     if action == "args" and language == "go":
         return GO_ARGS
+    if action == "stacks" and kind == "uprobe":
+        return STACKS_ENTRY
     return ACTIONS[action]
 
 
@@ -208,7 +218,7 @@ def combined(parts: Sequence[tuple[int, Sequence[str], bool]], action: str = STA
     if any(unsafe for _, _, unsafe in parts):
         argv.append("--unsafe")
     predicate = " || ".join(f"pid == {p}" for p in pids)
-    every = [point for _, pts, _ in parts for point in pts]
+    every = list(dict.fromkeys(point for _, pts, _ in parts for point in pts))  # one file, one attachment
     argv += ["-e", f"{', '.join(every)} /{predicate}/ {{ {action} }}"]
     return Command("combined", tuple(argv), shlex.join(argv))
 

@@ -138,7 +138,7 @@ def _command(
         return err
     bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
     pid = loaded.process.pid
-    text = emit.action_text("stack" if action == "latency" else action, loaded.info.language)
+    text = emit.action_text("stack" if action == "latency" else action, loaded.info.language, kind)
     cmd = (
         emit.command(form.name, pid, form.path, where, text, bpf_kind, form.by_filter, exits)
         if where and (exits is None or exits[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -141,8 +140,8 @@ def test_chromium_zoom(graph: Path, tmp_path: Path) -> None:
 
 
 def test_chromium_screenshot(graph: Path, tmp_path: Path) -> None:
-    """The picture for the closing note: CTRACE_FLAMEGRAPH_SCREENSHOT=PATH keeps it."""
-    shot = Path(os.environ.get("CTRACE_FLAMEGRAPH_SCREENSHOT") or tmp_path / "flame.png")
+    """Renders to a PNG (test_stacks keeps the screenshot of a real run's graph)."""
+    shot = tmp_path / "flame.png"
     height = ET.fromstring(graph.read_text()).get("height")
     _browser(
         ["--hide-scrollbars", f"--window-size={flame.WIDTH},{height}", f"--screenshot={shot}"],

@@ -30,7 +30,7 @@ def test_run_with_duration_shows_stacks(built: Built, processes: Processes) -> N
     proc = processes.start(built["stack-unwind"])
     before = uprobe_events()
     start = time.monotonic()
-    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "2")
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--action", "stack", "--run", "--duration", "2")
     took = time.monotonic() - start
     assert res.code == 0, res.err
     assert res.out.count("func_c+0") >= 3  # the program calls it ten times a second
@@ -42,7 +42,7 @@ def test_ctrl_c_exits_130_and_detaches(built: Built, processes: Processes) -> No
     proc = processes.start(built["hello"])
     before = uprobe_events()
     run = subprocess.Popen(
-        [sys.executable, "-m", "ctrace", "target", f"pid:{proc.pid}", "--func", "hello", "--run"],
+        [sys.executable, "-m", "ctrace", "target", f"pid:{proc.pid}", "--func", "hello", "--action", "stack", "--run"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -1,0 +1,172 @@
+"""--run's aggregated stacks: counted in the kernel, named by ctrace, folded, drawn.
+
+Known quantities: stack_paths.c calls f() 30 times through path_a and 10 times
+through path_b, and its child calls it once and exits at once. Env vars keep what
+the closing note shows: CTRACE_CHILD_STACK, CTRACE_GO_STACK (text files) and
+CTRACE_FLAMEGRAPH_SCREENSHOT (PNG).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from ctrace import flame, runner
+from tests.conftest import ROOT, SRC, Built, Processes, ctrace, need_bpftrace, run
+from tests.test_flame import _browser, _check_nesting, _chromium, _frames
+
+pytestmark = pytest.mark.bpftrace
+
+
+def _keep(env: str, text: str) -> None:
+    if os.environ.get(env):
+        Path(os.environ[env]).write_text(text)
+
+
+@pytest.fixture(scope="module")
+def paths_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A name of its own (comm keeps 15 characters), so the target is these processes only.
+    out = tmp_path_factory.mktemp("paths") / f"sp-{os.getpid()}"
+    run(["gcc", "-O0", "-fno-omit-frame-pointer", "-o", str(out), str(SRC / "stack_paths.c")])
+    return out
+
+
+def _child(pid: int) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if kids:
+            return int(kids[0])
+        time.sleep(0.05)
+    raise AssertionError("the fixture did not fork")
+
+
+def _run_until_attached(args: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctrace", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("Attach"), line + (proc.stderr.read() if proc.stderr else "")
+    time.sleep(1)  # bpftrace says "Attaching" before it has attached
+    return proc
+
+
+def test_counts_per_path_and_pid_and_a_child_named_after_exit(
+    paths_binary: Path, processes: Processes, tmp_path: Path
+) -> None:
+    need_bpftrace()
+    parent = processes.start(paths_binary)
+    child = _child(parent.pid)
+    folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
+    args = ["target", paths_binary.name, "--func", "f", "--all", "--run", "--duration", "3"]
+    proc = _run_until_attached([*args, "--folded", str(folded), "--flamegraph", str(svg)])
+    for _ in range(3):  # pause() may miss a signal sent between its test and its sleep
+        for pid in (parent.pid, child):
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert not Path(f"/proc/{child}").exists(), "the child must be gone before ctrace names its stack"
+    comm = paths_binary.name
+    libc = "__libc_start_call_main"
+    assert flame.parse_folded(folded.read_text()) == {
+        (f"{comm}-{parent.pid}", libc, "main", "path_a", "mid", "f"): 30,
+        (f"{comm}-{parent.pid}", libc, "main", "path_b", "mid", "f"): 10,
+        (f"{comm}-{child}", libc, "main", "via_child", "f"): 1,
+    }
+    assert f"30  f  PID {parent.pid} ({comm}, host)" in out
+    block = out[out.index(f"1  f  PID {child}") :]
+    assert block.split("\n")[1:3] == [f"          f+0x0  ({comm})", f"          via_child+0x15  ({comm})"]
+    _keep("CTRACE_CHILD_STACK", out)
+    _check_graph(svg, tmp_path)
+
+
+def _check_graph(svg: Path, tmp_path: Path) -> None:
+    """The run's own flame graph in the browser: nested, named, titled; the screenshot kept."""
+    root = ET.fromstring(svg.read_text())
+    title = root.find(".//{http://www.w3.org/2000/svg}text[@id='title']")
+    assert title is not None and "stacks of f in" in (title.text or "")
+    _chromium()
+    frames = _frames(ET.fromstring(_browser(["--dump-dom"], f"{svg.as_uri()}?s=path_a", tmp_path)))
+    _check_nesting(frames)
+    assert {str(f["name"]) for f in frames if f["fill"] == "rgb(230,0,230)"} == {"path_a"}
+    shot = os.environ.get("CTRACE_FLAMEGRAPH_SCREENSHOT") or str(tmp_path / "flame.png")
+    size = f"--window-size={flame.WIDTH},{root.get('height')}"
+    _browser(["--hide-scrollbars", size, f"--screenshot={shot}"], f"{svg.as_uri()}?s=path_a", tmp_path)
+    assert Path(shot).read_bytes()[:4] == b"\x89PNG"
+
+
+def _go_stacks(built: Built, processes: Processes, name: str, tmp_path: Path) -> tuple[dict[tuple[str, ...], int], str]:
+    proc = processes.start(built[name])
+    folded = tmp_path / f"{name}.folded"
+    res = ctrace(
+        "target", f"pid:{proc.pid}", "--func", "regenerate", "--run", "--duration", "2", "--folded", str(folded)
+    )
+    assert res.code == 0, res.err
+    return {k[1:]: v for k, v in flame.parse_folded(folded.read_text()).items()}, res.out
+
+
+def test_stripped_go_stack_named_frame_by_frame(built: Built, processes: Processes, tmp_path: Path) -> None:
+    need_bpftrace()
+    named, _ = _go_stacks(built, processes, "cilium-agent", tmp_path)
+    stripped, out = _go_stacks(built, processes, "cilium-agent-stripped", tmp_path)
+    assert named and stripped
+    leaf = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
+    for stack in stripped:
+        assert stack[-1] == leaf and "runtime.goexit" in stack[0], stack
+        assert not any(f.startswith("[") for f in stack), f"a frame ctrace could not name: {stack}"
+    # Go's .symtab names an assembly function's ABI0 body "runtime.goexit.abi0", its table "runtime.goexit".
+    unstripped = {tuple(f.removesuffix(".abi0") for f in stack) for stack in named}
+    assert set(stripped) == unstripped, "the stripped binary's frames are named as the unstripped one's"
+    _keep("CTRACE_GO_STACK", out)
+
+
+def test_default_run_action_is_aggregated(built: Built, processes: Processes) -> None:
+    need_bpftrace()
+    proc = processes.start(built["stack-unwind"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "2")
+    assert res.code == 0, res.err
+    # Ten calls a second, one stack: counted, printed once, with the caller the entry walk skips.
+    (count,) = [
+        int(line.split()[0]) for line in res.out.splitlines() if line.endswith(f"PID {proc.pid} (stack-unwind, host)")
+    ]
+    assert count >= 10
+    frames = [line.split()[0] for line in res.out.splitlines() if line.startswith("          ")]
+    assert [f.split("+")[0] for f in frames[:4]] == ["func_c", "func_b", "func_a", "main"]
+
+
+def test_folded_needs_run(built: Built) -> None:
+    res = ctrace("target", "pid:1", "--func", "x", "--folded", "out")
+    assert res.code == 2 and "--folded needs --run" in res.err
+    res = ctrace("target", "pid:1", "--func", "x", "--run", "--action", "count", "--flamegraph", "g.svg")
+    assert res.code == 2 and "--flamegraph needs --run and the stacks action" in res.err
+
+
+DUMP = """Attaching 1 probe...
+@stacks[uprobe:/tmp/a b/x:f, 25381, 94000000000017,\x20
+\t564784e42159 0x564784e42159 ([unknown])
+\t564784e4223c main+12 (/tmp/a b/x)
+]: 3
+@stacks[uprobe:/tmp/x:0x1139, 7, 0,\x20
+\t10 0x10 ([unknown])
+]: 1
+"""
+
+
+def test_parse_stacks_reads_raw_addresses_and_inserts_the_caller() -> None:
+    stacks = runner.parse_stacks(DUMP.splitlines())
+    assert stacks == [
+        runner.Stack("uprobe:/tmp/a b/x:f", 25381, (0x564784E42159, 94000000000017, 0x564784E4223C), 3),
+        runner.Stack("uprobe:/tmp/x:0x1139", 7, (0x10,), 1),
+    ]
