@@ -61,7 +61,7 @@ def _where(pid: int, naming: Naming, maps: symbolize.Maps) -> str:
         return naming.labels[pid]
     for p in maps.ancestors(pid):
         if p in naming.labels:
-            return f"child of PID {p}, {naming.labels[p]}"
+            return f"exited; forked from the process of PID {p}, {naming.labels[p]}"
     return "a process ctrace did not attach to"
 
 

@@ -154,11 +154,23 @@ class Maps:
     def region(self, pid: int, address: int) -> Region | None:
         regions = self.regions.get(pid)
         if regions is None and pid not in self.regions:
-            regions = self.regions[pid] if self.take(pid) else self._inherited(pid)
+            if not self.take(pid):
+                self.regions[pid] = self._inherited(pid) or self._twin(pid, address)
+            regions = self.regions[pid]
         for r in regions or ():
             if r.start <= address < r.end:
                 return r
         return None
+
+    def _twin(self, pid: int, leaf: int) -> list[Region]:
+        """A process gone before ctrace saw it (forked after attach, exited since): a process
+        whose mapping of a file holds the leaf at the same address shares its layout, since
+        ASLR places each exec's files anew and only fork copies them."""
+        for other in sorted(self.regions):
+            if any(r.start <= leaf < r.end for r in self.regions[other]):
+                self.parent.setdefault(pid, other)
+                return self.regions[other]
+        return []
 
     def ancestors(self, pid: int) -> list[int]:
         """Parents of a child forked after attach, nearest first."""

@@ -9,16 +9,18 @@ CTRACE_FLAMEGRAPH_SCREENSHOT (PNG).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ctrace import flame, runner
+from ctrace import emit, flame, runner
 from tests.conftest import ROOT, SRC, Built, Processes, ctrace, need_bpftrace, run
 from tests.test_flame import _browser, _check_nesting, _chromium, _frames
 
@@ -59,33 +61,41 @@ def _run_until_attached(args: list[str]) -> subprocess.Popen[str]:
     return proc
 
 
-def test_counts_per_path_and_pid_and_a_child_named_after_exit(
-    paths_binary: Path, processes: Processes, tmp_path: Path
-) -> None:
-    need_bpftrace()
+@pytest.fixture
+def family(paths_binary: Path, processes: Processes) -> Iterator[tuple[int, int]]:
+    """The fixture's parent and child PIDs; the child is killed if a test left it waiting."""
     parent = processes.start(paths_binary)
     child = _child(parent.pid)
+    yield parent.pid, child
+    parent.kill()
+    parent.wait()
+    try:
+        os.kill(child, signal.SIGKILL)  # the parent ignores SIGCHLD: the kernel reaps it
+    except ProcessLookupError:
+        pass
+
+
+def test_counts_per_path_and_pid_and_a_child_named_after_exit(
+    paths_binary: Path, family: tuple[int, int], tmp_path: Path
+) -> None:
+    need_bpftrace()
+    parent, child = family
     folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
     args = ["target", paths_binary.name, "--func", "f", "--all", "--run", "--duration", "3"]
     proc = _run_until_attached([*args, "--folded", str(folded), "--flamegraph", str(svg)])
-    for _ in range(3):  # pause() may miss a signal sent between its test and its sleep
-        for pid in (parent.pid, child):
-            try:
-                os.kill(pid, signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.2)
+    os.kill(child, signal.SIGUSR1)
+    os.kill(parent, signal.SIGUSR1)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert not Path(f"/proc/{child}").exists(), "the child must be gone before ctrace names its stack"
     comm = paths_binary.name
     libc = "__libc_start_call_main"
     assert flame.parse_folded(folded.read_text()) == {
-        (f"{comm}-{parent.pid}", libc, "main", "path_a", "mid", "f"): 30,
-        (f"{comm}-{parent.pid}", libc, "main", "path_b", "mid", "f"): 10,
+        (f"{comm}-{parent}", libc, "main", "path_a", "mid", "f"): 30,
+        (f"{comm}-{parent}", libc, "main", "path_b", "mid", "f"): 10,
         (f"{comm}-{child}", libc, "main", "via_child", "f"): 1,
     }
-    assert f"30  f  PID {parent.pid} ({comm}, host)" in out
+    assert f"30  f  PID {parent} ({comm}, host)" in out
     block = out[out.index(f"1  f  PID {child}") :]
     assert block.split("\n")[1:3] == [f"          f+0x0  ({comm})", f"          via_child+0x15  ({comm})"]
     _keep("CTRACE_CHILD_STACK", out)
@@ -170,3 +180,62 @@ def test_parse_stacks_reads_raw_addresses_and_inserts_the_caller() -> None:
         runner.Stack("uprobe:/tmp/a b/x:f", 25381, (0x564784E42159, 94000000000017, 0x564784E4223C), 3),
         runner.Stack("uprobe:/tmp/x:0x1139", 7, (0x10,), 1),
     ]
+
+
+def _versions() -> list[tuple[str, list[str]]]:
+    """The host's bpftrace and those of the version chroots (hack: /var/cache/ctrace-bpftrace)."""
+    out = [("host", ["bpftrace"])]
+    for name in ("trixie", "sid"):
+        d = Path("/var/cache/ctrace-bpftrace") / name
+        if (d / "usr/bin/bpftrace").exists():
+            libs = f"{d}/usr/lib/x86_64-linux-gnu:{d}/lib/x86_64-linux-gnu"
+            out.append((name, [f"{d}/lib64/ld-linux-x86-64.so.2", "--library-path", libs, f"{d}/usr/bin/bpftrace"]))
+    return out
+
+
+_HARMLESS = ("RLIMIT_MEMLOCK", "available_filter_functions", "Attached ")  # 0.27 says "Attached" on stderr
+
+
+def test_printed_stacks_program_counts_right_on_every_bpftrace(family: tuple[int, int]) -> None:
+    """The printed program, run by each bpftrace: no warning, 30 and 10 calls, caller addresses."""
+    need_bpftrace()
+    parent, child = family
+    res = ctrace("target", f"pid:{parent}", "--func", "f", "--action", "stacks", "-q")
+    assert res.code == 0, res.err
+    argv = shlex.split(res.out.splitlines()[0])
+    assert argv[0] == "bpftrace" and emit.STACKS_ENTRY in argv[-1]
+    for name, prefix in _versions():
+        proc = subprocess.Popen([*prefix, *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # bpftrace 0.27 buffers stdout into a pipe: no "Attached" line to wait for
+        os.kill(parent, signal.SIGUSR1)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        noise = [line for line in err.splitlines() if line.strip() and not any(h in line for h in _HARMLESS)]
+        assert noise == [], f"bpftrace {name}: {noise}"
+        stacks = runner.parse_stacks(out.splitlines())
+        assert sorted(s.calls for s in stacks) == [10, 30], f"bpftrace {name}: {out}"
+        assert {s.pid for s in stacks} == {parent}
+        assert all(len(s.addresses) >= 4 for s in stacks)
+    if len(_versions()) < 3:
+        print("only these bpftrace versions ran:", [n for n, _ in _versions()])
+
+
+def test_a_process_gone_unseen_is_named_through_a_fork_relative() -> None:
+    """A PID ctrace never saw, whose leaf lies where a traced process maps a file, shares
+    that process's layout (only fork copies it): its frames are named from that process."""
+    import ctypes
+
+    from ctrace import symbolize
+
+    libc = ctypes.CDLL(None)
+    address = ctypes.cast(libc.getpid, ctypes.c_void_p).value
+    assert address is not None
+    maps = symbolize.Maps()
+    assert maps.take(os.getpid())
+    never = 4194304 + 17  # above the largest pid_max: no such process, now or later
+    (frame,) = symbolize.frames(maps, never, [address])
+    assert frame.function in ("getpid", "__getpid") and frame.offset == 0
+    assert maps.ancestors(never) == [os.getpid()]
+    (lost,) = symbolize.frames(maps, never, [8])  # nothing maps page 0
+    assert symbolize.label(lost, {}) == "[unknown 0x8]"
