@@ -147,7 +147,7 @@ def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Com
         raise UsageError("--run cannot run pods on other nodes from here", "run the printed kubectl exec commands")
     if len(probes) == 1:
         return probes[0][1].commands[0]
-    if not everything:
+    if not everything and len(result.targets) > 1:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
     if action not in ("stack", "stacks"):
         raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")

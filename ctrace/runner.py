@@ -17,8 +17,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from ctrace.errors import EnvironmentProblem
 from ctrace.record import TYPE_CHECKING, Record
@@ -41,7 +43,26 @@ def _start(argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
 
 
 def run(argv: Sequence[str], duration: float | None = None) -> int:
-    return _wait(_start(argv), duration)
+    with _spilled(argv) as short:
+        return _wait(_start(short), duration)
+
+
+LONGEST_ARG = 64 * 1024  # Linux refuses one argument over 128 KiB (MAX_ARG_STRLEN) with E2BIG
+
+
+@contextmanager
+def _spilled(argv: Sequence[str]) -> Iterator[list[str]]:
+    """``bpftrace -e PROGRAM`` as ``bpftrace FILE`` when the program is too long for one
+    argument (a pattern matching 1,369 functions); the file is removed afterwards."""
+    args = list(argv)
+    if "-e" not in args or len(args[args.index("-e") + 1]) <= LONGEST_ARG:
+        yield args
+        return
+    at = args.index("-e")
+    with tempfile.NamedTemporaryFile("w", prefix="ctrace-", suffix=".bt") as f:
+        f.write(args[at + 1] + "\n")
+        f.flush()
+        yield [*args[:at], *args[at + 2 :], f.name]
 
 
 def _wait(proc: subprocess.Popen[str], duration: float | None) -> int:
@@ -153,9 +174,10 @@ def run_stacks(argv: Sequence[str], duration: float | None, naming: Naming, out:
     maps = Maps()
     for pid in naming.labels:
         maps.take(pid)
-    proc = _start(argv, stdout=subprocess.PIPE)
-    watch = Watch(proc, maps, out)
-    code = _wait(proc, duration)
+    with _spilled(argv) as short:
+        proc = _start(short, stdout=subprocess.PIPE)
+        watch = Watch(proc, maps, out)
+        code = _wait(proc, duration)
     found = stacks.named(parse_stacks(watch.join()), maps, naming)
     stacks.report(found, naming, maps, out)
     stacks.write(found, naming, out)

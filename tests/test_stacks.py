@@ -239,3 +239,25 @@ def test_a_process_gone_unseen_is_named_through_a_fork_relative() -> None:
     assert maps.ancestors(never) == [os.getpid()]
     (lost,) = symbolize.frames(maps, never, [8])  # nothing maps page 0
     assert symbolize.label(lost, {}) == "[unknown 0x8]"
+
+
+def test_many_functions_print_a_summary_not_a_line_each(built: Built, processes: Processes) -> None:
+    proc = processes.start(built["stack-unwind"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "*printf*")
+    assert res.code == 0, res.err
+    lines = [line for line in res.out.splitlines() if line.startswith("bpftrace ")]
+    quiet = ctrace("target", f"pid:{proc.pid}", "--func", "*printf*", "-q").out.splitlines()
+    assert lines == [] and len(quiet) > 12
+    assert f"{len(quiet)} functions match: " in res.out and "add --run" in res.out
+    wide = ctrace("target", f"pid:{proc.pid}", "--func", "*printf*", "-o", "wide").out
+    assert len([line for line in wide.splitlines() if line.startswith("# ") and "attached" in line]) == len(quiet)
+
+
+def test_a_program_too_long_for_one_argument_goes_to_a_file() -> None:
+    program = "uprobe:/x:f { @[probe] = count(); } " * 3000  # > 64 KiB
+    with runner._spilled(["bpftrace", "--unsafe", "-e", program]) as argv:
+        assert argv[:2] == ["bpftrace", "--unsafe"] and len(argv) == 3
+        assert Path(argv[2]).read_text() == program + "\n"
+    assert not Path(argv[2]).exists()
+    with runner._spilled(["bpftrace", "-e", "BEGIN { exit(); }"]) as argv:
+        assert argv == ["bpftrace", "-e", "BEGIN { exit(); }"]
