@@ -142,20 +142,25 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--tool", choices=("bpftrace", "perf"), default="bpftrace", help="also print the perf probe/record path"
     )
+    from ctrace.actions import ACTIONS, PROBES
+
     p.add_argument(
         "--action",
-        choices=("stack", "stacks", "count", "args", "latency"),
-        help="stack (print ustack per call; the default without --run), stacks (count stacks in the kernel, "
-        "named by ctrace; the default with --run), count (per PID), args (arg0..arg5; Go's registers for Go), "
-        "latency (entry to return, a histogram; Go uses a uprobe on each RET)",
+        choices=tuple(ACTIONS),
+        help="; ".join(f"{a.name}: {a.help}" for a in ACTIONS.values()),
     )
     p.add_argument("--folded", metavar="FILE", help="with --run: write the stacks folded, for flamegraph.pl")
     p.add_argument("--flamegraph", metavar="FILE", help="with --run: write an SVG flame graph of the stacks")
     p.add_argument(
         "--probe",
-        choices=("uprobe", "uretprobe", "return"),
+        choices=PROBES,
         default="uprobe",
         help="entry (default), uretprobe (not for Go), or return: a uprobe on each RET instruction",
+    )
+    p.add_argument(
+        "--bpftrace",
+        metavar="PATH",
+        help="the bpftrace that will run the programs (default: bpftrace from PATH); its version decides their form",
     )
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from ctrace import runner
     from ctrace.model import Command, Process
-    from ctrace.plan import Plan
+    from ctrace.plan import Plan, Request
 
 
 def context(args: argparse.Namespace) -> Context:
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
-    from ctrace import plan, render, text
+    from ctrace import dialect, plan, render, text
 
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
@@ -79,13 +79,22 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = ctx._replace(all_matches=args.all)
     action = _action(args)
-    result = plan.plan(
-        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, action, args.tool
+    request = plan.Request(
+        args.target,
+        tuple(args.func),
+        args.runtime,
+        args.max_funcs,
+        args.lib,
+        args.probe,
+        action,
+        args.tool,
+        dialect.of(args.bpftrace, ctx.cache_dir),
     )
+    result = plan.plan(request, ctx)
     if args.run:
         from ctrace import runner
 
-        chosen = chosen_command(result, args.all, action)
+        chosen = chosen_command(result, args.all, request, ctx)
         if action == "stacks":
             return runner.run_stacks(chosen.argv, args.duration, naming(result, args), out)
         return runner.run(chosen.argv, args.duration)
@@ -115,11 +124,10 @@ def naming(result: Plan, args: argparse.Namespace) -> runner.Naming:
     from ctrace import runner
 
     labels = {t.process.pid: _label(t.process) for t in result.targets}
-    functions = {}
-    for t in result.targets:
-        for p in t.probes:
-            for point in p.points:
-                functions[point] = functions[point.replace('"', "")] = p.demangled or p.symbol
+    from ctrace.emit import label
+
+    # The program keys each function by its short label (emit.label): the label back to the name.
+    functions = {label(p.demangled or p.symbol): p.demangled or p.symbol for t in result.targets for p in t.probes}
     funcs = sorted({p.demangled or p.symbol for t in result.targets for p in t.probes})
     comms = sorted({t.process.comm for t in result.targets})
     shown = ", ".join(funcs[:3]) + (f" and {len(funcs) - 3} more" if len(funcs) > 3 else "")
@@ -136,10 +144,8 @@ def _label(p: Process) -> str:
     return f"{p.comm}, host"
 
 
-def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
+def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
-    from ctrace import emit
-
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
@@ -149,30 +155,13 @@ def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Com
         return probes[0][1].commands[0]
     if not everything and len(result.targets) > 1:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    if action not in ("stack", "stacks"):
-        raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")
-    kinds = {p.probe for _, p in probes}
-    text = emit.action_text(action, "c", kinds.pop() if len(kinds) == 1 else "mixed")
-    return emit.combined(_once_per_file(result), text)
+    if request.action not in ("stack", "stacks"):
+        raise UsageError(
+            f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
+        )
+    from ctrace import plan
 
-
-def _once_per_file(result: Plan) -> list[tuple[int, tuple[str, ...], bool]]:
-    """(pid, points, unsafe) per probe, the points left out where another PID's probe already
-    attaches to the same function of the same file (through its own /proc/PID/root path):
-    a uprobe fires in every process mapping the file, so twice attached is twice counted."""
-    seen: set[tuple[object, ...]] = set()
-    parts = []
-    for t in result.targets:
-        try:
-            st = os.stat(t.binary.host_path)
-            file: object = (st.st_dev, st.st_ino)
-        except OSError:
-            file = t.binary.host_path
-        for p in t.probes:
-            key = (file, p.probe, p.address)
-            parts.append((t.process.pid, () if key in seen else p.points, p.unsafe))
-            seen.add(key)
-    return parts
+    return plan.combined(result, request, ctx)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ctrace import elf, emit, match, procfs, sites
+from ctrace import actions, binding, elf, emit, match, procfs, sites
+from ctrace.dialect import Dialect
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
@@ -15,6 +16,20 @@ from ctrace.record import Record
 from ctrace.resolvers import Context, choose
 
 DEFAULT_MAX_FUNCS = 100
+
+
+class Request(Record):
+    """What ``ctrace target`` was asked for: handed down whole instead of argument by argument."""
+
+    target: str
+    patterns: tuple[str, ...]
+    runtime: str | None = None
+    max_funcs: int = DEFAULT_MAX_FUNCS
+    lib: str | None = None
+    probe: str = "uprobe"  # --probe: "uprobe" (the entry), "uretprobe", "return" (a uprobe on each RET)
+    action: str = "stack"  # a row of actions.ACTIONS
+    tool: str = "bpftrace"
+    dialect: Dialect = Dialect()  # the bpftrace that will run the programs
 
 
 def processes(target: str, ctx: Context, runtime: str | None = None) -> list[Process]:
@@ -58,13 +73,8 @@ def select(
     return list(chosen.values()), missing
 
 
-# Names bpftrace 0.17 itself finds in the file (bcc reads .symtab/.dynsym); the
-# others (Go table, debug files) are probed by address (see ctrace/sites.py).
-_NAMED_SOURCES = ("symtab", "dynsym")
-
-
 class Form(Record):
-    """One way to name the file to bpftrace (seed 2.5.1-2.5.3), and what bcc sees through it."""
+    """One way to name the file to bpftrace (the tracing-basics post, 2.5.1-2.5.3), and what bcc sees through it."""
 
     name: str
     path: str
@@ -74,26 +84,23 @@ class Form(Record):
 
 class Made(Record):
     command: Command
-    attach: str
+    attach: str  # "name" or "address"
     points: tuple[str, ...]
-    unsafe: bool
+    where: str  # the name or number in the command (Site.describe)
+    why_unsafe: str
+    bound: str  # what the program admits (binding.statement)
+    path: str
 
 
-def probes(
-    loaded: Loaded,
-    symbols: Sequence[Symbol],
-    ctx: Context,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> list[Probe]:
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
+    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root)
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, kind, action) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, request, scope) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -104,8 +111,24 @@ def probes(
         first = usable[0]
         shown = loaded.info.demangled.get(sym.name)
         cmds = tuple(m.command for m in usable)
-        perf = _perf(loaded, sym, ctx, elf_file) if tool == "perf" else ()
-        out.append(Probe(sym.name, sym.address, cmds, first.attach, shown, kind, first.points, first.unsafe, perf))
+        perf = _perf(loaded, sym, ctx, elf_file) if request.tool == "perf" else ()
+        out.append(
+            Probe(
+                sym.name,
+                sym.address,
+                cmds,
+                first.attach,
+                shown,
+                request.probe,
+                first.points,
+                bool(first.why_unsafe),
+                perf,
+                first.where,
+                first.why_unsafe,
+                first.bound,
+                first.path,
+            )
+        )
     return out
 
 
@@ -125,47 +148,69 @@ def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple
 
 
 def _command(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, kind: str, action: str
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    form: Form,
+    request: Request,
+    scope: binding.Scope,
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
-    so that another form may still work."""
-    exits: tuple[list[emit.Site], str] | None = None
+    so that another form may still work. None when the path cannot be quoted."""
+    literal = emit.quote_path(form.path)
+    if literal is None:
+        return None
+    row = actions.ACTIONS[request.action]
     try:
-        where = _sites(loaded, elf_file, sym, index, form.spans, "uprobe" if action == "latency" else kind)
-        if action == "latency":
-            exits = _exits(loaded, elf_file, sym, index, form.spans)
+        where = _sites(loaded, elf_file, sym, index, form.spans, request.probe, request.dialect)
+        exits, exit_kind = _exits(loaded, elf_file, sym, index, form.spans, request.dialect) if row.exits else ([], "")
     except NotTraceable as err:
         return err
-    bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
-    pid = loaded.process.pid
-    text = emit.action_text("stack" if action == "latency" else action, loaded.info.language, kind)
-    cmd = (
-        emit.command(form.name, pid, form.path, where, text, bpf_kind, form.by_filter, exits)
-        if where and (exits is None or exits[0])
-        else None
-    )
-    if cmd is None:
+    if not where or (row.exits and not exits):
         return None
-    literal = emit.quote_path(form.path) or ""
-    return Made(cmd, where[0].kind, tuple(emit.points(literal, where, bpf_kind)), any(w.unsafe for w in where))
+    bpf_kind = "uretprobe" if request.probe == "uretprobe" else "uprobe"
+    pid = loaded.process.pid
+    # -p only where the path needs it: the path inside the process's mount namespace.
+    bound = binding.bind([scope], request.dialect, pid if form.name == "pid-path" else None)
+    block = actions.Block(
+        tuple(emit.points(literal, where, bpf_kind)),
+        bound.predicate,
+        emit.label(loaded.info.demangled.get(sym.name) or sym.name),
+        loaded.info.language,
+        request.probe,
+        request.dialect,
+        tuple(emit.points(literal, exits, exit_kind)) if exits else (),
+        exit_kind,
+    )
+    why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
+    text = binding.program(bound, row.program(block))
+    cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
+    attach = "name" if where[0].kind.startswith("name") else "address"
+    return Made(cmd, attach, block.points, emit.describe(where), why, bound.statement, form.path)
 
 
 def _exits(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, dialect: Dialect
 ) -> tuple[list[emit.Site], str]:
     """Where a call returns: a uretprobe, but for Go (stacks move) a uprobe on each RET."""
     if loaded.info.language == "go":
-        return sites.return_sites(sym, elf_file, spans, loaded.binary.path), "uprobe"
-    return _sites(loaded, elf_file, sym, index, spans, "uprobe"), "uretprobe"
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path, index, dialect), "uprobe"
+    return _sites(loaded, elf_file, sym, index, spans, "uprobe", dialect), "uretprobe"
 
 
 def _sites(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, kind: str
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    spans: sites.Spans,
+    probe: str,
+    dialect: Dialect,
 ) -> list[emit.Site]:
-    if kind == "return":
-        return sites.return_sites(sym, elf_file, spans, loaded.binary.path)
-    named = emit.name_site(sym, index) if sym.source in _NAMED_SOURCES else None
-    where = named or sites.entry_site(sym, elf_file, spans)
+    if probe == "return":
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path, index, dialect)
+    where = sites.entry_site(sym, elf_file, spans, index, dialect)
     return [where] if where is not None else []
 
 
@@ -174,24 +219,43 @@ class Plan(Record):
     remote: list[Remote]
 
 
-def plan(
-    target: str,
-    patterns: Sequence[str],
-    ctx: Context,
-    runtime: str | None = None,
-    max_funcs: int = DEFAULT_MAX_FUNCS,
-    lib: str | None = None,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> Plan:
+def combined(result: Plan, request: Request, ctx: Context) -> Command:
+    """One stack program for every probe of every target (``--run --all``): each file and
+    site attached once however many PIDs run it, bound to all the targets' scopes."""
+    procs = [t.process for t in result.targets]
+    whole = {p.container.id for p in procs if p.container is not None and binding.names_container(request.target, p)}
+    bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
+    parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
+    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
+    text = binding.program(
+        bound, actions.stack(block) if request.action == "stack" else _per_function(parts, result, block)
+    )
+    return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
+
+
+def _per_function(parts: Sequence[binding.Part], result: Plan, block: actions.Block) -> str:
+    """--action stacks: one block per function, each keyed by its own label, over the distinct points."""
+    kept = set(block.points)
+    probes = [p for t in result.targets for p in t.probes]
+    out = []
+    for part, p in zip(parts, probes):
+        points = tuple(x for x in part.points if x in kept)
+        kept.difference_update(points)
+        if points:
+            label = emit.label(p.demangled or p.symbol)
+            out.append(actions.stacks(block._replace(points=points, label=label, probe=p.probe)))
+    return " ".join(out)
+
+
+def plan(request: Request, ctx: Context) -> Plan:
     """Targets on this host, and pods elsewhere with the command to run there."""
-    for pattern in patterns:
+    for pattern in request.patterns:
         match.check_pattern(pattern)
-    procs = processes(target, ctx, runtime)
-    remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
+    actions.check(request.action, request.probe)
+    procs = processes(request.target, ctx, request.runtime)
+    remote = [_remote(p, request.patterns, ctx) for p in procs if p.remote and p.pod is not None]
     local = [p for p in procs if not p.remote]
-    return Plan(targets(local, patterns, ctx, max_funcs, lib, kind, action, tool) if local else [], remote)
+    return Plan(targets(local, request, ctx) if local else [], remote)
 
 
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
@@ -203,35 +267,27 @@ def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
     return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}")
 
 
-def targets(
-    procs: Sequence[Process],
-    patterns: Sequence[str],
-    ctx: Context,
-    max_funcs: int = DEFAULT_MAX_FUNCS,
-    lib: str | None = None,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> list[Target]:
+def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Target]:
     cache = ElfCache(ctx.cache_dir)
-    loaded = _load_all(procs, ctx, cache, lib)
+    loaded = _load_all(procs, ctx, cache, request.lib)
     out = []
     failures = []
     gone: list[NotFound] = []
     for item in loaded:
-        chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
+        chosen, missing = select(item.info.symbols, request.patterns, item.info.demangled)
         if missing:
             failures.append((item, missing))
             continue
-        if len(chosen) > max_funcs:
+        if len(chosen) > request.max_funcs:
             raise UsageError(
-                f"{', '.join(patterns)} matches {len(chosen)} functions in {item.binary.path}",
+                f"{', '.join(request.patterns)} matches {len(chosen)} functions in {item.binary.path}",
                 f"narrow the pattern, or raise the limit with --max-funcs {len(chosen)}",
             )
-        if kind == "uretprobe" and item.info.language == "go":
+        if request.probe == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
+        actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
         try:
-            found = probes(item, chosen, ctx, kind, action, tool)
+            found = probes(item, chosen, ctx, request)
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue

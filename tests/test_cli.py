@@ -48,7 +48,7 @@ def test_target_json_contract(built: Built, processes: Processes) -> None:
     assert len(b["build_id"]) == 40
     (p,) = t["probes"]
     assert p["symbol"] == "hello" and isinstance(p["address"], int)
-    assert p["argv"][:3] == ["bpftrace", "-p", str(proc.pid)]
+    assert p["argv"][:2] == ["bpftrace", "-e"] and f"@ctrace_pids[{proc.pid}] = 1;" in p["argv"][-1]
     assert f"uprobe:{b['host_path']}:hello " in p["argv"][-1]
 
 

@@ -49,7 +49,7 @@ def test_debuglink_only_function_fires(sym: Built, processes: Processes) -> None
     proc = processes.start(sym["counted-linked"], "loop")
     probe = one_probe(f"pid:{proc.pid}", "--func", "helper_only_in_debug")
     assert probe["attach"] == "address" and "--unsafe" not in probe["argv"]
-    assert probe["argv"][-1].split(":")[2].split()[0] == hex(probe["address"])
+    assert f":{hex(probe['address'])} " in probe["argv"][-1] and probe["where"] == f"vaddr {hex(probe['address'])}"
     every_command_fires(probe, "helper_only_in_debug")
 
 
@@ -89,7 +89,7 @@ def test_libc_debug_only_function_fires(built: Built, processes: Processes) -> N
     host_path = f"/proc/{proc.pid}/root{LIBC}"
     binary = Binary(LIBC, host_path, None, info.build_id, info.stripped, info.language)
     loaded = plan.Loaded(host.process(proc.pid, ctx), binary, info, [])
-    (probe,) = plan.probes(loaded, [target], ctx)
+    (probe,) = plan.probes(loaded, [target], ctx, plan.Request(f"pid:{proc.pid}", ("new_do_write",)))
     # bcc reads the same build-id file, so bpftrace takes the virtual address
     assert probe.attach == "address" and hex(target.address) in probe.commands[0].argv[-1]
     result = fire(probe.commands[0].argv, "new_do_write")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,11 +140,18 @@ def targets(*args: str) -> list[dict[str, Any]]:
 
 
 def bound_to(argv: list[str]) -> int | None:
-    """The PID a command is bound to, by -p or by a /pid == N/ filter."""
-    if argv[1:2] == ["-p"]:
-        return int(argv[2])
-    if "/pid == " in argv[-1]:
-        return int(argv[-1].split("/pid == ")[1].split("/")[0])
+    """The PID a command is bound to (ctrace/binding.py): the PID it seeds, or the PID of
+    the mount namespace it seeds (a container target)."""
+    pids = re.findall(r"@ctrace_pids\[(\d+)\] = 1;", argv[-1])
+    if pids:
+        return int(pids[0])
+    spaces = {int(n) for n in re.findall(r"@ctrace_mntns\[(\d+)\] = 1;", argv[-1])}
+    for pid in map(int, re.findall(r"/proc/(\d+)/", argv[-1])):
+        try:
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino in spaces:
+                return pid
+        except OSError:
+            continue
     return None
 
 

@@ -78,7 +78,10 @@ def test_stripped_go_regenerate_fires(built: Built, processes: Processes) -> Non
     assert "--unsafe" in probe["argv"]
     # the printed number is the entry's file offset inside an executable PT_LOAD
     f = open_elf(str(built["cilium-agent-stripped"]))
-    assert probe["argv"][-1].split(":")[2].split()[0] == hex(code.code_offset(f, probe["address"]) or -1)
+    offset = hex(code.code_offset(f, probe["address"]) or -1)
+    assert (
+        f":{offset} " in probe["argv"][-1] and probe["where"] == f"file offset {offset} (vaddr {hex(probe['address'])})"
+    )
     every_command_fires(probe, hex(probe["address"]))
 
 

@@ -67,7 +67,7 @@ def test_several_functions_run_as_one_program_keyed_by_function(built: Built, pr
     proc = processes.start(built["stack-unwind"])
     res = ctrace("target", f"pid:{proc.pid}", "--func", "func_*", "--run", "--duration", "3")
     assert res.code == 0, res.err
-    assert res.out.count("Attaching 3 probes") == 1  # one bpftrace, one program
+    assert res.out.count("Attaching ") == 1  # one bpftrace, one program
     # Each function's stacks counted apart, labelled by function and PID; func_a calls func_b calls func_c.
     heads = [line.split() for line in res.out.splitlines() if line.endswith(f"PID {proc.pid} (stack-unwind, host)")]
     calls = {head[1]: int(head[0]) for head in heads}
