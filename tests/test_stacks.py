@@ -75,6 +75,29 @@ def family(paths_binary: Path, processes: Processes) -> Iterator[tuple[int, int]
         pass
 
 
+def test_a_child_forked_after_attach_is_named_after_it_exited(paths_binary: Path, processes: Processes) -> None:
+    """The binding follows forks; the child is gone before ctrace ever reads its /proc,
+    and is named through its parent's mappings (a fork copies them)."""
+    need_bpftrace()
+    parent = processes.start(paths_binary, "late")
+    first = _child(parent.pid)
+    try:
+        args = ["target", f"pid:{parent.pid}", "--func", "f", "--run", "--duration", "4"]
+        proc = _run_until_attached(args)
+        os.kill(parent.pid, signal.SIGUSR1)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.kill(first, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    (block,) = [b for b in out.split("\n\n") if "via_late_child" in b]
+    head, *frames = block.splitlines()
+    late = int(head.split("PID ")[1].split()[0])
+    assert late not in (parent.pid, first) and not Path(f"/proc/{late}").exists()
+    assert head.split()[:2] == ["1", "f"] and f"forked from the process of PID {parent.pid}" in head
+    assert [f.split()[0].split("+")[0] for f in frames[:4]] == ["f", "via_late_child", "main", "__libc_start_call_main"]
+    _keep("CTRACE_LATE_CHILD_STACK", out)
+
+
 def test_counts_per_path_and_pid_and_a_child_named_after_exit(
     paths_binary: Path, family: tuple[int, int], tmp_path: Path
 ) -> None:
