@@ -73,12 +73,20 @@ def report(stacks: Sequence[Named], naming: Naming, maps: symbolize.Maps, out: T
     shown = stacks[:TOP]
     out.write(f"ctrace: {total} calls in {len(stacks)} distinct stacks; the top {len(shown)}, named by ctrace:\n")
     for n in shown:
-        func = naming.functions.get(n.stack.probe) or (n.names[0] if n.names else n.stack.probe)
+        func = printable(naming.functions.get(n.stack.probe) or (n.names[0] if n.names else n.stack.probe))
         out.write(f"\n{n.stack.calls:>8}  {func}  PID {n.stack.pid} ({_where(n.stack.pid, naming, maps)})\n")
         for f, name in zip(n.frames, n.names):
-            where = f"  ({os.path.basename(f.path)})" if f.path and f.function else ""
+            where = f"  ({printable(os.path.basename(f.path))})" if f.path and f.function else ""
             offset = f"+0x{f.offset:x}" if f.function else ""
-            out.write(f"          {name}{offset}{where}\n")
+            out.write(f"          {printable(name)}{offset}{where}\n")
+
+
+def printable(text: str) -> str:
+    """A name from a traced binary as terminal text: control characters (an escape sequence
+    in a hostile symbol name) shown as \\xNN, not sent to the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 TOP = 10  # stacks printed; --folded and --flamegraph keep them all

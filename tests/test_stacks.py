@@ -21,7 +21,19 @@ from pathlib import Path
 import pytest
 
 from ctrace import flame, runner
-from tests.conftest import ROOT, SRC, Bpftrace, Built, Processes, ctrace, need_bpftrace, program_warnings, run
+from tests.conftest import (
+    HOSTILE,
+    PWNED,
+    ROOT,
+    SRC,
+    Bpftrace,
+    Built,
+    Processes,
+    ctrace,
+    need_bpftrace,
+    program_warnings,
+    run,
+)
 from tests.test_flame import _browser, _check_nesting, _chromium, _frames
 
 pytestmark = pytest.mark.bpftrace
@@ -271,3 +283,40 @@ def test_a_program_too_long_for_one_argument_goes_to_a_file() -> None:
     assert not Path(argv[2]).exists()
     with runner._spilled(["bpftrace", "-e", "BEGIN { exit(); }"]) as argv:
         assert argv == ["bpftrace", "-e", "BEGIN { exit(); }"]
+
+
+def test_hostile_frame_names_stay_text(built: Built, processes: Processes, tmp_path: Path) -> None:
+    """A function named to break out of the program, the folded line or the SVG: counted,
+    named verbatim in the report, ';' kept out of the folded frame, one script in the SVG."""
+    need_bpftrace()
+    proc = processes.start(built["names"])
+    folded, svg = tmp_path / "h.folded", tmp_path / "h.svg"
+    args = ["--run", "--duration", "3", "--folded", str(folded), "--flamegraph", str(svg)]
+    res = ctrace("target", f"pid:{proc.pid}", "--func", 'x"*', *args)
+    assert res.code == 0, res.err
+    assert not Path(PWNED).exists()
+    assert f"  {HOSTILE}+0x0  (names)" in res.out
+    (stack,) = flame.parse_folded(folded.read_text())
+    assert stack[-1] == HOSTILE.replace(";", ":") and stack[-2] == "main"
+    root = ET.fromstring(svg.read_text())
+    assert len(root.findall(".//{http://www.w3.org/2000/svg}script")) == 1
+    assert HOSTILE in {str(f["name"]) for f in _frames(root)}
+
+
+def test_ctrl_c_prints_the_named_stacks_and_exits_130(built: Built, processes: Processes) -> None:
+    need_bpftrace()
+    proc = processes.start(built["stack-unwind"])
+    run = subprocess.Popen(
+        [sys.executable, "-m", "ctrace", "target", f"pid:{proc.pid}", "--func", "func_c", "--run"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    assert run.stdout is not None and run.stdout.readline().startswith("Attach")
+    time.sleep(2)
+    os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert f"PID {proc.pid} (stack-unwind, host)" in out and "          func_b+0x" in out
