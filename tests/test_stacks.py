@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from tests.conftest import (
     Built,
     Processes,
     ctrace,
+    need,
     need_bpftrace,
     program_warnings,
     run,
@@ -320,3 +322,35 @@ def test_ctrl_c_prints_the_named_stacks_and_exits_130(built: Built, processes: P
     out, err = run.communicate(timeout=30)
     assert run.returncode == 130, err
     assert f"PID {proc.pid} (stack-unwind, host)" in out and "          func_b+0x" in out
+
+
+@pytest.fixture
+def go_container(built: Built, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """The stripped Go agent alone in a FROM-scratch image: its file exists only in the container."""
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
+    name = tag = f"ctrace-stacks-{os.getpid()}"
+    tar = tmp_path / "rootfs.tar"
+    with tarfile.open(tar, "w") as tf:
+        tf.add(built["cilium-agent-stripped"], arcname="usr/bin/cilium-agent")
+    run(["docker", "import", "-c", 'ENTRYPOINT ["/usr/bin/cilium-agent"]', str(tar), tag])
+    try:
+        run(["docker", "run", "-d", "--name", name, tag])
+        pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", name]).stdout)
+        time.sleep(0.5)
+        yield name, pid
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.docker
+def test_stripped_go_in_a_container_named_and_labelled(go_container: tuple[str, int]) -> None:
+    need_bpftrace()
+    name, pid = go_container
+    res = ctrace("target", name, "--func", "regenerate", "--run", "--duration", "3")
+    assert res.code == 0, res.err
+    head, *frames = [b for b in res.out.split("\n\n") if f"PID {pid} " in b][0].splitlines()
+    assert f"PID {pid} (cilium-agent, docker container {name})" in head
+    names = [f.split()[0].split("+")[0] for f in frames]
+    assert names[0] == "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
+    assert names[-1] == "runtime.goexit" and not any(n.startswith("[") for n in names)
