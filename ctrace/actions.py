@@ -66,8 +66,9 @@ def stacks(b: Block) -> str:
     (``ustack(raw)`` is 0.21+); ctrace names the addresses itself (symbolize.py), so frames
     of a process gone by print time, or seen from a container, still get names. At a
     function's entry the frame-pointer walk skips the caller (the callee has not pushed its
-    frame yet): the return address on top of the stack is that caller."""
-    caller = '*(uint64 *)reg("sp")' if b.probe == "uprobe" else "0"
+    frame yet), and at a RET (--probe return) the function has popped it already: at both,
+    the return address on top of the stack is that caller. A uretprobe fires in the caller."""
+    caller = '*(uint64 *)reg("sp")' if b.probe in ("uprobe", "return") else "0"
     return f'{head(b)} {{ @stacks["{b.label}", pid, {caller}, ustack(perf)] = count(); }}'
 
 

@@ -179,18 +179,26 @@ def test_stripped_go_stack_named_frame_by_frame(built: Built, processes: Process
     _keep("CTRACE_GO_STACK", out)
 
 
-def test_default_run_action_is_aggregated(built: Built, processes: Processes) -> None:
+@pytest.mark.parametrize(
+    ("probe", "top"),
+    [
+        ("uprobe", ["func_c", "func_b", "func_a", "main"]),  # the entry: the caller from the stack top
+        ("return", ["func_c", "func_b", "func_a", "main"]),  # each RET: the frame is popped, the same
+        ("uretprobe", ["func_b", "func_a", "main"]),  # fires in the caller, after the return
+    ],
+)
+def test_default_run_action_is_aggregated(built: Built, processes: Processes, probe: str, top: list[str]) -> None:
     need_bpftrace()
     proc = processes.start(built["stack-unwind"])
-    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "2")
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--probe", probe, "--run", "--duration", "2")
     assert res.code == 0, res.err
-    # Ten calls a second, one stack: counted, printed once, with the caller the entry walk skips.
+    # Ten calls a second, one stack: counted, printed once, every caller in it.
     (count,) = [
         int(line.split()[0]) for line in res.out.splitlines() if line.endswith(f"PID {proc.pid} (stack-unwind, host)")
     ]
     assert count >= 10
     frames = [line.split()[0] for line in res.out.splitlines() if line.startswith("          ")]
-    assert [f.split("+")[0] for f in frames[:4]] == ["func_c", "func_b", "func_a", "main"]
+    assert [f.split("+")[0] for f in frames[: len(top)]] == top
 
 
 def test_folded_needs_run(built: Built) -> None:
