@@ -179,6 +179,8 @@ def run_stacks(argv: Sequence[str], duration: float | None, naming: Naming, out:
         watch = Watch(proc, maps, out)
         code = _wait(proc, duration)
     found = stacks.named(parse_stacks(watch.join()), maps, naming)
+    if not found and code not in (0, 130):
+        return code  # bpftrace failed (its error is on stderr): not "no stacks were recorded"
     stacks.report(found, naming, maps, out)
     stacks.write(found, naming, out)
     return code

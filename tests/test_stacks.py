@@ -362,3 +362,15 @@ def test_stripped_go_in_a_container_named_and_labelled(go_container: tuple[str, 
     names = [f.split()[0].split("+")[0] for f in frames]
     assert names[0] == "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
     assert names[-1] == "runtime.goexit" and not any(n.startswith("[") for n in names)
+
+
+def test_a_failing_bpftrace_is_not_reported_as_no_stacks(built: Built, processes: Processes, tmp_path: Path) -> None:
+    fake = tmp_path / "bpftrace"
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && { echo "bpftrace v0.17.0"; exit 0; }\necho "ERROR: no" >&2\nexit 1\n'
+    )
+    fake.chmod(0o755)
+    proc = processes.start(built["stack-unwind"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "5", "--bpftrace", str(fake))
+    assert res.code == 1 and "ERROR: no" in res.err
+    assert "no stacks were recorded" not in res.out
