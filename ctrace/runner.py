@@ -28,7 +28,6 @@ from ctrace.record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ctrace.symbolize import Maps
 
 GRACE = 10.0  # seconds bpftrace gets to detach after SIGINT
 
@@ -96,7 +95,6 @@ class Stack(Record):
 
 _KEY = re.compile(r"@stacks\[(?P<probe>.*), (?P<pid>\d+), (?P<caller>\d+), \Z")
 _END = re.compile(r"\]: (\d+)\Z")
-_FORK = re.compile(r"ctrace-fork (\d+) (\d+)\Z")
 
 
 def parse_stacks(lines: Sequence[str]) -> list[Stack]:
@@ -123,11 +121,11 @@ def parse_stacks(lines: Sequence[str]) -> list[Stack]:
 
 
 class Watch:
-    """bpftrace's output: map dumps kept for naming, fork lines acted on, the rest shown."""
+    """bpftrace's output: map dumps kept for naming, the rest shown as it comes."""
 
-    def __init__(self, proc: subprocess.Popen[str], maps: Maps, out: TextIO) -> None:
+    def __init__(self, proc: subprocess.Popen[str], out: TextIO) -> None:
         self.lines: list[str] = []
-        self._proc, self._maps, self._out = proc, maps, out
+        self._proc, self._out = proc, out
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -136,10 +134,6 @@ class Watch:
         in_map = False
         for raw in self._proc.stdout:
             line = raw.rstrip("\n")
-            if fork := _FORK.match(line):
-                self._maps.forked(int(fork[1]), int(fork[2]))
-                self._maps.take(int(fork[2]))
-                continue
             in_map = in_map or line.startswith("@")
             if in_map:
                 self.lines.append(line)
@@ -176,7 +170,7 @@ def run_stacks(argv: Sequence[str], duration: float | None, naming: Naming, out:
         maps.take(pid)
     with _spilled(argv) as short:
         proc = _start(short, stdout=subprocess.PIPE)
-        watch = Watch(proc, maps, out)
+        watch = Watch(proc, out)
         code = _wait(proc, duration)
     found = stacks.named(parse_stacks(watch.join()), maps, naming)
     if not found and code not in (0, 130):

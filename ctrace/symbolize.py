@@ -106,7 +106,7 @@ class Maps:
         self.proc_root = proc_root
         self.regions: dict[int, list[Region]] = {}
         self.tables: dict[tuple[int, int], Table] = {}
-        self.parent: dict[int, int] = {}  # a child forked after attach shares its parent's mappings
+        self.parent: dict[int, int] = {}  # a PID seen only in a stack -> the process whose layout it shares
 
     def take(self, pid: int) -> bool:
         """Read /proc/PID/maps and open every mapped executable file; False if it is gone."""
@@ -147,9 +147,6 @@ class Maps:
         except OSError:
             return None
         return f"/proc/self/fd/{fd}"
-
-    def forked(self, parent: int, child: int) -> None:
-        self.parent.setdefault(child, parent)
 
     def region(self, pid: int, address: int) -> Region | None:
         regions = self.regions.get(pid)
