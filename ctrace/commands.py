@@ -96,7 +96,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
 
         chosen = chosen_command(result, args.all, request, ctx)
         if action == "stacks":
-            return runner.run_stacks(chosen.argv, args.duration, naming(result, args), out)
+            return runner.run_stacks(chosen.argv, args.duration, naming(result, args, ctx.proc_root), out)
         return runner.run(chosen.argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
@@ -119,7 +119,7 @@ def _action(args: argparse.Namespace) -> str:
     return action
 
 
-def naming(result: Plan, args: argparse.Namespace) -> runner.Naming:
+def naming(result: Plan, args: argparse.Namespace, proc_root: str) -> runner.Naming:
     """Labels for the named stacks: each PID's process and container, each attach point's function."""
     from ctrace import runner
 
@@ -133,7 +133,7 @@ def naming(result: Plan, args: argparse.Namespace) -> runner.Naming:
     shown = ", ".join(funcs[:3]) + (f" and {len(funcs) - 3} more" if len(funcs) > 3 else "")
     pids = ", ".join(str(pid) for pid in sorted(labels)[:5]) + (", ..." if len(labels) > 5 else "")
     title = f"ctrace: stacks of {shown} in {', '.join(comms)} (PID {pids})"
-    return runner.Naming(labels, functions, title, args.folded, args.flamegraph)
+    return runner.Naming(labels, functions, title, args.folded, args.flamegraph, proc_root)
 
 
 def _label(p: Process) -> str:

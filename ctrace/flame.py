@@ -94,46 +94,43 @@ def _label(name: str, width: float) -> str:
     return name if len(name) <= fits else name[: fits - 2] + ".."
 
 
-def _frames(root: _Node) -> tuple[list[str], int]:
-    """One ``<g>`` per frame wide enough to see, root at the bottom; and the depth drawn."""
-    out: list[str] = []
+def _layout(root: _Node) -> list[tuple[_Node, float, float, int]]:
+    """(node, x, width, depth) of every frame wide enough to see, parents before children."""
+    out = []
     scale = (WIDTH - 20) / root.total if root.total else 0.0
-    deepest = 0
     todo = [(root, 0.0, 0)]
     while todo:
         node, x, depth = todo.pop()
         w = node.total * scale
         if w < MIN_WIDTH:
             continue
-        deepest = max(deepest, depth)
-        out.append(_frame(node, x, w, depth, root.total))
+        out.append((node, x, w, depth))
         for child in sorted(node.children.values(), key=lambda c: c.name):
             todo.append((child, x, depth + 1))
             x += child.total * scale
-    return out, deepest
+    return out
 
 
-def _frame(node: _Node, x: float, w: float, depth: int, total: int) -> str:
+def _frame(node: _Node, x: float, w: float, depth: int, y: int, total: int) -> str:
     name = _escape(node.name)
     pct = 100.0 * node.total / total
     tip = f"{name} ({node.total} samples, {pct:.2f}%)"
     label = _escape(_label(node.name, w))
     return (
         f'<g class="f" data-d="{depth}" data-n="{node.total}"><title>{tip}</title>'
-        f'<rect x="{10 + x:.2f}" y="@{depth}" width="{w:.2f}" height="{FRAME - 1}" fill="{_color(node.name)}" rx="2"/>'
-        f'<text x="{13 + x:.2f}" y="@{depth}t">{label}</text></g>'
+        f'<rect x="{10 + x:.2f}" y="{y}" width="{w:.2f}" height="{FRAME - 1}" fill="{_color(node.name)}" rx="2"/>'
+        f'<text x="{13 + x:.2f}" y="{y + FRAME - 4}">{label}</text></g>'
     )
 
 
 def svg(counts: Mapping[tuple[str, ...], int], title: str) -> str:
     """A standalone SVG flame graph; opens in a browser, searchable, ``title`` on top."""
     root = tree(counts)
-    frames, deepest = _frames(root)
+    frames = _layout(root)
+    deepest = max((depth for *_, depth in frames), default=0)
     height = TOP + (deepest + 1) * FRAME + BOTTOM
-    body = "\n".join(frames)
-    for depth in range(deepest, -1, -1):  # y of each level, root at the bottom
-        y = height - BOTTOM - (depth + 1) * FRAME
-        body = body.replace(f'y="@{depth}t"', f'y="{y + FRAME - 4}"').replace(f'y="@{depth}"', f'y="{y}"')
+    base = height - BOTTOM - FRAME  # the root's y; each level sits one FRAME higher
+    body = "\n".join(_frame(n, x, w, d, base - d * FRAME, root.total) for n, x, w, d in frames)
     return _DOCUMENT.format(
         width=WIDTH,
         height=height,

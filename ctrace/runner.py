@@ -154,6 +154,7 @@ class Naming(Record):
     title: str
     folded: str | None = None
     flamegraph: str | None = None
+    proc_root: str = "/proc"  # --proc-root: the host's /proc as the node agent mounts it
 
 
 def run_stacks(argv: Sequence[str], duration: float | None, naming: Naming, out: TextIO | None = None) -> int:
@@ -165,7 +166,7 @@ def run_stacks(argv: Sequence[str], duration: float | None, naming: Naming, out:
     for path in (naming.folded, naming.flamegraph):
         if path:
             stacks.check_writable(path)  # before the run, not after it
-    maps = Maps()
+    maps = Maps(naming.proc_root)
     for pid in naming.labels:
         maps.take(pid)
     with _spilled(argv) as short:

@@ -41,7 +41,7 @@ def _comm(pid: int, naming: Naming, maps: symbolize.Maps) -> str:
         if p in naming.labels:
             return naming.labels[p].split(",", 1)[0]
     try:
-        with open(f"/proc/{pid}/comm") as f:
+        with open(f"{maps.proc_root}/{pid}/comm") as f:
             return f.read().strip() or "pid"
     except OSError:
         return "pid"
