@@ -374,3 +374,19 @@ def test_a_failing_bpftrace_is_not_reported_as_no_stacks(built: Built, processes
     res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "5", "--bpftrace", str(fake))
     assert res.code == 1 and "ERROR: no" in res.err
     assert "no stacks were recorded" not in res.out
+
+
+def test_a_deleted_binary_is_named_through_its_mapping(built: Built, processes: Processes, tmp_path: Path) -> None:
+    """bpftrace names frames by path, which a deleted (upgraded) binary no longer has;
+    ctrace reads the mapping itself (/proc/PID/map_files) and names them."""
+    need_bpftrace()
+    exe = tmp_path / "su-deleted"
+    exe.write_bytes(built["stack-unwind"].read_bytes())
+    exe.chmod(0o755)
+    proc = processes.start(exe)
+    exe.unlink()
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "2")
+    assert res.code == 0, res.err
+    frames = [line.split() for line in res.out.splitlines() if line.startswith("          ")]
+    assert [f[0].split("+")[0] for f in frames[:4]] == ["func_c", "func_b", "func_a", "main"]
+    assert frames[0][1] == "(su-deleted)"
