@@ -390,3 +390,37 @@ def test_a_deleted_binary_is_named_through_its_mapping(built: Built, processes: 
     frames = [line.split() for line in res.out.splitlines() if line.startswith("          ")]
     assert [f[0].split("+")[0] for f in frames[:4]] == ["func_c", "func_b", "func_a", "main"]
     assert frames[0][1] == "(su-deleted)"
+
+
+def test_cpp_frames_demangled_and_only_theirs(
+    built: Built, processes: Processes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naming a C++ frame demangles that frame's name, not every name of the file."""
+    from ctrace import symbolize
+    from ctrace.elf import demangle
+    from ctrace.elf.reader import open_elf
+
+    proc = processes.start(built["acme"])
+    elf = open_elf(str(built["acme"]))
+    (sym,) = [s for s in elf.symbols() if "handshake" in s.name]
+    offset = elf.vaddr_to_offset(sym.address)
+    assert offset is not None
+    maps = symbolize.Maps()
+    assert maps.take(proc.pid)
+    (r,) = [
+        r
+        for r in maps.regions[proc.pid]
+        if r.path.endswith("/acme") and r.offset <= offset < r.offset + r.end - r.start
+    ]
+    asked: list[list[str]] = []
+    real = demangle.demangle_all
+
+    def recorded(names: list[str]) -> dict[str, str]:
+        asked.append(list(names))
+        return real(asked[-1])
+
+    monkeypatch.setattr(demangle, "demangle_all", recorded)
+    frames = symbolize.frames(maps, proc.pid, [r.start + offset - r.offset + 4])
+    readable = symbolize.demangled(f.function for f in frames if f.function)
+    assert asked == [[sym.name]] and frames[0].offset == 4
+    assert symbolize.label(frames[0], readable) == "acme::net::Conn::handshake(int)"
