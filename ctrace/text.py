@@ -101,7 +101,10 @@ def many(t: Target, out: TextIO, style: Style) -> None:
     out.write(
         style.dim("  add --run to probe them all in one bpftrace program, stacks counted per function and PID") + "\n"
     )
-    out.write(style.dim("  (bpftrace 0.17 took ~0.5 s to attach each function of dockerd, 72k functions)") + "\n")
+    out.write(
+        style.dim("  (bpftrace attaches them one by one: 74 functions of dockerd took 34 s on 0.17, 10 s on 0.27)")
+        + "\n"
+    )
 
 
 def commands(cmds: Sequence[Command], out: TextIO, wide: bool, style: Style) -> None:
