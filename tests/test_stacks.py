@@ -64,6 +64,53 @@ def _child(pid: int) -> int:
     raise AssertionError("the fixture did not fork")
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            kids = [
+                int(k)
+                for t in os.listdir(f"/proc/{p}/task")
+                for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()
+            ]
+        except OSError:
+            continue
+        out += kids
+        todo += kids
+    return out
+
+
+def _perf_events(pids: list[int]) -> int:
+    n = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                n += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[perf_event]"
+            except OSError:
+                pass
+    return n
+
+
+def wait_attached(pid: int, timeout: float = 30) -> None:
+    """Until the bpftrace under ``pid`` holds its probes: its perf events, counted till they stop
+    growing. "Attaching N probes" comes before the attaching (0.17), "Attached" late on stderr (0.27)."""
+    deadline = time.monotonic() + timeout
+    last, steady = -1, 0
+    while time.monotonic() < deadline:
+        n = _perf_events(_descendants(pid))
+        steady = steady + 1 if n == last and n > 0 else 0
+        if steady >= 4:
+            return
+        last = n
+        time.sleep(0.25)
+    raise AssertionError("bpftrace did not attach")
+
+
 def _run_until_attached(args: list[str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctrace", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -71,7 +118,7 @@ def _run_until_attached(args: list[str]) -> subprocess.Popen[str]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("Attach"), line + (proc.stderr.read() if proc.stderr else "")
-    time.sleep(1)  # bpftrace says "Attaching" before it has attached
+    wait_attached(proc.pid)
     return proc
 
 
@@ -239,7 +286,7 @@ def test_stacks_named_on_every_bpftrace(family: tuple[int, int], bpftrace: Bpftr
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctrace", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    time.sleep(3)  # bpftrace 0.27 says "Attached" on stderr, and late: give it time to attach
+    wait_attached(proc.pid)
     os.kill(parent, signal.SIGUSR1)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
