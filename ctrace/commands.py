@@ -95,6 +95,13 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         from ctrace import runner
 
         chosen = chosen_command(result, args.all, request, ctx)
+        if chosen.form == "agent":  # the agent's ctrace names the stacks on that node and prints them
+            if args.folded or args.flamegraph:
+                raise UsageError(
+                    "--folded and --flamegraph are written on this node only",
+                    "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
+                )
+            return runner.run(chosen.argv, args.duration)
         if action == "stacks":
             return runner.run_stacks(chosen.argv, args.duration, naming(result, args, ctx.proc_root), out)
         return runner.run(chosen.argv, args.duration)
