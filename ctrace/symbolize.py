@@ -115,6 +115,7 @@ class Maps:
         except CtraceError:
             return False
         regions = []
+        root: list[str | None] = []  # the process's root, opened once if a new file needs it
         for m in procfs.parse_maps(text):
             if "x" not in m.perms or not m.path.startswith("/"):
                 continue
@@ -127,7 +128,8 @@ class Maps:
                 key = (-1, m.start)  # unreadable: a table of its own, which names nothing
             regions.append(Region(m.start, m.end, m.offset, path, key))
             if key not in self.tables:
-                self.tables[key] = Table(self._open(pid, mapped, path), path, self._root(pid))
+                root = root or [self._root(pid)]
+                self.tables[key] = Table(self._open(pid, mapped, path), path, root[0])
         self.regions[pid] = sorted(regions)
         return True
 
@@ -161,10 +163,15 @@ class Maps:
 
     def _twin(self, pid: int, leaf: int) -> list[Region]:
         """A process gone before ctrace saw it (forked after attach, exited since): a process
-        whose mapping of a file holds the leaf at the same address shares its layout, since
-        ASLR places each exec's files anew and only fork copies them."""
+        whose mapping of a position-independent file holds the leaf at the same address shares
+        its layout, since ASLR places each exec's files anew and only fork copies them. A fixed
+        address (ET_EXEC, or ASLR off) says nothing of the rest: no twin then."""
+        if not _randomized():
+            return []
         for other in sorted(self.regions):
-            if any(r.start <= leaf < r.end for r in self.regions[other]):
+            r = next((r for r in self.regions[other] if r.start <= leaf < r.end), None)
+            elf = self.tables[r.key].elf if r is not None else None
+            if r is not None and elf is not None and elf.type == ET_DYN:
                 self.parent.setdefault(pid, other)
                 return self.regions[other]
         return []
@@ -182,6 +189,17 @@ class Maps:
             if self.regions.get(parent):
                 return self.regions[parent]
         return []
+
+
+ET_DYN = 3  # a PIE executable or a shared library: placed anew by each exec under ASLR
+
+
+def _randomized() -> bool:
+    try:
+        with open("/proc/sys/kernel/randomize_va_space") as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return False
 
 
 class Frame(Record):

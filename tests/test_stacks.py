@@ -320,6 +320,21 @@ def test_a_process_gone_unseen_is_named_through_a_fork_relative() -> None:
     assert symbolize.label(lost, {}) == "[unknown 0x8]"
 
 
+def test_a_fixed_address_is_no_evidence_of_a_fork(built: Built, processes: Processes) -> None:
+    """A non-PIE binary sits at the same address in every process running it: that says
+    nothing of where an unseen process's libraries were, so nothing is named through it."""
+    from ctrace import symbolize
+
+    proc = processes.start(built["stack-unwind"])  # static, ET_EXEC at 0x400000
+    maps = symbolize.Maps()
+    assert maps.take(proc.pid)
+    (text,) = [r for r in maps.regions[proc.pid] if r.path.endswith("/stack-unwind")]
+    assert symbolize.frames(maps, proc.pid, [text.start + 0x10])[0].path is not None
+    never = 4194304 + 18
+    (frame,) = symbolize.frames(maps, never, [text.start + 0x10])
+    assert frame.function is None and frame.path is None and maps.ancestors(never) == []
+
+
 def test_many_functions_print_a_summary_not_a_line_each(built: Built, processes: Processes) -> None:
     proc = processes.start(built["stack-unwind"])
     res = ctrace("target", f"pid:{proc.pid}", "--func", "*printf*")
