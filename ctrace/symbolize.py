@@ -107,6 +107,7 @@ class Maps:
         self.regions: dict[int, list[Region]] = {}
         self.tables: dict[tuple[int, int], Table] = {}
         self.parent: dict[int, int] = {}  # a PID seen only in a stack -> the process whose layout it shares
+        self._refreshed: set[int] = set()
 
     def take(self, pid: int) -> bool:
         """Read /proc/PID/maps and open every mapped executable file; False if it is gone."""
@@ -159,6 +160,10 @@ class Maps:
         for r in regions or ():
             if r.start <= address < r.end:
                 return r
+        if pid not in self._refreshed:  # mapped after attach (dlopen): read the maps again, once
+            self._refreshed.add(pid)
+            if self.take(pid):
+                return self.region(pid, address)
         return None
 
     def _twin(self, pid: int, leaf: int) -> list[Region]:
