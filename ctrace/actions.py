@@ -59,6 +59,19 @@ def stack(b: Block) -> str:
     return f'{head(b)} {{ printf("%s\\n", ustack); }}'
 
 
+def stacks(b: Block) -> str:
+    """Stacks counted in the kernel, keyed by function, PID, caller and the raw stack.
+
+    ``ustack(perf)`` starts every frame with its address on bpftrace 0.17, 0.23 and 0.27
+    (``ustack(raw)`` is 0.21+); ctrace names the addresses itself (symbolize.py), so frames
+    of a process gone by print time, or seen from a container, still get names. At a
+    function's entry the frame-pointer walk skips the caller (the callee has not pushed its
+    frame yet), and at a RET (--probe return) the function has popped it already: at both,
+    the return address on top of the stack is that caller. A uretprobe fires in the caller."""
+    caller = '*(uint64 *)reg("sp")' if b.probe in ("uprobe", "return") else "0"
+    return f'{head(b)} {{ @stacks["{b.label}", pid, {caller}, ustack(perf)] = count(); }}'
+
+
 def count(b: Block) -> str:
     return f'{head(b)} {{ @calls[pid, "{b.label}"] = count(); }}'
 
@@ -100,7 +113,8 @@ def latency(b: Block) -> str:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("stack", "the user stack (ustack), default", stack),
+        Action("stack", "the user stack (ustack) printed per call, the default without --run", stack),
+        Action("stacks", "stacks counted per function and PID, named by ctrace; the default with --run", stacks),
         Action("count", "calls per PID", count),
         Action("args", "arg0..arg5 at the entry (Go's registers for Go), the return value at a return", args),
         Action(

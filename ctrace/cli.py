@@ -173,9 +173,10 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--action",
         choices=tuple(ACTIONS),
-        default="stack",
         help="; ".join(f"{a.name}: {a.help}" for a in ACTIONS.values()),
     )
+    p.add_argument("--folded", metavar="FILE", help="with --run: write the stacks folded, for flamegraph.pl")
+    p.add_argument("--flamegraph", metavar="FILE", help="with --run: write an SVG flame graph of the stacks")
     p.add_argument(
         "--probe",
         choices=PROBES,

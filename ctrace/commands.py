@@ -19,6 +19,7 @@ from ctrace.resolvers.base import Context, K8sOptions
 if TYPE_CHECKING:
     from typing import TextIO
 
+    from ctrace import runner
     from ctrace.elf import ElfInfo
     from ctrace.model import Command, Container, Process, Remote, Symbol
     from ctrace.plan import Plan, Request
@@ -134,6 +135,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = ctx._replace(all_matches=args.all)
+    action = _action(args)
     request = plan.Request(
         args.target,
         tuple(args.func),
@@ -141,7 +143,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         args.max_funcs,
         args.lib,
         args.probe,
-        args.action,
+        action,
         args.tool,
         dialect.of(args.bpftrace, ctx.cache_dir),
     )
@@ -150,6 +152,16 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         from ctrace import runner
 
         chosen = chosen_command(result, args.all, request, ctx)
+        if chosen.form == "agent":  # the agent's ctrace names the stacks on that node and prints them
+            if args.folded or args.flamegraph:
+                raise UsageError(
+                    "--folded and --flamegraph are written on this node only",
+                    "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
+                )
+            return runner.run(chosen.argv, args.duration)
+        if action == "stacks":
+            names = naming(result, args, ctx.proc_root)
+            return run_traced(result, args, lambda: runner.run_stacks(chosen.argv, args.duration, names, out))
         return run_traced(result, args, lambda: runner.run(chosen.argv, args.duration))
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
@@ -228,6 +240,43 @@ def _start_time(pid: int, proc_root: str) -> str | None:
     return fields[19].decode()
 
 
+def _action(args: argparse.Namespace) -> str:
+    """``--run`` counts stacks in the kernel by default: printing ustack per call costs the
+    traced process a perf-buffer write per call (~2,000 stacks a second on malloc)."""
+    action: str = args.action or ("stacks" if args.run else "stack")
+    for flag, value in (("--folded", args.folded), ("--flamegraph", args.flamegraph)):
+        if value is not None and not (args.run and action == "stacks"):
+            raise UsageError(f"{flag} needs --run and the stacks action", f"add --run (and drop --action {action})")
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} needs a file name", f"e.g. {flag} out.{'svg' if 'flame' in flag else 'folded'}")
+    return action
+
+
+def naming(result: Plan, args: argparse.Namespace, proc_root: str) -> runner.Naming:
+    """Labels for the named stacks: each PID's process and container, each attach point's function."""
+    from ctrace import runner
+
+    labels = {t.process.pid: _label(t.process) for t in result.targets}
+    from ctrace.emit import label
+
+    # The program keys each function by its short label (emit.label): the label back to the name.
+    functions = {label(p.demangled or p.symbol): p.demangled or p.symbol for t in result.targets for p in t.probes}
+    funcs = sorted({p.demangled or p.symbol for t in result.targets for p in t.probes})
+    comms = sorted({t.process.comm for t in result.targets})
+    shown = ", ".join(funcs[:3]) + (f" and {len(funcs) - 3} more" if len(funcs) > 3 else "")
+    pids = ", ".join(str(pid) for pid in sorted(labels)[:5]) + (", ..." if len(labels) > 5 else "")
+    title = f"ctrace: stacks of {shown} in {', '.join(comms)} (PID {pids})"
+    return runner.Naming(labels, functions, title, args.folded, args.flamegraph, proc_root)
+
+
+def _label(p: Process) -> str:
+    if p.pod is not None:
+        return f"{p.comm}, pod {p.pod.namespace}/{p.pod.name}, container {p.pod.container}"
+    if p.container is not None:
+        return f"{p.comm}, {p.container.runtime} container {p.container.name}"
+    return f"{p.comm}, host"
+
+
 def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
@@ -237,9 +286,9 @@ def chosen_command(result: Plan, everything: bool, request: Request, ctx: Contex
         raise UsageError("--run cannot run pods on other nodes from here", "run the printed kubectl exec commands")
     if len(probes) == 1:
         return probes[0][1].commands[0]
-    if not everything:
+    if not everything and len(result.targets) > 1:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    if request.action != "stack":
+    if request.action not in ("stack", "stacks"):
         raise UsageError(
             f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
         )

@@ -234,8 +234,24 @@ def combined(result: Plan, request: Request, ctx: Context) -> Command:
     bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
     parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
     block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
-    text = binding.program(bound, actions.stack(block))
+    text = binding.program(
+        bound, actions.stack(block) if request.action == "stack" else _per_function(parts, result, block)
+    )
     return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
+
+
+def _per_function(parts: Sequence[binding.Part], result: Plan, block: actions.Block) -> str:
+    """--action stacks: one block per function, each keyed by its own label, over the distinct points."""
+    kept = set(block.points)
+    probes = [p for t in result.targets for p in t.probes]
+    out = []
+    for part, p in zip(parts, probes):
+        points = tuple(x for x in part.points if x in kept)
+        kept.difference_update(points)
+        if points:
+            label = emit.label(p.demangled or p.symbol)
+            out.append(actions.stacks(block._replace(points=points, label=label, probe=p.probe)))
+    return " ".join(out)
 
 
 def plan(request: Request, ctx: Context) -> Plan:

@@ -75,6 +75,9 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         out.write(f"  {'merged' if p.container and p.container.merged_dir else 'rootfs'}   {b.merged_path}\n")
     for w in t.warnings:
         out.write(style.warn(f"  warning: {w}") + "\n")
+    if len(t.probes) > MANY and not wide:
+        many(t, out, style)
+        return
     for probe in t.probes:
         how = "by name" if probe.attach == "name" else "by address"
         kind = "" if probe.probe == "uprobe" else f"{probe.probe}, "
@@ -89,6 +92,23 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         if probe.perf:
             out.write(style.dim("# perf: add the event, record it with DWARF stacks, show, remove") + "\n")
             out.write("".join(c.shell + "\n" for c in probe.perf))
+
+
+MANY = 12  # more matched functions than this print as a summary; -o wide prints each command
+
+
+def many(t: Target, out: TextIO, style: Style) -> None:
+    """A pattern matching 1,369 functions: not 1,369 command lines, but what they are and how to run them."""
+    names = [p.demangled or p.symbol for p in t.probes]
+    shown = ", ".join(names[:5])
+    out.write(f"\n  {len(names)} functions match: {shown}, ... (-o wide prints each one's command, -q the lines)\n")
+    out.write(
+        style.dim("  add --run to probe them all in one bpftrace program, stacks counted per function and PID") + "\n"
+    )
+    out.write(
+        style.dim("  (bpftrace attaches them one by one: 74 functions of dockerd took 34 s on 0.17, 10 s on 0.27)")
+        + "\n"
+    )
 
 
 def commands(cmds: Sequence[Command], out: TextIO, wide: bool, style: Style) -> None:

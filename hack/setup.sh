@@ -21,6 +21,7 @@ command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
 command -v zsh >/dev/null || need+=(zsh)          # completion is tested in bash and zsh
 [ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion)  # kubectl's bash completion needs it
+command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
 command -v debootstrap >/dev/null || need+=(debootstrap)  # the bpftrace version matrix's chroots
 command -v rustc >/dev/null || need+=(rustc)              # the Rust cells of the action x probe matrix
 # Every runtime of tests/test_runtimes.py: a containerd of the tests' own (and ctr, the runc shim), podman.

@@ -38,7 +38,6 @@ def test_commands_never_offer_the_hidden_one() -> None:
     [
         (["target", "x", "-o", ""], ["text", "wide", "json", "yaml"]),
         (["ps", "--output", "w"], ["wide"]),
-        (["target", "x", "--action", ""], ["stack", "count", "args", "latency"]),
         (["target", "x", "--probe", "u"], ["uprobe", "uretprobe"]),
         (["target", "x", "--tool", ""], ["bpftrace", "perf"]),
         (["target", "x", "--output=j"], ["--output=json"]),
@@ -48,6 +47,16 @@ def test_commands_never_offer_the_hidden_one() -> None:
 )
 def test_choices_complete(words: list[str], want: list[str]) -> None:
     assert candidates(*words)[0] == want
+
+
+def test_action_choices_are_the_parsers() -> None:
+    from ctrace.cli import build_parser
+
+    parser = build_parser("ctrace", ["target"])
+    (sub,) = [a for a in parser._actions if a.dest == "command"]
+    (action,) = [a for a in sub.choices["target"]._actions if a.dest == "action"]  # type: ignore[attr-defined]
+    found = candidates("target", "x", "--action", "")[0]
+    assert found == list(action.choices) and {"stack", "count", "args", "latency"} <= set(found)
 
 
 def test_flags_complete_from_the_parser() -> None:

@@ -235,3 +235,8 @@ def test_ps_and_ns_show_the_pod_of_a_host_pid(kubeconfig: Path, containers: Cont
     # Without a reachable API the same commands still answer, without pods.
     plain = ctrace("ps", "cilium-agent", "-o", "json", env={**os.environ, "KUBECONFIG": "", "HOME": "/nonexistent"})
     assert plain.code == 0 and all(p["pod"] is None for p in plain.json()["processes"])
+
+
+def test_folded_is_not_promised_for_a_pod_on_another_node(kubeconfig: Path, containers: Containers) -> None:
+    res = k(kubeconfig, "target", "pod/cilium-remote", "--func", "regenerate", "--run", "--folded", "out.folded")
+    assert res.code == 2 and "--folded and --flamegraph are written on this node only" in res.err

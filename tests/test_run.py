@@ -30,7 +30,7 @@ def test_run_with_duration_shows_stacks(built: Built, processes: Processes) -> N
     proc = processes.start(built["stack-unwind"])
     before = uprobe_events()
     start = time.monotonic()
-    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--run", "--duration", "2")
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_c", "--action", "stack", "--run", "--duration", "2")
     took = time.monotonic() - start
     assert res.code == 0, res.err
     assert res.out.count("func_c+0") >= 3  # the program calls it ten times a second
@@ -42,7 +42,7 @@ def test_ctrl_c_exits_130_and_detaches(built: Built, processes: Processes) -> No
     proc = processes.start(built["hello"])
     before = uprobe_events()
     run = subprocess.Popen(
-        [sys.executable, "-m", "ctrace", "target", f"pid:{proc.pid}", "--func", "hello", "--run"],
+        [sys.executable, "-m", "ctrace", "target", f"pid:{proc.pid}", "--func", "hello", "--action", "stack", "--run"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -63,12 +63,14 @@ def test_ctrl_c_exits_130_and_detaches(built: Built, processes: Processes) -> No
     assert bpftrace_left.stdout == ""
 
 
-def test_several_probes_need_all_then_run_as_one_program(built: Built, processes: Processes) -> None:
+def test_several_functions_run_as_one_program_keyed_by_function(built: Built, processes: Processes) -> None:
     proc = processes.start(built["stack-unwind"])
-    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_b", "--func", "func_c", "--run", "--duration", "1")
-    assert res.code == 2 and "--all" in res.err
-    res = ctrace(
-        "target", f"pid:{proc.pid}", "--func", "func_b", "--func", "func_c", "--run", "--all", "--duration", "2"
-    )
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "func_*", "--run", "--duration", "3")
     assert res.code == 0, res.err
-    assert "func_b+0" in res.out and "func_c+0" in res.out
+    assert res.out.count("Attaching ") == 1  # one bpftrace, one program
+    # Each function's stacks counted apart, labelled by function and PID; func_a calls func_b calls func_c.
+    heads = [line.split() for line in res.out.splitlines() if line.endswith(f"PID {proc.pid} (stack-unwind, host)")]
+    calls = {head[1]: int(head[0]) for head in heads}
+    assert set(calls) == {"func_a", "func_b", "func_c"}
+    # As many calls of each, but for those made while bpftrace attached the probes one by one.
+    assert min(calls.values()) >= 10 and max(calls.values()) - min(calls.values()) <= 5
