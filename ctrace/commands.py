@@ -81,6 +81,12 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
     )
     if args.run:
+        _warn_before_run(result)
+        if args.tool == "perf":
+            from ctrace import perf
+
+            files = {k: getattr(args, k, None) for k in ("folded", "flamegraph")}  # issue15a's options
+            return perf.run(result, args.duration, out, ctx.proc_root, **files)
         from ctrace import runner
 
         return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
@@ -91,6 +97,15 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     else:
         text.plan(result.targets, result.remote, out, wide=args.output == "wide")
     return 0
+
+
+def _warn_before_run(result: Plan) -> None:
+    """--run prints no plan, but what makes its output short (no frame pointers) is said first."""
+    import sys
+
+    for t in result.targets:
+        for w in t.warnings:
+            sys.stderr.write(f"ctrace: warning: pid {t.process.pid}: {w}\n")
 
 
 def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:

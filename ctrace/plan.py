@@ -235,12 +235,21 @@ def targets(
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
+        if "ustack" in emit.action_text(action, item.info.language):
+            item.warnings.extend(_frame_pointers(item, ctx))
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
         raise _no_match(*failures[0])
     if not out:
         raise gone[0] if gone else NotFound("every process of the target exited", "run it again")
     return out
+
+
+def _frame_pointers(item: Loaded, ctx: Context) -> list[str]:
+    from ctrace import framepointers
+
+    info, pid = item.info, item.process.pid
+    return framepointers.target_warnings(item.binary.host_path, info.language, info.symbols, pid, ctx.proc_root)
 
 
 def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str | None) -> list[Loaded]:
