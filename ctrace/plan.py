@@ -220,6 +220,9 @@ def targets(
     gone: list[NotFound] = []
     for item in loaded:
         chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
+        if missing and (fetched := _debuginfod(item, ctx)) is not None:
+            item = fetched
+            chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
         if missing:
             failures.append((item, missing))
             continue
@@ -273,6 +276,20 @@ def _go_uretprobe(item: Loaded) -> UsageError:
     )
 
 
+def _debuginfod(item: Loaded, ctx: Context) -> Loaded | None:
+    """The process's binary again with a debug file a debuginfod server has for its build-id."""
+    from ctrace.elf import debuginfo
+
+    root = f"{ctx.proc_root}/{item.process.pid}/root"
+    found = debuginfo.fetch_missing(item.info, item.binary.host_path)
+    if found is None:
+        return None
+    info = ElfCache(ctx.cache_dir).inspect(item.binary.host_path, root, os.path.dirname(item.binary.path))
+    stale = f"{item.binary.path} is stripped"
+    note = f"{item.binary.path}: its debug file came from a debuginfod server by build-id ({found})"
+    return item._replace(info=info, warnings=[*(w for w in item.warnings if not w.startswith(stale)), note])
+
+
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
@@ -282,7 +299,17 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
             f"{item.binary.path} is stripped: only .dynsym, a Go table or a debug file name functions ({found}); "
             + hint
         )
+        why = _no_debug_file(item)
+        if why is not None:
+            return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} ({why[0]})", why[1])
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
+
+
+def _no_debug_file(item: Loaded) -> tuple[str, str] | None:
+    from ctrace.elf import debuginfo
+
+    root = item.binary.host_path.removesuffix(item.binary.path) or "/"
+    return debuginfo.explain(item.info, item.binary.host_path, item.binary.path, root)
 
 
 def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Binary, elf.ElfInfo]:

@@ -20,6 +20,7 @@ command -v perf >/dev/null || need+=(linux-perf)  # --tool perf is checked again
 command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
 command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
+command -v debuginfod >/dev/null || need+=(debuginfod)  # a debuginfod server on 127.0.0.1 (debug files by build-id)
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then
