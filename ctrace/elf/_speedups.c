@@ -7,6 +7,8 @@
  *   listing    -> the rows of `ctrace symbols FILE` (ctrace.elf.listing): elf.inspect's
  *                 merge of every source, then render.json_rows or render.text_rows
  *   cxa_demangle -> the loop of ctrace.elf.demangle._cxa (libstdc++'s __cxa_demangle)
+ *   name_kinds -> ctrace.elf._kinds (which names may be C++ or Rust, in one pass)
+ *   cxa_address -> where _cxa finds __cxa_demangle through ctypes (dlopen, dlsym)
  *
  * ctrace runs as root on binaries from container images, so every read is
  * checked against the length of the buffer it comes from: a table is read as
@@ -15,9 +17,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A growing bytes object: the rows are returned without a copy (10 MB on dockerd). */
 typedef struct {
@@ -760,13 +765,68 @@ done:
     return result;
 }
 
-/* ---- cxa_demangle: demangle._cxa's loop, without a ctypes call per name ---- */
+/* ---- cxa_demangle: demangle._cxa's loop, without a ctypes call per name ----
+ *
+ * __cxa_demangle keeps no state between calls, so a long list (libLLVM: 30k names, most
+ * of a cold listing's time) is cut into ranges demangled by a few threads at once, the
+ * GIL released; the names are read and the results made into str with the GIL held. */
 
 typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
 
+typedef struct {
+    demangle_fn fn;
+    const char **in; /* NULL: skip (a name with a NUL inside) */
+    char **out;      /* malloc'd by __cxa_demangle, or NULL */
+    Py_ssize_t lo, hi;
+} DemangleJob;
+
+static void *demangle_range(void *arg) {
+    DemangleJob *j = arg;
+    size_t size = 256;
+    char *buf = malloc(size); /* grown by __cxa_demangle itself (realloc) */
+    for (Py_ssize_t i = j->lo; buf && i < j->hi; i++) {
+        int status = 0;
+        char *got = j->in[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
+        if (got == NULL)
+            continue;
+        buf = got;
+        if (status == 0)
+            j->out[i] = strdup(got);
+    }
+    free(buf);
+    return NULL;
+}
+
+#define DEMANGLE_THREADS 4
+#define DEMANGLE_PER_THREAD 2048 /* fewer names are not worth a thread */
+
+static void demangle_all_ranges(demangle_fn fn, const char **in, char **out, Py_ssize_t n) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    Py_ssize_t k = n / DEMANGLE_PER_THREAD + 1;
+    if (k > DEMANGLE_THREADS)
+        k = DEMANGLE_THREADS;
+    if (cpus > 0 && k > cpus)
+        k = cpus;
+    DemangleJob jobs[DEMANGLE_THREADS];
+    pthread_t threads[DEMANGLE_THREADS];
+    int started[DEMANGLE_THREADS] = {0};
+    for (Py_ssize_t t = 0; t < k; t++) {
+        jobs[t] = (DemangleJob){fn, in, out, n * t / k, n * (t + 1) / k};
+        /* the last range runs here; a thread that cannot start runs here too */
+        if (t + 1 < k && pthread_create(&threads[t], NULL, demangle_range, &jobs[t]) == 0)
+            started[t] = 1;
+    }
+    for (Py_ssize_t t = 0; t < k; t++)
+        if (!started[t])
+            demangle_range(&jobs[t]);
+    for (Py_ssize_t t = 0; t < k; t++)
+        if (started[t])
+            pthread_join(threads[t], NULL);
+}
+
 PyDoc_STRVAR(cxa_demangle_doc,
              "cxa_demangle(names, fn) -> {name: text} for the names __cxa_demangle (at address fn) demangles;\n"
-             "as ctrace.elf.demangle._cxa's loop: one malloc'd buffer, grown by __cxa_demangle itself");
+             "as ctrace.elf.demangle._cxa's loop, in a few threads for a long list");
 
 static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
     PyObject *names;
@@ -777,42 +837,123 @@ static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "no __cxa_demangle");
         return NULL;
     }
-    demangle_fn fn = (demangle_fn)(uintptr_t)address;
-    size_t size = 256;
-    char *buf = malloc(size); /* malloc, not PyMem: __cxa_demangle reallocs it */
-    PyObject *out = buf ? PyDict_New() : PyErr_NoMemory();
-    for (Py_ssize_t i = 0; out && i < PyList_GET_SIZE(names); i++) {
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    const char **in = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    char **out = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    PyObject *keep = PyList_New(0); /* the encoded bytes of names that are not ASCII */
+    PyObject *result = NULL;
+    if (in == NULL || out == NULL || keep == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyList_GET_ITEM(names, i);
         if (!PyUnicode_Check(name)) {
             PyErr_SetString(PyExc_TypeError, "names must be str");
-            Py_CLEAR(out);
-            break;
+            goto done;
         }
-        PyObject *raw = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
-        if (raw == NULL) {
-            Py_CLEAR(out);
-            break;
+        const char *text;
+        Py_ssize_t len;
+        if (PyUnicode_IS_ASCII(name)) {
+            text = PyUnicode_AsUTF8AndSize(name, &len); /* an ASCII str's own bytes: no copy */
+        } else {
+            PyObject *raw = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
+            if (raw == NULL || PyList_Append(keep, raw) < 0) {
+                Py_XDECREF(raw);
+                goto done;
+            }
+            Py_DECREF(raw);
+            text = PyBytes_AS_STRING(raw);
+            len = PyBytes_GET_SIZE(raw);
         }
-        int status = 0;
-        char *got = strlen(PyBytes_AS_STRING(raw)) == (size_t)PyBytes_GET_SIZE(raw)
-                        ? fn(PyBytes_AS_STRING(raw), buf, &size, &status)
-                        : NULL; /* a NUL inside: ctypes would have cut the name there; no name has one */
-        Py_DECREF(raw);
-        if (got == NULL)
+        if (text == NULL)
+            goto done;
+        /* a NUL inside: ctypes would have cut the name there; no name has one */
+        in[i] = strlen(text) == (size_t)len ? text : NULL;
+    }
+    demangle_fn fn = (demangle_fn)(uintptr_t)address;
+    Py_BEGIN_ALLOW_THREADS
+    demangle_all_ranges(fn, in, out, n);
+    Py_END_ALLOW_THREADS
+    result = PyDict_New();
+    for (Py_ssize_t i = 0; result && i < n; i++) {
+        if (out[i] == NULL)
             continue;
-        buf = got;
-        if (status != 0)
-            continue;
-        PyObject *text = PyUnicode_DecodeUTF8(got, (Py_ssize_t)strlen(got), "replace");
-        if (text == NULL || PyDict_SetItem(out, name, text) < 0)
-            Py_CLEAR(out);
+        PyObject *text = PyUnicode_DecodeUTF8(out[i], (Py_ssize_t)strlen(out[i]), "replace");
+        if (text == NULL || PyDict_SetItem(result, PyList_GET_ITEM(names, i), text) < 0)
+            Py_CLEAR(result);
         Py_XDECREF(text);
     }
-    free(buf);
+done:
+    if (out != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            free(out[i]);
+    PyMem_Free(out);
+    PyMem_Free(in);
+    Py_XDECREF(keep);
+    return result;
+}
+
+/* ---- name_kinds: elf._kinds, one pass over the names that may be mangled ---- */
+
+static int u_has(int kind, const void *data, Py_ssize_t at, const char *p) {
+    for (Py_ssize_t i = 0; p[i]; i++)
+        if (PyUnicode_READ(kind, data, at + i) != (Py_UCS4)(unsigned char)p[i])
+            return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(name_kinds_doc,
+             "name_kinds(names) -> (itanium, v0, legacy, runtime): the names starting _Z and _R, the Rust\n"
+             "legacy ones (_ZN...17h<16>E), and whether one is Rust's runtime's; as ctrace.elf._kinds");
+
+static PyObject *name_kinds(PyObject *self, PyObject *args) {
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &names))
+        return NULL;
+    PyObject *itanium = PyList_New(0), *v0 = PyList_New(0), *legacy = PyList_New(0);
+    int runtime = 0, ok = itanium && v0 && legacy;
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            ok = 0;
+            break;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+        int kind = PyUnicode_KIND(name);
+        const void *data = PyUnicode_DATA(name);
+        if (n >= 2 && u_has(kind, data, 0, "_Z")) {
+            ok = PyList_Append(itanium, name) == 0;
+            if (ok && n > 20 && u_has(kind, data, 0, "_ZN") && u_has(kind, data, n - 20, "17h") &&
+                u_has(kind, data, n - 1, "E"))
+                ok = PyList_Append(legacy, name) == 0;
+        } else if (n >= 2 && u_has(kind, data, 0, "_R")) {
+            ok = PyList_Append(v0, name) == 0;
+        } else if ((n >= 7 && u_has(kind, data, 0, "__rust_")) || (n == 17 && u_has(kind, data, 0, "rust_begin_unwind"))) {
+            runtime = 1;
+        }
+    }
+    PyObject *out = ok ? Py_BuildValue("(OOOO)", itanium, v0, legacy, runtime ? Py_True : Py_False) : NULL;
+    Py_XDECREF(itanium);
+    Py_XDECREF(v0);
+    Py_XDECREF(legacy);
     return out;
 }
 
+PyDoc_STRVAR(cxa_address_doc,
+             "cxa_address() -> the address of libstdc++'s __cxa_demangle, or 0 where libstdc++.so.6 is missing;\n"
+             "as demangle._cxa finds it through ctypes, without importing ctypes");
+
+static PyObject *cxa_address(PyObject *self, PyObject *args) {
+    void *lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL); /* kept open: the address must stay valid */
+    void *fn = lib ? dlsym(lib, "__cxa_demangle") : NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)fn);
+}
+
 static PyMethodDef methods[] = {
+    {"cxa_address", cxa_address, METH_NOARGS, cxa_address_doc},
+    {"name_kinds", name_kinds, METH_VARARGS, name_kinds_doc},
     {"functions", functions, METH_VARARGS, functions_doc},
     {"listing", listing, METH_VARARGS, listing_doc},
     {"cxa_demangle", cxa_demangle, METH_VARARGS, cxa_demangle_doc},

@@ -38,6 +38,10 @@ class Speedups(Protocol):
 
     def cxa_demangle(self, names: list[str], fn: int) -> dict[str, str]: ...
 
+    def cxa_address(self) -> int: ...
+
+    def name_kinds(self, names: list[str]) -> tuple[list[str], list[str], list[str], bool]: ...
+
 
 module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it (~1 ms)
 
