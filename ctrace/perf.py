@@ -123,7 +123,7 @@ def _symbol(text: str) -> tuple[str, int]:
     return text, 0
 
 
-def name(samples: Sequence[Sample], pid: int, proc_root: str = "/proc", cache_dir: str | None = None) -> list[Sample]:
+def name(samples: Sequence[Sample], pid: int, proc_root: str = "/proc") -> list[Sample]:
     """Frames perf left unnamed, named from ctrace's tables of their file (Go's function
     table of a stripped binary, debug files); the file is read in the process's root."""
     tables: dict[str, _Table | None] = {}
@@ -133,7 +133,7 @@ def name(samples: Sequence[Sample], pid: int, proc_root: str = "/proc", cache_di
         for f in s.frames:
             if not f.symbol and f.dso:
                 if f.dso not in tables:
-                    tables[f.dso] = _Table.load(f.dso, pid, proc_root, cache_dir)
+                    tables[f.dso] = _Table.load(f.dso, pid, proc_root)
                 table = tables[f.dso]
                 found = table.lookup(f.address) if table is not None else None
                 if found is not None:
@@ -144,30 +144,45 @@ def name(samples: Sequence[Sample], pid: int, proc_root: str = "/proc", cache_di
 
 
 class _Table:
-    """One file's functions, by address."""
+    """One file's functions, by address. Names are demangled one at a time as frames need
+    them: a cold demangle of every name of a big C++ library (libLLVM: 30k) is not paid
+    to name a few frames."""
 
-    def __init__(self, names: list[str], starts: list[int], ends: list[int]) -> None:
-        self.names, self.starts, self.ends = names, starts, ends
+    def __init__(self, names: list[str], starts: list[int], ends: list[int], language: str) -> None:
+        self.names, self.starts, self.ends, self.language = names, starts, ends, language
+        self._shown: dict[str, str] = {}
 
     @classmethod
-    def load(cls, dso: str, pid: int, proc_root: str, cache_dir: str | None) -> _Table | None:
-        from ctrace.elf import cache
+    def load(cls, dso: str, pid: int, proc_root: str) -> _Table | None:
+        from ctrace import elf
+        from ctrace.elf.reader import open_elf
         from ctrace.errors import CtraceError
 
-        for path in (f"{proc_root}/{pid}/root{dso}", dso):
+        root = f"{proc_root}/{pid}/root"
+        for path in (root + dso, dso):
             try:
-                info = cache.inspect(path, cache_dir)
+                binary = open_elf(path)
+                own = tuple(binary.symbols())
+                lang = elf.language(binary, own)
+                extra, _ = elf.extra_sources(binary, own, lang, root, os.path.dirname(dso))
             except (CtraceError, OSError):
                 continue
-            syms = sorted((s.address, s.size, info.demangled.get(s.name, s.name)) for s in info.symbols)
-            return cls([n for _, _, n in syms], [a for a, _, _ in syms], [a + max(z, 1) for a, z, _ in syms])
+            syms = sorted((s.address, s.size, s.name) for s in elf.merge(own, extra))
+            return cls([n for _, _, n in syms], [a for a, _, _ in syms], [a + max(z, 1) for a, z, _ in syms], lang)
         return None
 
     def lookup(self, address: int) -> tuple[str, int] | None:
         i = bisect.bisect_right(self.starts, address) - 1
         if i < 0 or address >= self.ends[i]:
             return None
-        return self.names[i], address - self.starts[i]
+        return self.shown(self.names[i]), address - self.starts[i]
+
+    def shown(self, name: str) -> str:
+        if name not in self._shown:
+            from ctrace import elf
+
+            self._shown[name] = elf.demangled(self.language, [name]).get(name, name)
+        return self._shown[name]
 
 
 def counts(samples: Iterable[Sample]) -> Counter[tuple[str, ...]]:

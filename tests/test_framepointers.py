@@ -170,6 +170,23 @@ def test_perf_script_parsed_and_named(servers: Path, processes: Processes) -> No
     assert perf.counts([named, named]) == {("route_request",): 2}
 
 
+def test_frames_perf_cannot_name_are_named_from_ctrace_tables(built: Built) -> None:
+    """Stripped Go (perf sees no symbol table) by Go's function table; C++ demangled, one name at a time."""
+    go = str(built["cilium-agent-stripped"])
+    info = elf.inspect(go)
+    (regen,) = [s for s in info.symbols if s.name.endswith("(*Endpoint).regenerate")]
+    assert regen.source == "pclntab"
+    acme = str(built["acme"])
+    (handshake,) = [s for s in elf.inspect(acme).symbols if s.name == "_ZN4acme3net4Conn9handshakeEi"]
+    frames = (
+        perf.Frame(regen.address + 5, "", 0, go, "probe", ""),
+        perf.Frame(handshake.address + 2, "", 0, acme, "dwarf", ""),
+    )
+    (named,) = perf.name([perf.Sample("x", os.getpid(), os.getpid(), frames)], os.getpid())
+    assert [f.label() for f in named.frames] == [f"{regen.name}+0x5", "acme::net::Conn::handshake(int)+0x2"]
+    assert {f.named_by for f in named.frames} == {"ctrace"}
+
+
 def test_perf_needs_one_probe(servers: Path, processes: Processes) -> None:
     pid, _ = start_server(processes, servers / "nofp-server")
     res = ctrace("target", f"pid:{pid}", "--func", "*_request", "--tool", "perf", "--run")
