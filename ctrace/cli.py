@@ -142,18 +142,24 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--tool", choices=("bpftrace", "perf"), default="bpftrace", help="also print the perf probe/record path"
     )
+    from ctrace.actions import ACTIONS, PROBES
+
     p.add_argument(
         "--action",
-        choices=("stack", "count", "args", "latency"),
+        choices=tuple(ACTIONS),
         default="stack",
-        help="stack (ustack, default), count (per PID), args (arg0..arg5; Go's registers for Go), "
-        "latency (entry to return, a histogram; Go uses a uprobe on each RET)",
+        help="; ".join(f"{a.name}: {a.help}" for a in ACTIONS.values()),
     )
     p.add_argument(
         "--probe",
-        choices=("uprobe", "uretprobe", "return"),
+        choices=PROBES,
         default="uprobe",
         help="entry (default), uretprobe (not for Go), or return: a uprobe on each RET instruction",
+    )
+    p.add_argument(
+        "--bpftrace",
+        metavar="PATH",
+        help="the bpftrace that will run the programs (default: bpftrace from PATH); its version decides their form",
     )
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from ctrace.model import Command, Process
-    from ctrace.plan import Plan
+    from ctrace.plan import Plan, Request
 
 
 def context(args: argparse.Namespace) -> Context:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
-    from ctrace import plan, render, text
+    from ctrace import dialect, plan, render, text
 
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
@@ -77,9 +77,18 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.lib is not None and not args.lib.strip():
         raise UsageError("--lib needs a name", "e.g. --lib libc")
     ctx = ctx._replace(all_matches=args.all)
-    result = plan.plan(
-        args.target, args.func, ctx, args.runtime, args.max_funcs, args.lib, args.probe, args.action, args.tool
+    request = plan.Request(
+        args.target,
+        tuple(args.func),
+        args.runtime,
+        args.max_funcs,
+        args.lib,
+        args.probe,
+        args.action,
+        args.tool,
+        dialect.of(args.bpftrace, ctx.cache_dir),
     )
+    result = plan.plan(request, ctx)
     if args.run:
         _warn_before_run(result)
         if args.tool == "perf":
@@ -89,7 +98,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
             return perf.run(result, args.duration, out, ctx.proc_root, **files)
         from ctrace import runner
 
-        return runner.run(chosen_command(result, args.all, args.action).argv, args.duration)
+        return runner.run(chosen_command(result, args.all, request).argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
     elif args.output in ("json", "yaml"):
@@ -108,7 +117,7 @@ def _warn_before_run(result: Plan) -> None:
             sys.stderr.write(f"ctrace: warning: pid {t.process.pid}: {w}\n")
 
 
-def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Command:
+def chosen_command(result: Plan, everything: bool, request: Request) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
     from ctrace import emit
 
@@ -121,9 +130,11 @@ def chosen_command(result: Plan, everything: bool, action: str = "stack") -> Com
         return probes[0][1].commands[0]
     if not everything:
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
-    if action != "stack":
-        raise UsageError(f"--run --all combines stack probes only, not --action {action}", "run one target at a time")
-    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes])
+    if request.action != "stack":
+        raise UsageError(
+            f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
+        )
+    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes], request.dialect.program)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -21,51 +21,39 @@ from operator import countOf
 from ctrace.elf import symtab
 from ctrace.elf.columns import Columns
 from ctrace.match import last_component
-from ctrace.model import Command, Pod, Symbol
+from ctrace.model import AGENT_NAMESPACE, Command, Pod, Symbol
 from ctrace.record import Record
 
 _BARE_SYMBOL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _BARE_PATH = re.compile(r"/[A-Za-z0-9_./+@-]*\Z")
 _QUOTABLE = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+\Z")  # printable ASCII but " and \
 
-STACK_ACTION = 'printf("%s\\n", ustack);'
-# --action: what a probe does when it fires (latency is two blocks: see latency_program).
-ACTIONS = {
-    "stack": STACK_ACTION,
-    "count": "@calls[probe, pid] = count();",
-    "args": 'printf("%d %s %lx %lx %lx %lx %lx %lx\\n", pid, probe, arg0, arg1, arg2, arg3, arg4, arg5);',
-}
-# Go's register ABI (Go 1.17+, amd64) passes integer arguments in RAX, RBX, RCX, RDI, RSI, R8,
-# not in the SysV registers bpftrace's arg0..arg5 read.
-GO_ARGS = (
-    'printf("%d %s %lx %lx %lx %lx %lx %lx\\n", pid, probe, '
-    'reg("ax"), reg("bx"), reg("cx"), reg("di"), reg("si"), reg("r8"));'
-)
-LATENCY_ENTRY = "@start[tid] = nsecs;"
-LATENCY_EXIT = "@usecs = hist((nsecs - @start[tid]) / 1000); delete(@start[tid]);"
-
-
-def action_text(action: str, language: str) -> str:
-    if action == "args" and language == "go":
-        return GO_ARGS
-    return ACTIONS[action]
-
-
-def latency_program(path: str, entry: Sequence[Site], exits: Sequence[Site], exit_kind: str, pid: int | None) -> str:
-    """Entry stamps the thread's clock; each exit (uretprobe, or a uprobe on each RET for Go) adds to a histogram."""
-    own = f"pid == {int(pid)}" if pid is not None else ""
-    first = f"{', '.join(points(path, entry))}{f' /{own}/' if own else ''} {{ {LATENCY_ENTRY} }}"
-    cond = " && ".join(c for c in (own, "@start[tid]") if c)
-    last = "END { clear(@start); }"  # calls still in flight at Ctrl-C are not results
-    return f"{first} {', '.join(points(path, exits, exit_kind))} /{cond}/ {{ {LATENCY_EXIT} }} {last}"
-
 
 class Site(Record):
-    """How bpftrace is told where to attach: a (quoted) name or an address."""
+    """How bpftrace is told where to attach, and what the text is."""
 
     text: str
-    kind: str  # "name" or "address"
-    unsafe: bool = False  # bpftrace 0.17 wants --unsafe for unverifiable addresses
+    kind: str  # "name", "name+offset", "address" (a virtual address) or "offset" (a file offset)
+    unsafe: str = ""  # why bpftrace needs --unsafe for it (dialect.unsafe_reason), or ""
+    vaddr: int | None = None  # the virtual address it stands for, to say so beside a file offset
+
+    def describe(self) -> str:
+        """The number in the command and, where it differs, the symbol's virtual address."""
+        if self.kind == "offset" and self.vaddr is not None:
+            return f"file offset {self.text} (vaddr 0x{self.vaddr:x})"
+        if self.kind == "address":
+            return f"vaddr {self.text}"
+        if self.kind == "name+offset" and self.vaddr is not None:
+            return f"{self.text} (vaddr 0x{self.vaddr:x})"
+        return f"vaddr 0x{self.vaddr:x}" if self.vaddr is not None else self.text
+
+
+def describe(sites: Sequence[Site]) -> str:
+    """What the header says of the sites: one, or the file offsets of several RETs."""
+    if len(sites) > 1 and all(s.kind == "offset" and s.vaddr is not None for s in sites):
+        vaddrs = ", ".join(f"0x{s.vaddr:x}" for s in sites if s.vaddr is not None)
+        return f"file offsets {', '.join(s.text for s in sites)} (vaddrs {vaddrs})"
+    return "; ".join(s.describe() for s in sites)
 
 
 def quote(text: str, bare: re.Pattern[str]) -> str | None:
@@ -138,16 +126,6 @@ class NameIndex:
         return self.of(name) == 1
 
 
-def site(sym: Symbol, index: NameIndex, file_offset: int | None, stripped: bool) -> Site | None:
-    """Name the function by name when that is exact and safe, else by address.
-
-    On an unstripped file bpftrace 0.17 checks an address against the symbol
-    table and takes the virtual address; on a stripped one it cannot check,
-    wants --unsafe and reads the number as a file offset.
-    """
-    return name_site(sym, index) or address_site(sym.address, file_offset, stripped)
-
-
 def name_site(sym: Symbol, index: NameIndex) -> Site | None:
     """The function by (quoted) name, if that reaches it and only it."""
     quoted = quote(sym.name, _BARE_SYMBOL)
@@ -156,25 +134,10 @@ def name_site(sym: Symbol, index: NameIndex) -> Site | None:
     return None
 
 
-def address_site(address: int, file_offset: int | None, stripped: bool) -> Site | None:
-    """An address probe: the virtual address, or on a stripped file the file offset."""
-    if not stripped:
-        return Site(hex(address), "address")
-    if file_offset is None:
-        return None
-    return Site(hex(file_offset), "address", unsafe=True)
-
-
-def offset_site(file_offset: int) -> Site:
-    """A probe inside a function (a RET), always as a file offset with --unsafe.
-
-    bpftrace 0.17 as Debian builds it cannot check instruction boundaries and
-    refuses ``func+N`` or a mid-function virtual address even with --unsafe
-    ("compiled without (k|u)probe offset support"). A number no symbol covers
-    it takes, with --unsafe, as a file offset: true of every number on a stripped
-    file, and the caller checks it for an unstripped one.
-    """
-    return Site(hex(file_offset), "address", unsafe=True)
+def offset_site(file_offset: int, why: str, vaddr: int | None = None) -> Site:
+    """An address given as a file offset: bpftrace takes a number no symbol it reads covers
+    as one, with --unsafe (every measured release; see ctrace/sites.py)."""
+    return Site(hex(file_offset), "offset", why, vaddr)
 
 
 PROBE_TYPES = ("uprobe", "uretprobe")
@@ -188,66 +151,61 @@ def points(path: str, where: Site | Sequence[Site], kind: str = "uprobe") -> lis
     return [f"{kind}:{path}:{s.text}" for s in sites]
 
 
-def program(
-    path: str, where: Site | Sequence[Site], action: str = STACK_ACTION, kind: str = "uprobe", pid: int | None = None
-) -> str:
-    """One probe block; several sites (each RET of a function) share one action."""
-    predicate = f" /pid == {int(pid)}/" if pid is not None else ""
-    return f"{', '.join(points(path, where, kind))}{predicate} {{ {action} }}"
+def name_offset_site(sym: Symbol, index: NameIndex, address: int) -> Site | None:
+    """``"name"+N`` for an address inside a named function, for a bpftrace that checks
+    offsets (dialect.offset_probes); None where the name cannot stand alone."""
+    named = name_site(sym, index)
+    if named is None:
+        return None
+    return Site(f"{named.text}+{address - sym.address}", "name+offset", vaddr=address)
 
 
-def combined(parts: Sequence[tuple[int, Sequence[str], bool]], action: str = STACK_ACTION) -> Command:
+_LABEL_DROP = re.compile(r"[^A-Za-z0-9_.:~<>()*&,+\[\]-]")
+
+
+def label(name: str) -> str:
+    """The function's short name as it may stand inside a bpftrace string literal (and a
+    printf format): its last component, without quotes, backslashes or '%'."""
+    kept = _LABEL_DROP.sub("_", last_component(name) or name)[:48]
+    return kept or "f"
+
+
+def combined(parts: Sequence[tuple[int, Sequence[str], bool]], program: str = "bpftrace") -> Command:
     """One bpftrace program for several probes (pid, attach points, unsafe), for ``--run --all``.
 
     The PIDs are bound with a ``pid ==`` filter, not -p: -p takes one PID, and
-    bpftrace 0.17 reads paths given with -p as inside that PID's mount namespace.
+    bpftrace reads paths given with -p as inside that PID's mount namespace.
     The attach points come from emit.points, so they are already quoted.
     """
     pids = sorted({pid for pid, _, _ in parts})
-    argv = ["bpftrace"]
+    argv = [program]
     if any(unsafe for _, _, unsafe in parts):
         argv.append("--unsafe")
     predicate = " || ".join(f"pid == {p}" for p in pids)
     every = [point for _, pts, _ in parts for point in pts]
-    argv += ["-e", f"{', '.join(every)} /{predicate}/ {{ {action} }}"]
+    argv += ["-e", f'{", ".join(every)} /{predicate}/ {{ printf("%s\\n", ustack); }}']
     return Command("combined", tuple(argv), shlex.join(argv))
 
 
 def command(
-    form: str,
-    pid: int,
-    path: str,
-    where: Site | Sequence[Site],
-    action: str = STACK_ACTION,
-    kind: str = "uprobe",
-    by_filter: bool = False,
-    exits: tuple[Sequence[Site], str] | None = None,
-) -> Command | None:
-    """``bpftrace -p PID -e PROGRAM``; None when the path cannot be quoted.
+    form: str, pid: int, text: str, unsafe: bool = False, with_p: bool = True, program: str = "bpftrace"
+) -> Command:
+    """``bpftrace [--unsafe] [-p PID] -e PROGRAM``.
 
-    ``by_filter`` binds to the PID with a ``/pid == PID/`` predicate instead:
-    for a process in another mount namespace bpftrace 0.17 reads every path
-    given with ``-p`` as inside that namespace (it prefixes ``/proc/PID/root``,
-    utils.cpp path_for_pid_mountns), so a host-only path such as MergedDir
-    must not carry ``-p``.
+    The program binds to its processes itself (its predicate): -p restricts uprobes
+    only from bpftrace 0.23 (dialect.pid_filters_uprobes). ``with_p`` adds -p, which
+    makes bpftrace exit with the process, where the path allows it: for a process in
+    another mount namespace bpftrace reads every path given with ``-p`` as inside that
+    namespace (it prefixes ``/proc/PID/root``, utils.cpp path_for_pid_mountns), so a
+    host-only path such as MergedDir must not carry ``-p``.
     """
-    literal = quote_path(path)
-    if literal is None:
-        return None
-    sites = [where] if isinstance(where, Site) else list(where)
-    argv = ["bpftrace"]
-    if any(s.unsafe for s in [*sites, *(exits[0] if exits else [])]):
+    argv = [program]
+    if unsafe:
         argv.append("--unsafe")
-    bound = pid if by_filter else None
-    if exits is not None:  # --action latency
-        text = latency_program(literal, sites, exits[0], exits[1], bound)
-    else:
-        text = program(literal, sites, action, kind, bound)
-    argv += ["-e", text] if by_filter else ["-p", str(pid), "-e", text]
+    if with_p:
+        argv += ["-p", str(pid)]
+    argv += ["-e", text]
     return Command(form, tuple(argv), shlex.join(argv))
-
-
-AGENT_NAMESPACE = "ctrace-system"
 
 
 def agent_command(pod: Pod, agent: str, funcs: Sequence[str], context: str | None = None) -> Command:
@@ -276,7 +234,7 @@ def perf_event(symbol: str, address: int, pid: int) -> str:
 
 
 def perf_commands(pid: int, path: str, symbol: str, offset: int, seconds: int = 10) -> tuple[Command, ...]:
-    """The seed's perf path (4.1.2): add a uprobe event, record it with DWARF call graphs for
+    """The perf path of the tracing-basics post (4.1.2): add a uprobe event, record it with DWARF call graphs for
     the PID, show it, remove the event. perf probe takes a raw number as the uprobe's file
     offset (perf 6.1, measured); a number, not the name, because ``pkg.(*T).m`` does not
     parse as a perf probe point."""

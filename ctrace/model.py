@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ctrace.record import Record
 
+AGENT_NAMESPACE = "ctrace-system"  # where manifests/ run the node agent
+
 
 class Symbol(Record):
     """A traceable function: FUNC or IFUNC with a nonzero address.
@@ -68,7 +70,7 @@ class Binary(Record):
 
 
 class Command(Record):
-    """One runnable command and the path form it uses (seed 2.5.1-2.5.3)."""
+    """One runnable command and the path form it uses (the tracing-basics post, 2.5.1-2.5.3)."""
 
     form: str  # "proc-root", "exe", "merged", "pid-path"
     argv: tuple[str, ...]
@@ -87,6 +89,8 @@ class Probe(Record):
     points: tuple[str, ...] = ()  # the recommended command's attach points, for --run --all
     unsafe: bool = False  # bpftrace needs --unsafe for them
     perf: tuple[Command, ...] = ()  # --tool perf: probe, record, script, delete
+    where: str = ""  # the name or number in the command, and the vaddr where it differs
+    why_unsafe: str = ""  # why the command carries --unsafe, when it does
 
 
 class Target(Record):

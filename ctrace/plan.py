@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ctrace import elf, emit, match, procfs, sites
+from ctrace import actions, elf, emit, match, procfs, sites
+from ctrace.dialect import Dialect
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
@@ -15,6 +16,20 @@ from ctrace.record import Record
 from ctrace.resolvers import Context, choose
 
 DEFAULT_MAX_FUNCS = 100
+
+
+class Request(Record):
+    """What ``ctrace target`` was asked for: handed down whole instead of argument by argument."""
+
+    target: str
+    patterns: tuple[str, ...]
+    runtime: str | None = None
+    max_funcs: int = DEFAULT_MAX_FUNCS
+    lib: str | None = None
+    probe: str = "uprobe"  # --probe: "uprobe" (the entry), "uretprobe", "return" (a uprobe on each RET)
+    action: str = "stack"  # a row of actions.ACTIONS
+    tool: str = "bpftrace"
+    dialect: Dialect = Dialect()  # the bpftrace that will run the programs
 
 
 def processes(target: str, ctx: Context, runtime: str | None = None) -> list[Process]:
@@ -58,13 +73,8 @@ def select(
     return list(chosen.values()), missing
 
 
-# Names bpftrace 0.17 itself finds in the file (bcc reads .symtab/.dynsym); the
-# others (Go table, debug files) are probed by address (see ctrace/sites.py).
-_NAMED_SOURCES = ("symtab", "dynsym")
-
-
 class Form(Record):
-    """One way to name the file to bpftrace (seed 2.5.1-2.5.3), and what bcc sees through it."""
+    """One way to name the file to bpftrace (the tracing-basics post, 2.5.1-2.5.3), and what bcc sees through it."""
 
     name: str
     path: str
@@ -74,26 +84,20 @@ class Form(Record):
 
 class Made(Record):
     command: Command
-    attach: str
+    attach: str  # "name" or "address"
     points: tuple[str, ...]
-    unsafe: bool
+    where: str  # the name or number in the command (Site.describe)
+    why_unsafe: str
 
 
-def probes(
-    loaded: Loaded,
-    symbols: Sequence[Symbol],
-    ctx: Context,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> list[Probe]:
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, kind, action) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, request) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -104,8 +108,22 @@ def probes(
         first = usable[0]
         shown = loaded.info.demangled.get(sym.name)
         cmds = tuple(m.command for m in usable)
-        perf = _perf(loaded, sym, ctx, elf_file) if tool == "perf" else ()
-        out.append(Probe(sym.name, sym.address, cmds, first.attach, shown, kind, first.points, first.unsafe, perf))
+        perf = _perf(loaded, sym, ctx, elf_file) if request.tool == "perf" else ()
+        out.append(
+            Probe(
+                sym.name,
+                sym.address,
+                cmds,
+                first.attach,
+                shown,
+                request.probe,
+                first.points,
+                bool(first.why_unsafe),
+                perf,
+                first.where,
+                first.why_unsafe,
+            )
+        )
     return out
 
 
@@ -125,47 +143,60 @@ def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple
 
 
 def _command(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, kind: str, action: str
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, request: Request
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
-    so that another form may still work."""
-    exits: tuple[list[emit.Site], str] | None = None
+    so that another form may still work. None when the path cannot be quoted."""
+    literal = emit.quote_path(form.path)
+    if literal is None:
+        return None
+    row = actions.ACTIONS[request.action]
     try:
-        where = _sites(loaded, elf_file, sym, index, form.spans, "uprobe" if action == "latency" else kind)
-        if action == "latency":
-            exits = _exits(loaded, elf_file, sym, index, form.spans)
+        where = _sites(loaded, elf_file, sym, index, form.spans, request.probe, request.dialect)
+        exits, exit_kind = _exits(loaded, elf_file, sym, index, form.spans, request.dialect) if row.exits else ([], "")
     except NotTraceable as err:
         return err
-    bpf_kind = "uretprobe" if kind == "uretprobe" else "uprobe"
-    pid = loaded.process.pid
-    text = emit.action_text("stack" if action == "latency" else action, loaded.info.language)
-    cmd = (
-        emit.command(form.name, pid, form.path, where, text, bpf_kind, form.by_filter, exits)
-        if where and (exits is None or exits[0])
-        else None
-    )
-    if cmd is None:
+    if not where or (row.exits and not exits):
         return None
-    literal = emit.quote_path(form.path) or ""
-    return Made(cmd, where[0].kind, tuple(emit.points(literal, where, bpf_kind)), any(w.unsafe for w in where))
+    bpf_kind = "uretprobe" if request.probe == "uretprobe" else "uprobe"
+    pid = loaded.process.pid
+    block = actions.Block(
+        tuple(emit.points(literal, where, bpf_kind)),
+        f"pid == {int(pid)}",  # every release: -p restricts uprobes only from 0.23 (dialect)
+        emit.label(loaded.info.demangled.get(sym.name) or sym.name),
+        loaded.info.language,
+        request.probe,
+        request.dialect,
+        tuple(emit.points(literal, exits, exit_kind)) if exits else (),
+        exit_kind,
+    )
+    why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
+    cmd = emit.command(form.name, pid, row.program(block), bool(why), not form.by_filter, request.dialect.program)
+    attach = "name" if where[0].kind.startswith("name") else "address"
+    return Made(cmd, attach, block.points, emit.describe(where), why)
 
 
 def _exits(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans
+    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, dialect: Dialect
 ) -> tuple[list[emit.Site], str]:
     """Where a call returns: a uretprobe, but for Go (stacks move) a uprobe on each RET."""
     if loaded.info.language == "go":
-        return sites.return_sites(sym, elf_file, spans, loaded.binary.path), "uprobe"
-    return _sites(loaded, elf_file, sym, index, spans, "uprobe"), "uretprobe"
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path, index, dialect), "uprobe"
+    return _sites(loaded, elf_file, sym, index, spans, "uprobe", dialect), "uretprobe"
 
 
 def _sites(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, spans: sites.Spans, kind: str
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    spans: sites.Spans,
+    probe: str,
+    dialect: Dialect,
 ) -> list[emit.Site]:
-    if kind == "return":
-        return sites.return_sites(sym, elf_file, spans, loaded.binary.path)
-    named = emit.name_site(sym, index) if sym.source in _NAMED_SOURCES else None
-    where = named or sites.entry_site(sym, elf_file, spans)
+    if probe == "return":
+        return sites.return_sites(sym, elf_file, spans, loaded.binary.path, index, dialect)
+    where = sites.entry_site(sym, elf_file, spans, index, dialect)
     return [where] if where is not None else []
 
 
@@ -174,24 +205,15 @@ class Plan(Record):
     remote: list[Remote]
 
 
-def plan(
-    target: str,
-    patterns: Sequence[str],
-    ctx: Context,
-    runtime: str | None = None,
-    max_funcs: int = DEFAULT_MAX_FUNCS,
-    lib: str | None = None,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> Plan:
+def plan(request: Request, ctx: Context) -> Plan:
     """Targets on this host, and pods elsewhere with the command to run there."""
-    for pattern in patterns:
+    for pattern in request.patterns:
         match.check_pattern(pattern)
-    procs = processes(target, ctx, runtime)
-    remote = [_remote(p, patterns, ctx) for p in procs if p.remote and p.pod is not None]
+    actions.check(request.action, request.probe)
+    procs = processes(request.target, ctx, request.runtime)
+    remote = [_remote(p, request.patterns, ctx) for p in procs if p.remote and p.pod is not None]
     local = [p for p in procs if not p.remote]
-    return Plan(targets(local, patterns, ctx, max_funcs, lib, kind, action, tool) if local else [], remote)
+    return Plan(targets(local, request, ctx) if local else [], remote)
 
 
 def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
@@ -203,42 +225,34 @@ def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
     return Remote(pod, cmd, f"pod runs on node {pod.node}; ctrace runs there through agent {pod.agent}")
 
 
-def targets(
-    procs: Sequence[Process],
-    patterns: Sequence[str],
-    ctx: Context,
-    max_funcs: int = DEFAULT_MAX_FUNCS,
-    lib: str | None = None,
-    kind: str = "uprobe",
-    action: str = "stack",
-    tool: str = "bpftrace",
-) -> list[Target]:
+def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Target]:
     cache = ElfCache(ctx.cache_dir)
-    loaded = _load_all(procs, ctx, cache, lib)
+    loaded = _load_all(procs, ctx, cache, request.lib)
     out = []
     failures = []
     gone: list[NotFound] = []
     for item in loaded:
-        chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
+        chosen, missing = select(item.info.symbols, request.patterns, item.info.demangled)
         if missing and (fetched := _debuginfod(item, ctx)) is not None:
             item = fetched
-            chosen, missing = select(item.info.symbols, patterns, item.info.demangled)
+            chosen, missing = select(item.info.symbols, request.patterns, item.info.demangled)
         if missing:
             failures.append((item, missing))
             continue
-        if len(chosen) > max_funcs:
+        if len(chosen) > request.max_funcs:
             raise UsageError(
-                f"{', '.join(patterns)} matches {len(chosen)} functions in {item.binary.path}",
+                f"{', '.join(request.patterns)} matches {len(chosen)} functions in {item.binary.path}",
                 f"narrow the pattern, or raise the limit with --max-funcs {len(chosen)}",
             )
-        if kind == "uretprobe" and item.info.language == "go":
+        if request.probe == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
+        actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
         try:
-            found = probes(item, chosen, ctx, kind, action, tool)
+            found = probes(item, chosen, ctx, request)
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
-        if "ustack" in emit.action_text(action, item.info.language):
+        if _walks_stacks(request.action, item.info.language):
             item.warnings.extend(_frame_pointers(item, ctx))
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
@@ -246,6 +260,15 @@ def targets(
     if not out:
         raise gone[0] if gone else NotFound("every process of the target exited", "run it again")
     return out
+
+
+def _walks_stacks(action: str, language: str) -> bool:
+    """Whether the action's program reads ustack (any row, whatever its name)."""
+    try:
+        text = actions.ACTIONS[action].program(actions.Block(("uprobe:/f:f",), "", "f", language))
+    except (KeyError, ValueError, IndexError):
+        return False
+    return "ustack" in text
 
 
 def _frame_pointers(item: Loaded, ctx: Context) -> list[str]:
@@ -301,7 +324,7 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
         )
         why = _no_debug_file(item)
         if why is not None:
-            return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} ({why[0]})", why[1])
+            return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} ({why[0]})", f"{why[1]}. {hint}")
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
 
 

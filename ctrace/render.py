@@ -33,6 +33,8 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "attach": p.attach,
         "demangled": p.demangled,
         "probe": p.probe,
+        "where": p.where,
+        "why_unsafe": p.why_unsafe or None,
         "form": first.form,
         "argv": list(first.argv),
         "shell": first.shell,

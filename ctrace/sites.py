@@ -1,16 +1,19 @@
-"""Which number makes bpftrace 0.17 attach where we mean, for functions it cannot name.
+"""Which name or number makes bpftrace attach where we mean (the dialect says which forms
+the release at hand accepts).
 
-Measured with Debian's bpftrace 0.17 (built without instruction-boundary checks):
-given ``uprobe:FILE:N`` it asks bcc for a symbol of FILE covering N as a *virtual
-address* (bcc reads .symtab, .dynsym and a debug file it finds by build-id on the
-host or by .gnu_debuglink next to FILE; not MiniDebugInfo, not Go's table).
-- a symbol starts at N: N is that function's entry, no --unsafe needed;
-- a symbol covers N past its start: refused, even with --unsafe ("Can't check if
-  uprobe is in proper place (compiled without (k|u)probe offset support)");
-- no symbol covers N: with --unsafe, N is taken as a FILE OFFSET.
-So an entry is named by its virtual address when bcc knows a symbol there, else by
-its file offset when no symbol covers that number; a RET inside a function only by
-its file offset, and only when no symbol covers it.
+Measured with Debian's builds: given ``uprobe:FILE:N`` bpftrace asks for a symbol of FILE
+covering N as a *virtual address* (it reads .symtab, .dynsym and a debug file it finds by
+build-id on the host or by .gnu_debuglink next to FILE; not MiniDebugInfo, not Go's table).
+- a symbol starts at N: N is that function's entry, checked, no --unsafe needed;
+- a symbol covers N past its start: refused by a release without offset support (Debian's
+  0.17: "compiled without (k|u)probe offset support"), which also refuses ``sym+N``; a
+  release with it (dialect.offset_probes) checks ``sym+N`` against instruction boundaries;
+- no symbol covers N: with --unsafe, N is taken as a FILE OFFSET (every release), and
+  bpftrace warns it cannot check the instruction boundary.
+So an entry is named by name where that is exact, else by its virtual address when a
+symbol bpftrace reads starts there, else by its file offset when no symbol covers that
+number; a RET inside a function by ``sym+N`` where the release checks it, else by its
+file offset, and only when no symbol covers it.
 """
 
 from __future__ import annotations
@@ -22,21 +25,22 @@ from itertools import accumulate, repeat
 from operator import add, itemgetter
 
 from ctrace import emit
+from ctrace.dialect import Dialect
 from ctrace.elf import ElfInfo, code
 from ctrace.elf.debuginfo import DEBUG_ROOT
 from ctrace.elf.reader import ElfFile
 from ctrace.errors import NotTraceable
 from ctrace.model import Symbol
 
-_BCC_TABLES = ("symtab", "dynsym")
+BCC_TABLES = ("symtab", "dynsym")  # the symbol tables bpftrace itself names functions from
 _ADDRESS, _SIZE, _FIRST, _SECOND = itemgetter(1), itemgetter(2), itemgetter(0), itemgetter(1)
 
 
 class Spans:
     """The functions bcc will see, for 'does one start at / cover this address?'.
 
-    Built on first use: most functions are attached by name and never ask, and a
-    42 MB Go binary's 35k symbols cost ~10 ms per path form to sort.
+    Built on first use: most functions are attached by name and never ask, and sorting a
+    large Go binary's symbols for each path form is time a user would wait for.
     """
 
     def __init__(self, symbols: Sequence[Symbol], sources: frozenset[str] | None = None) -> None:
@@ -87,30 +91,49 @@ def bcc_visible(info: ElfInfo, path: str) -> Spans:
         if (source == "build-id" and found.startswith(DEBUG_ROOT + "/"))
         or (source == "debuglink" and os.path.dirname(found) in near)
     }
-    return Spans(info.symbols, frozenset((*_BCC_TABLES, *seen)))
+    return Spans(info.symbols, frozenset((*BCC_TABLES, *seen)))
 
 
-def entry_site(sym: Symbol, elf_file: ElfFile, spans: Spans) -> emit.Site | None:
+def entry_site(
+    sym: Symbol, elf_file: ElfFile, spans: Spans, index: emit.NameIndex, dialect: Dialect
+) -> emit.Site | None:
+    """The function's entry: by name where bpftrace reads that name and it is exact, else
+    by its virtual address where a symbol bpftrace reads starts there, else by file offset."""
+    if sym.source in BCC_TABLES:
+        named = emit.name_site(sym, index)
+        if named is not None:
+            return named._replace(vaddr=sym.address)
     if sym.address in spans.entry:
-        return emit.Site(hex(sym.address), "address")
+        return emit.Site(hex(sym.address), "address", vaddr=sym.address)
     offset = code.code_offset(elf_file, sym.address)
     if offset is None or spans.covers(offset):
         return None
-    return emit.offset_site(offset)
+    return emit.offset_site(offset, dialect.unsafe_reason(stripped_number=True), sym.address)
 
 
-def return_sites(sym: Symbol, elf_file: ElfFile, spans: Spans, path: str) -> list[emit.Site]:
-    """One file-offset site per RET of ``sym``; refused where bpftrace would misread one."""
+def return_sites(
+    sym: Symbol, elf_file: ElfFile, spans: Spans, path: str, index: emit.NameIndex, dialect: Dialect
+) -> list[emit.Site]:
+    """One site per RET of ``sym``: ``sym+N`` where the release checks it, else the RET's
+    file offset; refused where bpftrace would misread that number."""
     rets = code.returns(elf_file, sym)
     if not rets:
         raise NotTraceable(f"--probe return: no RET instruction in {sym.name}", "probe its entry: --probe uprobe")
+    if dialect.offset_probes and sym.address in spans.entry:
+        # bpftrace reads a symbol there, so it checks a RET named inside it: by name+N, else by vaddr.
+        named = [emit.name_offset_site(sym, index, ret) for ret in rets] if sym.source in BCC_TABLES else []
+        if named and all(named):
+            return [n for n in named if n is not None]
+        return [emit.Site(hex(ret), "address", vaddr=ret) for ret in rets]
     offsets = [code.code_offset(elf_file, a) for a in rets]
     for ret, off in zip(rets, offsets):
         if off is None or spans.covers(off):
             raise NotTraceable(
-                f"--probe return: bpftrace 0.17 cannot probe the RET at 0x{ret:x} in {sym.name} ({path}): "
+                f"--probe return: bpftrace {dialect.name} cannot probe the RET at 0x{ret:x} in {sym.name} ({path}): "
                 "its file offset is also an address inside a symbol bpftrace reads, and it cannot check "
                 "instruction boundaries there",
-                "use --probe uretprobe (not for Go), or probe a copy stripped of .symtab and debug links",
+                dialect.return_hint(),
             )
-    return [emit.offset_site(off) for off in offsets if off is not None]
+    # With offset support, a file offset is used only where bpftrace reads no symbol for the function.
+    why = dialect.unsafe_reason(stripped_number=dialect.offset_probes)
+    return [emit.offset_site(off, why, ret) for ret, off in zip(rets, offsets) if off is not None]

@@ -75,7 +75,10 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         how = "by name" if probe.attach == "name" else "by address"
         kind = "" if probe.probe == "uprobe" else f"{probe.probe}, "
         shown = f"{probe.demangled}  [{probe.symbol}]" if probe.demangled else probe.symbol
-        out.write("\n" + style.dim(f"# {shown}  ({kind}0x{probe.address:x}, attached {how})") + "\n")
+        at = probe.where or f"0x{probe.address:x}"  # the name or number in the command
+        out.write("\n" + style.dim(f"# {shown}  ({kind}{at}, attached {how})") + "\n")
+        if probe.why_unsafe:
+            out.write(style.dim(f"# {probe.why_unsafe}") + "\n")
         commands(probe.commands, out, wide, style)
         if probe.perf:
             out.write(style.dim("# perf (seed 4.1.2): add the event, record it with DWARF stacks, show, remove") + "\n")

@@ -21,6 +21,8 @@ command -v tmux >/dev/null || need+=(tmux)        # the terminal screen test
 command -v kubectl >/dev/null || need+=(kubectl)  # the plugin tests run the real kubectl
 command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
 command -v debuginfod >/dev/null || need+=(debuginfod)  # a debuginfod server on 127.0.0.1 (debug files by build-id)
+command -v debootstrap >/dev/null || need+=(debootstrap)  # the bpftrace version matrix's chroots
+command -v rustc >/dev/null || need+=(rustc)              # the Rust cells of the action x probe matrix
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then
@@ -36,6 +38,11 @@ fi
 # bpftrace cleans up through tracefs; mount it where the kernel expects it.
 if [ "$(id -u)" = 0 ] && ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then
     mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+# Debian's other bpftrace releases (cached chroots), for the tests' version matrix.
+if [ "$(id -u)" = 0 ]; then
+    hack/bpftrace-versions.sh >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -7,7 +7,8 @@ import shlex
 
 import pytest
 
-from ctrace import emit
+from ctrace import actions
+from ctrace.dialect import Dialect
 from tests.conftest import Built, Processes, ctrace, need_bpftrace
 
 pytestmark = pytest.mark.bpftrace
@@ -20,12 +21,22 @@ def run_action(target: str, func: str, action: str) -> tuple[str, str]:
     return shell, res.out
 
 
+def labelled(out: str, pid: int, label: str) -> list[dict[str, str]]:
+    """``pid=N label name=value ...`` lines of ``pid``, as dicts of the named values."""
+    rows = []
+    for line in out.splitlines():
+        head, _, rest = line.partition(f" {label} ")
+        if head == f"pid={pid}":
+            rows.append(dict(field.split("=", 1) for field in rest.split()))
+    return rows
+
+
 def test_count_counts_per_pid(built: Built, processes: Processes) -> None:
     need_bpftrace()
     proc = processes.start(built["stack-unwind"])
     shell, out = run_action(f"pid:{proc.pid}", "func_c", "count")
-    assert "@calls[probe, pid] = count();" in shlex.split(shell)[-1]
-    (count,) = re.findall(rf"@calls\[uprobe:\S+:func_c, {proc.pid}\]: (\d+)", out)
+    assert '@calls[pid, "func_c"] = count();' in shlex.split(shell)[-1]
+    (count,) = re.findall(rf"@calls\[{proc.pid}, func_c\]: (\d+)", out)
     assert int(count) >= 5  # ten calls a second, for two seconds
 
 
@@ -33,10 +44,10 @@ def test_args_prints_six_arguments(built: Built, processes: Processes) -> None:
     need_bpftrace()
     proc = processes.start(built["acme"])
     _, out = run_action(f"pid:{proc.pid}", "handshake", "args")
-    rows = [line.split() for line in out.splitlines() if line.startswith(f"{proc.pid} uprobe:")]
-    assert rows and all(len(r) == 8 for r in rows)
+    rows = labelled(out, proc.pid, "handshake")
+    assert rows and all(len(r) == 6 for r in rows)
     # handshake(this, round): arg0 is the object's address, arg1 the round (even: twice(i)).
-    assert all(int(r[3], 16) % 2 == 0 for r in rows)
+    assert all(int(r["arg1"], 16) % 2 == 0 for r in rows)
 
 
 def test_args_on_go_reads_go_registers(built: Built, processes: Processes) -> None:
@@ -44,10 +55,10 @@ def test_args_on_go_reads_go_registers(built: Built, processes: Processes) -> No
     proc = processes.start(built["cilium-agent"])
     shell, out = run_action(f"pid:{proc.pid}", "regenerate", "args")
     assert 'reg("ax")' in shell
-    rows = [line.split() for line in out.splitlines() if line.startswith(f"{proc.pid} uprobe:")]
+    rows = labelled(out, proc.pid, "regenerate")
     assert rows
     # regenerate(e *Endpoint, reason string): RBX/RCX hold the string; len("periodic") == 8.
-    assert {r[4] for r in rows} == {"8"}
+    assert {r["arg2"] for r in rows} == {"0x8"}
 
 
 @pytest.mark.parametrize(("binary", "func"), [("stack-unwind", "func_c"), ("cilium-agent", "regenerate")])
@@ -63,10 +74,25 @@ def test_latency_histogram(built: Built, processes: Processes, binary: str, func
 
 
 def test_latency_program_shape() -> None:
-    entry = [emit.Site("f", "name")]
-    text = emit.latency_program("/bin/x", entry, [emit.Site("0x10", "address", True)], "uprobe", 42)
-    assert text == (
+    block = actions.Block(("uprobe:/bin/x:f",), "pid == 42", "f", "c", exits=("uretprobe:/bin/x:f",))
+    assert actions.latency(block) == (
         "uprobe:/bin/x:f /pid == 42/ { @start[tid] = nsecs; } "
-        "uprobe:/bin/x:0x10 /pid == 42 && @start[tid]/ "
-        "{ @usecs = hist((nsecs - @start[tid]) / 1000); delete(@start[tid]); } END { clear(@start); }"
+        "uretprobe:/bin/x:f /pid == 42 && @start[tid]/ "
+        "{ @usecs[pid] = hist((uint64)((int64)nsecs - (int64)@start[tid]) / (uint64)1000); delete(@start[tid]); } "
+        "END { clear(@start); }"
     )
+
+
+def test_latency_keys_go_by_goroutine_and_deletes_per_dialect() -> None:
+    block = actions.Block(
+        ("uprobe:/bin/g:f",),
+        "",
+        "f",
+        "go",
+        dialect=Dialect((0, 27, 1)),
+        exits=("uprobe:/bin/g:0x10",),
+        exit_kind="uprobe",
+    )
+    text = actions.latency(block)
+    assert '@start[pid, reg("r14")] = nsecs;' in text
+    assert '$gone = delete(@start[pid, reg("r14")]);' in text and "uprobe:/bin/g:0x10 /@start" in text

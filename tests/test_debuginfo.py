@@ -89,7 +89,7 @@ def test_libc_debug_only_function_fires(built: Built, processes: Processes) -> N
     host_path = f"/proc/{proc.pid}/root{LIBC}"
     binary = Binary(LIBC, host_path, None, info.build_id, info.stripped, info.language)
     loaded = plan.Loaded(host.process(proc.pid, ctx), binary, info, [])
-    (probe,) = plan.probes(loaded, [target], ctx)
+    (probe,) = plan.probes(loaded, [target], ctx, plan.Request(f"pid:{proc.pid}", ("new_do_write",)))
     # bcc reads the same build-id file, so bpftrace takes the virtual address
     assert probe.attach == "address" and hex(target.address) in probe.commands[0].argv[-1]
     result = fire(probe.commands[0].argv, "new_do_write")

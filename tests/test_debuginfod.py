@@ -102,7 +102,7 @@ def test_missing_debug_file_is_explained(split: Path, processes: Processes, tmp_
     assert f"build-id {build_id}, debug link none; looked for {wanted}" in error
     binary = split / "counted-split"
     assert hint.startswith(f"hint: {binary} is not from a Debian package: put its debug file at {wanted}")
-    assert "set DEBUGINFOD_URLS" in hint
+    assert "set DEBUGINFOD_URLS" in hint and "is stripped: only .dynsym" in hint
     assert "Traceback" not in res.err
 
 

@@ -63,12 +63,9 @@ def test_claims_is_cheap_and_syntactic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_pid_filter_command_round_trips() -> None:
-    where = emit.Site('"pkg.(*T).m"', "name")
-    cmd = emit.command("merged", 4242, "/var/lib/docker/overlay2/abc/merged/usr/bin/x", where, by_filter=True)
-    assert cmd is not None
-    assert cmd.argv == (
-        "bpftrace",
-        "-e",
-        'uprobe:/var/lib/docker/overlay2/abc/merged/usr/bin/x:"pkg.(*T).m" /pid == 4242/ { printf("%s\\n", ustack); }',
+    text = (
+        'uprobe:/var/lib/docker/overlay2/abc/merged/usr/bin/x:"pkg.(*T).m" /pid == 4242/ { printf("%s\\n", ustack); }'
     )
+    cmd = emit.command("merged", 4242, text, with_p=False)
+    assert cmd.argv == ("bpftrace", "-e", text)
     assert tuple(shlex.split(cmd.shell)) == cmd.argv

@@ -6,59 +6,74 @@ import shlex
 
 import pytest
 
-from ctrace import emit
+from ctrace import actions, emit
 from ctrace.model import Symbol
 
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
 
 
-def site_for(name: str, others: tuple[str, ...] = (), stripped: bool = False, offset: int | None = None) -> emit.Site:
+def name_of(name: str, others: tuple[str, ...] = ()) -> emit.Site | None:
     sym = Symbol(name, 0x401655, 37, "symtab")
     index = emit.NameIndex([sym, *(Symbol(o, 0x500000 + i, 1, "symtab") for i, o in enumerate(others))])
-    where = emit.site(sym, index, offset, stripped)
-    assert where is not None
-    return where
+    return emit.name_site(sym, index)
+
+
+def stack_program(path: str, where: str, pid: int) -> str:
+    block = actions.Block((f"uprobe:{path}:{where}",), f"pid == {pid}", "f", "c")
+    return actions.stack(block)
 
 
 def test_exact_argv_for_plain_symbol() -> None:
-    cmd = emit.command("proc-root", 42, "/proc/42/root/usr/bin/hello", site_for("hello"))
-    assert cmd is not None
+    where = name_of("hello")
+    assert where is not None
+    cmd = emit.command("proc-root", 42, stack_program("/proc/42/root/usr/bin/hello", where.text, 42))
     assert cmd.argv == (
         "bpftrace",
         "-p",
         "42",
         "-e",
-        'uprobe:/proc/42/root/usr/bin/hello:hello { printf("%s\\n", ustack); }',
+        'uprobe:/proc/42/root/usr/bin/hello:hello /pid == 42/ { printf("%s\\n", ustack); }',
     )
     assert shlex.split(cmd.shell) == list(cmd.argv)
 
 
+def test_command_takes_the_dialects_bpftrace_and_unsafe() -> None:
+    cmd = emit.command("exe", 7, "BEGIN { exit(); }", unsafe=True, with_p=False, program="/opt/bt/bpftrace")
+    assert cmd.argv == ("/opt/bt/bpftrace", "--unsafe", "-e", "BEGIN { exit(); }")
+
+
 def test_go_symbol_is_quoted() -> None:
-    where = site_for(REGEN)
-    assert (where.text, where.kind) == (f'"{REGEN}"', "name")
+    where = name_of(REGEN)
+    assert where is not None and (where.text, where.kind) == (f'"{REGEN}"', "name")
 
 
-def test_star_that_would_expand_to_more_falls_back_to_address() -> None:
-    # bpftrace 0.17 expands '*' even inside quotes: (*Endpoint) also matches (*XEndpoint).
-    other = "github.com/cilium/cilium/pkg/endpoint.(*XEndpoint).regenerate"
-    where = site_for(REGEN, (other,))
-    assert (where.text, where.kind, where.unsafe) == ("0x401655", "address", False)
+def test_star_that_would_expand_to_more_is_not_a_name() -> None:
+    # bpftrace expands '*' even inside quotes: (*Endpoint) also matches (*XEndpoint).
+    assert name_of(REGEN, ("github.com/cilium/cilium/pkg/endpoint.(*XEndpoint).regenerate",)) is None
 
 
-def test_duplicate_name_falls_back_to_address() -> None:
-    assert site_for("helper.part.0", ("helper.part.0",)).kind == "address"
+def test_duplicate_name_is_not_a_name() -> None:
+    assert name_of("helper.part.0", ("helper.part.0",)) is None
 
 
-def test_stripped_address_is_a_file_offset_with_unsafe() -> None:
-    where = site_for('bad"name', stripped=True, offset=0x1655)
-    assert (where.text, where.unsafe) == ("0x1655", True)
-    cmd = emit.command("proc-root", 7, "/bin/x", where)
-    assert cmd is not None and cmd.argv[:2] == ("bpftrace", "--unsafe")
+def test_name_offset_site() -> None:
+    sym = Symbol(REGEN, 0x401655, 37, "symtab")
+    where = emit.name_offset_site(sym, emit.NameIndex([sym]), 0x401655 + 43)
+    assert where is not None and where.text == f'"{REGEN}"+43'
+    assert where.describe() == f'"{REGEN}"+43 (vaddr 0x401680)'
 
 
-def test_unnameable_stripped_symbol_without_offset() -> None:
-    sym = Symbol('a"b', 0x10, 1, "dynsym")
-    assert emit.site(sym, emit.NameIndex([sym]), None, True) is None
+def test_address_story() -> None:
+    """The header shows the number in the command and, where it differs, the vaddr."""
+    assert emit.offset_site(0x20DCA0, "why", 0x60DCA0).describe() == "file offset 0x20dca0 (vaddr 0x60dca0)"
+    assert emit.Site("0x401655", "address", vaddr=0x401655).describe() == "vaddr 0x401655"
+    rets = [emit.offset_site(0x10, "why", 0x400010), emit.offset_site(0x20, "why", 0x400020)]
+    assert emit.describe(rets) == "file offsets 0x10, 0x20 (vaddrs 0x400010, 0x400020)"
+
+
+@pytest.mark.parametrize(("name", "label"), [("func_c", "func_c"), (REGEN, "regenerate"), ('a"b%n\\x', "a_b_n_x")])
+def test_label_is_safe_in_a_string(name: str, label: str) -> None:
+    assert emit.label(name) == label
 
 
 HOSTILE = [
@@ -77,30 +92,23 @@ HOSTILE = [
 
 @pytest.mark.parametrize("name", HOSTILE)
 def test_hostile_symbols_stay_literal(name: str) -> None:
-    where = site_for(name)
-    cmd = emit.command("proc-root", 1, "/proc/1/root/bin/x", where)
-    assert cmd is not None
+    where = name_of(name)
+    if where is None:
+        return  # attached by address, which nothing can smuggle code through
+    # Inside one "..." literal with no quote or backslash that could end it.
+    assert where.text == f'"{name}"'
+    assert '"' not in name and "\\" not in name and "\n" not in name
+    cmd = emit.command("proc-root", 1, stack_program("/proc/1/root/bin/x", where.text, 1))
     assert shlex.split(cmd.shell) == list(cmd.argv)
-    prog = cmd.argv[-1]
-    if where.kind == "name":
-        # Inside one "..." literal with no quote or backslash that could end it.
-        assert where.text == f'"{name}"'
-        assert '"' not in name and "\\" not in name and "\n" not in name
-    else:
-        assert where.text == "0x401655"
-        assert name not in prog
 
 
 @pytest.mark.parametrize("path", ['/tmp/a"b/x', "/tmp/new\nline/x", "/tmp/bs\\x"])
-def test_unquotable_path_gives_no_command(path: str) -> None:
-    assert emit.command("proc-root", 1, path, site_for("hello")) is None
+def test_unquotable_path_has_no_literal(path: str) -> None:
+    assert emit.quote_path(path) is None
 
 
 def test_path_with_space_is_quoted() -> None:
-    cmd = emit.command("proc-root", 1, "/opt/my app/x", site_for("hello"))
-    assert cmd is not None
-    assert cmd.argv[-1].startswith('uprobe:"/opt/my app/x":hello ')
-    assert shlex.split(cmd.shell) == list(cmd.argv)
+    assert emit.quote_path("/opt/my app/x") == '"/opt/my app/x"'
 
 
 def test_name_index_glob_hits() -> None:
@@ -124,7 +132,7 @@ def test_agent_command_round_trips(func: str) -> None:
 
 def test_combined_program_filters_each_pid() -> None:
     a = emit.points("/proc/10/root/bin/x", emit.Site("hello", "name"))
-    b = emit.points("/proc/20/root/bin/y", emit.Site("0x401000", "address", unsafe=True))
+    b = emit.points("/proc/20/root/bin/y", emit.Site("0x401000", "offset", unsafe="why"))
     cmd = emit.combined([(10, a, False), (20, b, True)])
     assert cmd.argv[:2] == ("bpftrace", "--unsafe") and "-p" not in cmd.argv
     assert cmd.argv[-1] == (

@@ -42,7 +42,7 @@ def test_short_lived_processes(built: Built, tmp_path: Path) -> None:
     try:
         for _ in range(200):
             try:
-                result = plan.plan(name, ["hello"], ctx)
+                result = plan.plan(plan.Request(name, ("hello",)), ctx)
             except CtraceError as err:
                 assert err.hint, err.message
                 counts["clean error"] += 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ctrace import elf, emit
+from ctrace import actions, elf, emit
 from ctrace.elf import code
 from ctrace.elf.reader import open_elf
 from tests.conftest import Built, Processes, ctrace, need_bpftrace, run
@@ -94,16 +94,16 @@ def test_ret_addresses_match_objdump(sym: Built) -> None:
 
 
 def test_return_program_lists_every_site() -> None:
-    sites = [emit.offset_site(0x10), emit.offset_site(0x20)]
-    cmd = emit.command("exe", 7, "/proc/7/exe", sites)
-    assert cmd is not None
+    sites = [emit.offset_site(0x10, "why"), emit.offset_site(0x20, "why")]
+    block = actions.Block(tuple(emit.points("/proc/7/exe", sites)), "pid == 7", "f", "go", "return")
+    cmd = emit.command("exe", 7, actions.stack(block), unsafe=True)
     assert cmd.argv == (
         "bpftrace",
         "--unsafe",
         "-p",
         "7",
         "-e",
-        'uprobe:/proc/7/exe:0x10, uprobe:/proc/7/exe:0x20 { printf("%s\\n", ustack); }',
+        'uprobe:/proc/7/exe:0x10, uprobe:/proc/7/exe:0x20 /pid == 7/ { printf("%s\\n", ustack); }',
     )
     assert tuple(shlex.split(cmd.shell)) == cmd.argv
 

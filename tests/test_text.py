@@ -23,8 +23,8 @@ SNAPSHOT = """\
   binary   {path}  (c, not stripped, build-id {build_id})
   host     /proc/{pid}/root{path}
 
-# func_c  (0x{address:x}, attached by name)
-bpftrace -p {pid} -e 'uprobe:/proc/{pid}/root{path}:func_c {{ printf("%s\\n", ustack); }}'
+# func_c  (vaddr 0x{address:x}, attached by name)
+bpftrace -p {pid} -e 'uprobe:/proc/{pid}/root{path}:func_c /pid == {pid}/ {{ printf("%s\\n", ustack); }}'
 # other path forms: exe (-o wide shows them)
 """
 

@@ -12,7 +12,7 @@ import os
 
 from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
-from ctrace.model import Container, Pod, Process
+from ctrace.model import AGENT_NAMESPACE, Container, Pod, Process
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import host, pods
 from ctrace.resolvers.base import Context, K8sOptions
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 NAME = "k8s"
-AGENT_NAMESPACE = "ctrace-system"
 AGENT_SELECTOR = "app.kubernetes.io/name=ctrace-agent"
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 

@@ -1,0 +1,126 @@
+"""--action: one row per action, saying what program it writes and which probes and
+languages it takes. A new action is one more row in ACTIONS.
+
+Each program carries the PID in what it prints and in every aggregation key, names the
+function by a short label instead of bpftrace's ``probe`` (the whole attach point,
+path included), and compiles without warnings on every bpftrace ctrace knows
+(ctrace/dialect.py).
+"""
+
+from __future__ import annotations
+
+from ctrace.dialect import Dialect
+from ctrace.errors import UsageError
+from ctrace.record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+PROBES = ("uprobe", "uretprobe", "return")  # --probe: the entry, a uretprobe, a uprobe on each RET
+LANGUAGES = ("c", "c++", "rust", "go")
+
+
+class Block(Record):
+    """What an action writes its program from: one function under one path form."""
+
+    points: tuple[str, ...]  # where --probe attaches: the entry, the uretprobe, or each RET
+    bind: str  # the predicate admitting the target's processes ("pid == 42"), or ""
+    label: str  # the function's short name, safe inside a bpftrace string
+    language: str
+    probe: str = "uprobe"  # --probe
+    dialect: Dialect = Dialect()
+    exits: tuple[str, ...] = ()  # latency: where the call returns
+    exit_kind: str = "uretprobe"  # how ``exits`` are probed ("uprobe" on each RET for Go)
+
+
+class Action(Record):
+    name: str
+    help: str
+    program: Callable[[Block], str]
+    probes: tuple[str, ...] = PROBES
+    languages: tuple[str, ...] = LANGUAGES
+    exits: bool = False  # the program also needs where the function returns
+    refused_hint: str = ""  # the way out for a --probe it does not take
+
+
+def when(*conditions: str) -> str:
+    """A predicate from the non-empty conditions, or nothing."""
+    kept = [c for c in conditions if c]
+    return f" /{' && '.join(kept)}/" if kept else ""
+
+
+def head(b: Block) -> str:
+    return f"{', '.join(b.points)}{when(b.bind)}"
+
+
+def stack(b: Block) -> str:
+    return f'{head(b)} {{ printf("%s\\n", ustack); }}'
+
+
+def count(b: Block) -> str:
+    return f'{head(b)} {{ @calls[pid, "{b.label}"] = count(); }}'
+
+
+# Go's register ABI (Go 1.17+, amd64) passes integer arguments and results in RAX, RBX,
+# RCX, RDI, RSI, R8..., not in the SysV registers bpftrace's arg0..arg5 read.
+_GO_ARGS = ('reg("ax")', 'reg("bx")', 'reg("cx")', 'reg("di")', 'reg("si")', 'reg("r8")')
+_C_ARGS = ("arg0", "arg1", "arg2", "arg3", "arg4", "arg5")
+
+
+def args(b: Block) -> str:
+    """The arguments at an entry; at a return the return value (a uretprobe has no
+    arguments: bpftrace rejects arg0 there)."""
+    if b.probe == "uprobe":
+        regs = _GO_ARGS if b.language == "go" else _C_ARGS
+        fields = " ".join(f"arg{i}=0x%lx" for i in range(len(regs)))
+        return f'{head(b)} {{ printf("pid=%d {b.label} {fields}\\n", pid, {", ".join(regs)}); }}'
+    value = "retval" if b.probe == "uretprobe" else 'reg("ax")'  # a uprobe on RET: the result is in RAX
+    return f'{head(b)} {{ printf("pid=%d {b.label} retval=0x%lx\\n", pid, {value}); }}'
+
+
+def latency(b: Block) -> str:
+    """Entry stamps the clock, each return adds to a histogram per PID.
+
+    Keyed by thread for C, C++ and Rust; for Go by goroutine (the g pointer, which Go's
+    amd64 ABI keeps in R14), because a goroutine that blocks resumes on another thread.
+    The casts keep 0.27 from warning about signed division and implicit int casts."""
+    key = 'pid, reg("r14")' if b.language == "go" else "tid"
+    start = f"@start[{key}]"
+    took = f"(uint64)((int64)nsecs - (int64){start}) / (uint64)1000"
+    exits = ", ".join(b.exits)
+    return (
+        f"{head(b)} {{ {start} = nsecs; }} "
+        f"{exits}{when(b.bind, start)} {{ @usecs[pid] = hist({took}); {b.dialect.delete(start)} }} "
+        "END { clear(@start); }"  # calls still in flight at Ctrl-C are not results
+    )
+
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action("stack", "the user stack (ustack), default", stack),
+        Action("count", "calls per PID", count),
+        Action("args", "arg0..arg5 at the entry (Go's registers for Go), the return value at a return", args),
+        Action(
+            "latency",
+            "entry to return, a histogram per PID (Go: keyed by goroutine, a uprobe on each RET)",
+            latency,
+            probes=("uprobe",),
+            exits=True,
+            refused_hint="drop --probe: --action latency probes the entry and every return itself",
+        ),
+    )
+}
+
+
+def check(action: str, probe: str) -> Action:
+    """The action's row, or a one-line refusal of a --probe it does not take."""
+    row = ACTIONS[action]
+    if probe not in row.probes:
+        raise UsageError(f"--action {action} does not take --probe {probe}", row.refused_hint)
+    return row
+
+
+def check_language(row: Action, language: str, path: str) -> None:
+    if language not in row.languages:
+        raise UsageError(f"--action {row.name} is not available for {language} ({path})", row.refused_hint)

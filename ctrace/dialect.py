@@ -1,0 +1,167 @@
+"""The one place that knows bpftrace versions: what the bpftrace that will run a program
+accepts, needs and warns about. Everything else asks a Dialect.
+
+Measured on Debian's builds (bookworm 0.17.0, trixie 0.23.2, sid 0.27.1), each program
+ctrace prints compiled and fired under all three (tests/test_matrix.py). A release
+between two measured ones takes the fact of the release that introduced it where
+bpftrace's history says (cited), else the conservative side: the form every measured
+release accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ctrace.errors import EnvironmentProblem, UsageError
+from ctrace.record import Record
+
+Version = tuple[int, int, int]
+
+# What bpftrace says about the machine, not about the program: allowed in every test of
+# a printed program, on every version.
+MACHINE_WARNINGS = (
+    # bpftrace cannot raise the locked-memory limit (no CAP_SYS_RESOURCE in the bounding set);
+    # 0.17 prints it as "ERROR:", later releases as "WARNING:", and the program runs.
+    re.compile(r"couldn't set RLIMIT_MEMLOCK"),
+    # 0.27 reads the kernel's list of traceable functions at start; tracefs may not offer it.
+    re.compile(r"Could not read functions from /sys/kernel/tracing/available_filter_functions"),
+)
+# The warning every release prints for an address probe it cannot check (a stripped file,
+# or 0.17, which checks no offset): it comes with --unsafe, and only there, and ctrace's
+# output says why --unsafe is in the command.
+UNSAFE_WARNING = re.compile(r"Could not determine instruction boundary")
+# "Attaching 1 probe..." (0.17, 0.23) or "Attached 1 probe" (0.27): the probes are in.
+ATTACHED = re.compile(r"^Attach(?:ing \d+ probes?\.\.\.|ed \d+ probes?)$", re.M)
+_VERSION = re.compile(r"v?(\d+)\.(\d+)(?:\.(\d+))?")
+OLDEST: Version = (0, 17, 0)  # what ctrace assumes when no bpftrace can be asked
+OFFSET_PROBES_SINCE: Version = (0, 23, 0)  # measured: Debian's 0.17 lacks them, 0.23 has them
+
+
+class Dialect(Record):
+    """The capability facts of one bpftrace binary, from its version."""
+
+    version: Version = OLDEST
+    program: str = "bpftrace"  # argv[0] of every command printed, and what --run starts
+    known: bool = False  # the version was read from the binary, not assumed
+
+    @property
+    def name(self) -> str:
+        return ".".join(map(str, self.version))
+
+    @property
+    def pid_filters_uprobes(self) -> bool:
+        """Whether ``-p PID`` restricts uprobes to that process: not in 0.17 (a replica of
+        the same file fired), yes in 0.23 and 0.27. The emitter binds with a predicate on
+        every version; this says whether -p alone would have been enough."""
+        return self.version >= (0, 23, 0)
+
+    @property
+    def offset_probes(self) -> bool:
+        """Whether ``uprobe:FILE:sym+N`` is accepted and checked against instruction
+        boundaries. Debian's 0.17 refuses it even with --unsafe ("compiled without
+        (k|u)probe offset support"); 0.23 and 0.27 check it and attach, no --unsafe."""
+        return self.version >= OFFSET_PROBES_SINCE
+
+    def return_hint(self) -> str:
+        since = ".".join(map(str, OFFSET_PROBES_SINCE))
+        return f"use --probe uretprobe (not for Go), or run a bpftrace that checks sym+offset probes ({since} or later)"
+
+    @property
+    def delete_returns(self) -> bool:
+        """``delete()`` returns whether it deleted (bpftrace PR #4186, released in 0.24):
+        from then on a bare ``delete(...)`` warns "Return value discarded", and before
+        it ``$x = delete(...)`` is an error."""
+        return self.version >= (0, 24, 0)
+
+    def delete(self, element: str) -> str:
+        """A statement that deletes a map element without a warning on this release."""
+        return f"$gone = delete({element});" if self.delete_returns else f"delete({element});"
+
+    def unsafe_reason(self, stripped_number: bool) -> str:
+        """Why a command carries --unsafe, in the words of its output."""
+        if stripped_number:
+            return (
+                "--unsafe: the number is a file offset no symbol bpftrace reads covers, so bpftrace cannot "
+                "check it is an instruction boundary; ctrace took it from the function's own table"
+            )
+        return (
+            f"--unsafe: bpftrace {self.name} cannot check an offset inside a function (no sym+offset "
+            "support), so the RET is given as a file offset; ctrace found it by disassembly"
+        )
+
+
+def parse_version(text: str) -> Version | None:
+    """``bpftrace v0.23.2`` (or ``bpftrace 0.17.0-...``) -> (0, 23, 2)."""
+    found = _VERSION.search(text)
+    if found is None:
+        return None
+    major, minor, patch = found.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def of(program: str | None, cache_dir: str | None = None) -> Dialect:
+    """The dialect of the bpftrace that will run the programs: ``program`` (--bpftrace) or
+    ``bpftrace`` from PATH. Its version is read once per binary (keyed by path, size and
+    mtime) and kept in the cache directory."""
+    import shutil
+
+    given = program is not None
+    name = program if program is not None else "bpftrace"
+    if given and not name.strip():
+        raise UsageError("--bpftrace needs a path", "e.g. --bpftrace /usr/bin/bpftrace")
+    path = shutil.which(name)
+    if path is None:
+        if given:
+            raise EnvironmentProblem(f"--bpftrace {name}: no such executable", "give the path of a bpftrace binary")
+        return Dialect(OLDEST, name, False)  # printed commands still help; --run says it is missing
+    version = _cached_version(path, cache_dir)
+    if version is None:
+        raise EnvironmentProblem(f"{name} --version did not print a bpftrace version", "check the --bpftrace path")
+    return Dialect(version, name, True)
+
+
+def _cached_version(path: str, cache_dir: str | None) -> Version | None:
+    import json
+
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
+    store = os.path.join(cache_dir, "bpftrace-versions.json") if cache_dir else None
+    known: dict[str, list[int]] = {}
+    if store is not None:
+        try:
+            with open(store, encoding="utf-8") as f:
+                known = json.load(f)
+        except (OSError, ValueError):
+            known = {}
+    if key in known and len(known[key]) == 3:
+        a, b, c = known[key]
+        return a, b, c
+    version = _ask(path)
+    if version is not None and store is not None:
+        known[key] = list(version)
+        _store(store, known)
+    return version
+
+
+def _ask(path: str) -> Version | None:
+    import subprocess
+
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_version(out.stdout + out.stderr)
+
+
+def _store(store: str, known: dict[str, list[int]]) -> None:
+    import json
+
+    try:
+        os.makedirs(os.path.dirname(store), exist_ok=True)
+        tmp = f"{store}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(known, f)
+        os.replace(tmp, store)
+    except OSError:
+        pass  # a read-only cache only costs the next run one --version
