@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -64,7 +65,9 @@ def printed(ctrace: Sequence[str], pid: int, action: str | None = None) -> list[
 def aggregate_action(ctrace: Sequence[str]) -> str | None:
     """ctrace's own action for stacks counted in the kernel, if this ctrace has one."""
     helptext = subprocess.run([*ctrace, "target", "--help"], capture_output=True, text=True).stdout
-    return next((a for a in ("stacks", "aggregate", "ustacks") if a in helptext.split("--action", 1)[-1][:400]), None)
+    found = re.search(r"--action \{([^}]*)\}", helptext)
+    choices = found[1].split(",") if found else []
+    return next((a for a in ("stacks", "aggregate", "ustacks") if a in choices), None)
 
 
 def aggregated(ctrace: Sequence[str], pid: int) -> list[str]:
@@ -83,7 +86,8 @@ def modes(hot: Path, ctrace: Sequence[str]) -> dict[str, tuple[str, Tracer]]:
     def own(body: str) -> Tracer:
         return lambda pid: ["bpftrace", "-p", str(pid), "-e", f"uprobe:{path}:{FUNC} {{ {body} }}"]
 
-    agg_label = f"--action {aggregate_action(ctrace)}" if aggregate_action(ctrace) else f"`{AGGREGATE}` (text)"
+    action = aggregate_action(ctrace)
+    agg_label = f"--action {action}" if action else f"`{AGGREGATE}` (text)"
     return {
         "no probe": ("-", lambda pid: None),
         "empty uprobe (floor)": ("`{ }`", own("")),
