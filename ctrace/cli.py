@@ -198,6 +198,20 @@ COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
 )
 
 
+def run() -> NoReturn:
+    """The console scripts' entry: main(), then the process ends without the interpreter's
+    teardown, which frees every object a listing made one by one (libLLVM: ~6 ms of a
+    ~130 ms run) for memory the kernel takes back at once. Output is flushed first;
+    every file ctrace writes is closed by its own ``with`` before this point."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (| head): nothing more to say
+        pass
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """One run. The cyclic garbage collector is off meanwhile: a run makes 10^5 symbol
     tuples and strings and no cycles worth collecting, and each collection walks them

@@ -775,8 +775,10 @@ typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
 
 typedef struct {
     demangle_fn fn;
-    const char **in; /* NULL: skip (a name with a NUL inside) */
-    char **out;      /* malloc'd by __cxa_demangle, or NULL */
+    const char **in;   /* the names' UTF-8 */
+    Py_ssize_t *lens;  /* their lengths: a NUL inside means skip (ctypes would have cut the name there) */
+    char **out;        /* each result's copy (malloc), or NULL */
+    Py_ssize_t *out_lens;
     Py_ssize_t lo, hi;
 } DemangleJob;
 
@@ -786,12 +788,17 @@ static void *demangle_range(void *arg) {
     char *buf = malloc(size); /* grown by __cxa_demangle itself (realloc) */
     for (Py_ssize_t i = j->lo; buf && i < j->hi; i++) {
         int status = 0;
-        char *got = j->in[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
+        char *got = strlen(j->in[i]) == (size_t)j->lens[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
         if (got == NULL)
             continue;
         buf = got;
-        if (status == 0)
-            j->out[i] = strdup(got);
+        if (status != 0)
+            continue;
+        size_t n = strlen(got);
+        if ((j->out[i] = malloc(n + 1)) != NULL) {
+            memcpy(j->out[i], got, n + 1);
+            j->out_lens[i] = (Py_ssize_t)n;
+        }
     }
     free(buf);
     return NULL;
@@ -800,7 +807,8 @@ static void *demangle_range(void *arg) {
 #define DEMANGLE_THREADS 4
 #define DEMANGLE_PER_THREAD 2048 /* fewer names are not worth a thread */
 
-static void demangle_all_ranges(demangle_fn fn, const char **in, char **out, Py_ssize_t n) {
+static void demangle_all_ranges(demangle_fn fn, const char **in, Py_ssize_t *lens, char **out, Py_ssize_t *out_lens,
+                                Py_ssize_t n) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     Py_ssize_t k = n / DEMANGLE_PER_THREAD + 1;
     if (k > DEMANGLE_THREADS)
@@ -811,7 +819,7 @@ static void demangle_all_ranges(demangle_fn fn, const char **in, char **out, Py_
     pthread_t threads[DEMANGLE_THREADS];
     int started[DEMANGLE_THREADS] = {0};
     for (Py_ssize_t t = 0; t < k; t++) {
-        jobs[t] = (DemangleJob){fn, in, out, n * t / k, n * (t + 1) / k};
+        jobs[t] = (DemangleJob){fn, in, lens, out, out_lens, n * t / k, n * (t + 1) / k};
         /* the last range runs here; a thread that cannot start runs here too */
         if (t + 1 < k && pthread_create(&threads[t], NULL, demangle_range, &jobs[t]) == 0)
             started[t] = 1;
@@ -840,9 +848,11 @@ static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
     Py_ssize_t n = PyList_GET_SIZE(names);
     const char **in = PyMem_Calloc(n ? n : 1, sizeof(char *));
     char **out = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    Py_ssize_t *lens = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    Py_ssize_t *out_lens = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
     PyObject *keep = PyList_New(0); /* the encoded bytes of names that are not ASCII */
     PyObject *result = NULL;
-    if (in == NULL || out == NULL || keep == NULL) {
+    if (in == NULL || out == NULL || lens == NULL || out_lens == NULL || keep == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -868,18 +878,18 @@ static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
         }
         if (text == NULL)
             goto done;
-        /* a NUL inside: ctypes would have cut the name there; no name has one */
-        in[i] = strlen(text) == (size_t)len ? text : NULL;
+        in[i] = text;
+        lens[i] = len;
     }
     demangle_fn fn = (demangle_fn)(uintptr_t)address;
     Py_BEGIN_ALLOW_THREADS
-    demangle_all_ranges(fn, in, out, n);
+    demangle_all_ranges(fn, in, lens, out, out_lens, n);
     Py_END_ALLOW_THREADS
     result = PyDict_New();
     for (Py_ssize_t i = 0; result && i < n; i++) {
         if (out[i] == NULL)
             continue;
-        PyObject *text = PyUnicode_DecodeUTF8(out[i], (Py_ssize_t)strlen(out[i]), "replace");
+        PyObject *text = PyUnicode_DecodeUTF8(out[i], out_lens[i], "replace");
         if (text == NULL || PyDict_SetItem(result, PyList_GET_ITEM(names, i), text) < 0)
             Py_CLEAR(result);
         Py_XDECREF(text);
@@ -890,6 +900,8 @@ done:
             free(out[i]);
     PyMem_Free(out);
     PyMem_Free(in);
+    PyMem_Free(lens);
+    PyMem_Free(out_lens);
     Py_XDECREF(keep);
     return result;
 }
