@@ -585,25 +585,61 @@ static int json_name(Buf *b, Rec *r, PyObject *escape) {
     return rc;
 }
 
-static PyObject *demangled_of(Rec *r, PyObject *demangled, int *err) {
+/* The records' names demangled in C (listing's fused path): out[i] for record i, or NULL. */
+typedef struct {
+    char **out;
+    Py_ssize_t *lens;
+} Fused;
+
+/* The demangled text of record ``i`` as a new str, or NULL (none, or *err on an error): from
+ * the dict, or from the fused results as demangle._cxa's loop decodes them ("replace"). */
+static PyObject *demangled_of(Rec *r, PyObject *demangled, const Fused *f, Py_ssize_t i, int *err) {
     *err = 0;
+    if (f != NULL) {
+        if (f->out[i] == NULL)
+            return NULL;
+        PyObject *s = PyUnicode_DecodeUTF8(f->out[i], f->lens[i], "replace");
+        *err = s == NULL;
+        return s;
+    }
     if (r->str == NULL || PyDict_GET_SIZE(demangled) == 0)
         return NULL;
-    return lookup(demangled, r->str, err);
+    PyObject *v = lookup(demangled, r->str, err);
+    Py_XINCREF(v);
+    return v;
 }
 
-static int json_all(Coll *c, Buf *b, PyObject *demangled, PyObject *escape) {
+/* Bytes that add_json_string would write as they are: printable ASCII but " and \. */
+static int fused_plain(const Fused *f, Py_ssize_t i) {
+    return f != NULL && f->out[i] != NULL && plain_bytes(f->out[i], f->lens[i]);
+}
+
+static int fused_ascii(const Fused *f, Py_ssize_t i) {
+    if (f == NULL || f->out[i] == NULL)
+        return 0;
+    for (Py_ssize_t k = 0; k < f->lens[i]; k++)
+        if ((unsigned char)f->out[i][k] >= 0x80)
+            return 0;
+    return 1;
+}
+
+static int json_all(Coll *c, Buf *b, PyObject *demangled, const Fused *f, PyObject *escape) {
     for (Py_ssize_t i = 0; i < c->n; i++) {
         Rec *r = &c->recs[i];
         if (i + AHEAD < c->n)
             __builtin_prefetch(c->recs[i + AHEAD].name);
-        int err;
-        PyObject *dm = demangled_of(r, demangled, &err);
-        if (err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
-            json_name(b, r, escape) < 0 || BUF_LIT(b, ", \"address\": ") < 0 || buf_u64(b, r->addr, 10, 0) < 0 ||
-            BUF_LIT(b, ", \"size\": ") < 0 || buf_u64(b, r->size, 10, 0) < 0 || BUF_LIT(b, ", \"source\": \"") < 0 ||
-            add_ascii(b, PyList_GET_ITEM(c->labels, r->src)) < 0 || BUF_LIT(b, "\", \"demangled\": ") < 0 ||
-            (dm ? add_json_string(b, dm, escape) : BUF_LIT(b, "null")) < 0 || BUF_LIT(b, "}") < 0)
+        int err = 0, direct = fused_plain(f, i);
+        PyObject *dm = direct ? NULL : demangled_of(r, demangled, f, i, &err);
+        int rc = err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
+                         json_name(b, r, escape) < 0 || BUF_LIT(b, ", \"address\": ") < 0 ||
+                         buf_u64(b, r->addr, 10, 0) < 0 || BUF_LIT(b, ", \"size\": ") < 0 ||
+                         buf_u64(b, r->size, 10, 0) < 0 || BUF_LIT(b, ", \"source\": \"") < 0 ||
+                         add_ascii(b, PyList_GET_ITEM(c->labels, r->src)) < 0 || BUF_LIT(b, "\", \"demangled\": ") < 0;
+        if (!rc)
+            rc = direct ? (BUF_LIT(b, "\"") < 0 || buf_add(b, f->out[i], f->lens[i]) < 0 || BUF_LIT(b, "\"") < 0)
+                        : ((dm ? add_json_string(b, dm, escape) : BUF_LIT(b, "null")) < 0);
+        Py_XDECREF(dm);
+        if (rc || BUF_LIT(b, "}") < 0)
             return -1;
     }
     return c->n ? BUF_LIT(b, "\n  ") : 0;
@@ -633,7 +669,7 @@ static void rstrip_row(Coll *c, Buf *b, Py_ssize_t start) {
     }
 }
 
-static int text_all(Coll *c, Buf *b, PyObject *demangled) {
+static int text_all(Coll *c, Buf *b, PyObject *demangled, const Fused *f) {
     uint64_t widest = 0;
     Py_ssize_t source_w = 0;
     for (Py_ssize_t i = 0; i < c->n; i++) {
@@ -648,17 +684,21 @@ static int text_all(Coll *c, Buf *b, PyObject *demangled) {
         if (i + AHEAD < c->n)
             __builtin_prefetch(c->recs[i + AHEAD].name);
         PyObject *label = PyList_GET_ITEM(c->labels, r->src);
-        int err;
-        PyObject *dm = demangled_of(r, demangled, &err);
+        int err = 0, direct = fused_ascii(f, i);
+        PyObject *dm = direct ? NULL : demangled_of(r, demangled, f, i, &err);
         Py_ssize_t start = b->len, mark;
-        if (err || buf_u64(b, r->addr, 16, 16) < 0 || BUF_LIT(b, "  ") < 0)
-            return -1;
+        int rc = err || buf_u64(b, r->addr, 16, 16) < 0 || BUF_LIT(b, "  ") < 0;
         mark = b->len;
-        if (buf_u64(b, r->size, 10, 0) < 0 || buf_pad(b, size_w - (b->len - mark)) < 0 || BUF_LIT(b, "  ") < 0 ||
-            add_ascii(b, label) < 0 || buf_pad(b, source_w - PyUnicode_GET_LENGTH(label)) < 0 || BUF_LIT(b, "  ") < 0)
-            return -1;
-        if (dm ? (add_text(b, dm) < 0 || BUF_LIT(b, "  [") < 0 || buf_add(b, r->name, r->len) < 0 || BUF_LIT(b, "]") < 0)
-               : buf_add(b, r->name, r->len) < 0)
+        rc = rc || buf_u64(b, r->size, 10, 0) < 0 || buf_pad(b, size_w - (b->len - mark)) < 0 ||
+             BUF_LIT(b, "  ") < 0 || add_ascii(b, label) < 0 ||
+             buf_pad(b, source_w - PyUnicode_GET_LENGTH(label)) < 0 || BUF_LIT(b, "  ") < 0;
+        if (!rc && (dm || direct))
+            rc = (direct ? buf_add(b, f->out[i], f->lens[i]) : add_text(b, dm)) < 0 || BUF_LIT(b, "  [") < 0 ||
+                 buf_add(b, r->name, r->len) < 0 || BUF_LIT(b, "]") < 0;
+        else if (!rc)
+            rc = buf_add(b, r->name, r->len) < 0;
+        Py_XDECREF(dm);
+        if (rc)
             return -1;
         rstrip_row(c, b, start);
         if (BUF_LIT(b, "\n") < 0)
@@ -690,6 +730,66 @@ static PyObject *source_counts(Coll *c) {
     return out;
 }
 
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+static void demangle_all_ranges(demangle_fn fn, const char **in, Py_ssize_t *lens, char **out, Py_ssize_t *out_lens,
+                                Py_ssize_t n);
+
+/* listing's fused path for a C++ binary: every candidate name starting _Z demangled by
+ * __cxa_demangle (at ``address``) in a few threads, as demangle._cxa does for the same names
+ * (their bytes are what the str's surrogateescape encoding gives back), without a str or a
+ * dict entry per name. */
+static int fuse(Coll *c, PyObject *address, Fused *f) {
+    demangle_fn fn = (demangle_fn)(uintptr_t)PyLong_AsUnsignedLongLong(address);
+    if (PyErr_Occurred())
+        return -1;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no __cxa_demangle");
+        return -1;
+    }
+    Py_ssize_t n = c->n ? c->n : 1, total = 0;
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (c->recs[i].str != NULL && prefixed(&c->recs[i], "_Z"))
+            total += c->recs[i].len + 1;
+    const char **in = PyMem_Calloc(n, sizeof(char *));
+    Py_ssize_t *lens = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    char *arena = PyMem_Malloc(total ? total : 1); /* NUL-ended copies: a strtab name may end at the table's end */
+    f->out = PyMem_Calloc(n, sizeof(char *));
+    f->lens = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    if (!in || !lens || !arena || !f->out || !f->lens) {
+        PyMem_Free(in);
+        PyMem_Free(lens);
+        PyMem_Free(arena);
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *at = arena;
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        Rec *r = &c->recs[i];
+        if (r->str == NULL || !prefixed(r, "_Z"))
+            continue;
+        memcpy(at, r->name, r->len);
+        at[r->len] = 0;
+        in[i] = at;
+        lens[i] = r->len;
+        at += r->len + 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    demangle_all_ranges(fn, in, lens, f->out, f->lens, c->n);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(in);
+    PyMem_Free(lens);
+    PyMem_Free(arena);
+    return 0;
+}
+
+static void fused_free(Fused *f, Py_ssize_t n) {
+    if (f->out != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            free(f->out[i]);
+    PyMem_Free(f->out);
+    PyMem_Free(f->lens);
+}
+
 PyDoc_STRVAR(listing_doc,
              "listing(sources, own, fmt, escape, classify) -> (rows, counts, functions, language) or None\n\n"
              "sources: ('table', data, strtab, is64, swap, label) and ('symbols', [Symbol, ...]) in the order\n"
@@ -705,6 +805,7 @@ static PyObject *listing(PyObject *self, PyObject *args) {
         return NULL;
     Coll c = {0};
     Buf b = {NULL, 0, 0};
+    Fused fused = {NULL, NULL};
     PyObject *rows = NULL;
     PyObject *cands = NULL, *own_cands = PyList_New(0), *verdict = NULL, *counts = NULL, *result = NULL;
     c.labels = PyList_New(0);
@@ -738,12 +839,20 @@ static PyObject *listing(PyObject *self, PyObject *args) {
     cands = candidates(&c, own_cands);
     verdict = cands ? PyObject_CallFunctionObjArgs(classify, cands, own_cands, NULL) : NULL;
     PyObject *language, *demangled;
-    if (verdict == NULL || !PyArg_ParseTuple(verdict, "UO!", &language, &PyDict_Type, &demangled))
+    if (verdict == NULL || !PyArg_ParseTuple(verdict, "UO", &language, &demangled))
         goto done;
+    if (PyLong_Check(demangled)) { /* __cxa_demangle's address: demangle the C++ names here */
+        if (fuse(&c, demangled, &fused) < 0)
+            goto done;
+    } else if (!PyDict_Check(demangled)) {
+        PyErr_SetString(PyExc_TypeError, "classify returns (language, {mangled: text} or __cxa_demangle's address)");
+        goto done;
+    }
+    Fused *f = fused.out ? &fused : NULL;
     int json = strcmp(fmt, "json") == 0;
     if (buf_reserve(&b, c.n * (json ? 160 : 100)) < 0)
         goto done;
-    int rc = json ? json_all(&c, &b, demangled, escape) : text_all(&c, &b, demangled);
+    int rc = json ? json_all(&c, &b, demangled, f, escape) : text_all(&c, &b, demangled, f);
     if (rc < 0)
         goto done;
     if (c.inexact) {
@@ -761,6 +870,7 @@ done:
     Py_XDECREF(own_cands);
     Py_XDECREF(verdict);
     Py_XDECREF(counts);
+    fused_free(&fused, c.n);
     coll_free(&c);
     return result;
 }
@@ -770,8 +880,6 @@ done:
  * __cxa_demangle keeps no state between calls, so a long list (libLLVM: 30k names, most
  * of a cold listing's time) is cut into ranges demangled by a few threads at once, the
  * GIL released; the names are read and the results made into str with the GIL held. */
-
-typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
 
 typedef struct {
     demangle_fn fn;
@@ -788,7 +896,7 @@ static void *demangle_range(void *arg) {
     char *buf = malloc(size); /* grown by __cxa_demangle itself (realloc) */
     for (Py_ssize_t i = j->lo; buf && i < j->hi; i++) {
         int status = 0;
-        char *got = strlen(j->in[i]) == (size_t)j->lens[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
+        char *got = j->in[i] && strlen(j->in[i]) == (size_t)j->lens[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
         if (got == NULL)
             continue;
         buf = got;

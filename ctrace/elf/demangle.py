@@ -65,13 +65,21 @@ def _rust_legacy(mangled: str, text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
+def cxa_address() -> int:
+    """Where libstdc++'s __cxa_demangle is, found by the C speedups (0 without them)."""
     from ctrace.elf import speedups
 
     module = speedups.module
+    return module.cxa_address() if module is not None else 0
+
+
+@lru_cache(maxsize=1)
+def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
+    from ctrace.elf import speedups
+
     # The C module finds __cxa_demangle itself: no ctypes (and ctypes.util's
     # tempfile, random, shutil) imported for it, ~20 ms of a C++ library's listing.
-    address = module.cxa_address() if module is not None else 0
+    address = cxa_address()
     if not address:
         return _cxa_ctypes()
 

@@ -33,7 +33,7 @@ class Speedups(Protocol):
         own: int,
         fmt: str,
         escape: Callable[[str], str],
-        classify: Callable[[list[str], list[str]], tuple[str, dict[str, str]]],
+        classify: Callable[[list[str], list[str]], tuple[str, dict[str, str] | int]],
     ) -> tuple[bytes, dict[str, int], int, str] | None: ...
 
     def cxa_demangle(self, names: list[str], fn: int) -> dict[str, str]: ...
