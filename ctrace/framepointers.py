@@ -67,10 +67,44 @@ def of_elf(elf: ElfFile, path: str, language: str = "", symbols: Sequence[Symbol
         return Verdict(path, "unknown", 0, 0, f"frame-pointer check is for x86-64 only (ELF machine {elf.machine})")
     if language == "go":
         return Verdict(path, "kept", 0, 0, "Go keeps frame pointers on amd64")
+    own, libc = static_parts(elf, symbols)
+    if own:  # a static program: its own code apart from the C library linked after it
+        return _judged(elf, path, _spread(own, SAMPLE), f"; the C library linked into it: {_share(elf, libc)}")
     picked = eh_frame_entries(elf)
     if len(picked) < ENOUGH:  # a small program: its own functions, without the C runtime's
         named = sorted({s.address for s in symbols if s.size >= MIN_BODY and s.name not in CRT})
         picked = _spread(named, SAMPLE) if named else picked
+    return _judged(elf, path, picked)
+
+
+# Where glibc's code starts in a static link: the linker places the program's objects
+# first and the archive members it pulls from libc.a after them.
+LIBC_MARKERS = ("__libc_start_main", "__libc_start_call_main", "__libc_setup_tls")
+PT_INTERP = 3
+
+
+def static_parts(elf: ElfFile, symbols: Sequence[Symbol]) -> tuple[list[int], list[int]]:
+    """A statically linked program's own function entries and its C library's, or ([], [])."""
+    if any(seg.type == PT_INTERP for seg in elf.segments) or not symbols:
+        return [], []
+    marks = [s.address for s in symbols if s.name in LIBC_MARKERS]
+    if not marks:
+        return [], []
+    start = min(marks)
+    # crtbegin's frame_dummy comes right before the program's objects; .cold parts are
+    # continuations of functions (gcc's .text.unlikely, placed first), never entries.
+    after = min((s.address for s in symbols if s.name == "frame_dummy"), default=0)
+    entries = sorted({s.address for s in symbols if s.size >= MIN_BODY and s.name not in CRT and ".cold" not in s.name})
+    own = [a for a in entries if after < a < start]
+    return own, _spread([a for a in entries if a >= start], SAMPLE)
+
+
+def _share(elf: ElfFile, entries: list[int]) -> str:
+    hits = sum(1 for vaddr in entries if sets_up_frame(elf, vaddr))
+    return f"{hits} of {len(entries)} set up %rbp"
+
+
+def _judged(elf: ElfFile, path: str, picked: list[int], more: str = "") -> Verdict:
     hits = sum(1 for vaddr in picked if sets_up_frame(elf, vaddr))
     if not picked:
         return Verdict(path, "unknown", 0, 0, "no function entries to sample")
@@ -78,7 +112,7 @@ def of_elf(elf: ElfFile, path: str, language: str = "", symbols: Sequence[Symbol
     status = "kept" if share >= KEEPS else "omitted" if share < OMITS else "mixed"
     why = f"{hits} of {len(picked)} sampled functions set up %rbp as a frame pointer"
     flag = producer_flag(elf)
-    return Verdict(path, status, len(picked), hits, f"{why}{f'; compiled with {flag}' if flag else ''}")
+    return Verdict(path, status, len(picked), hits, f"{why}{f'; compiled with {flag}' if flag else ''}{more}")
 
 
 def sets_up_frame(elf: ElfFile, vaddr: int) -> bool:

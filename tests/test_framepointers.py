@@ -94,6 +94,14 @@ def test_verdicts_on_builds_with_and_without(servers: Path, built: Built) -> Non
     assert libc.status == "omitted" and libc.sampled >= 100  # Debian's libc: from .eh_frame_hdr's table
 
 
+def test_a_static_program_is_judged_by_its_own_code(built: Built) -> None:
+    """A static link carries libc's code (without frame pointers); the program's own functions decide."""
+    for name, status in (("stack-unwind", "kept"), ("stack-unwind-nofp", "omitted")):
+        path = str(built[name])
+        got = framepointers.verdict(path, "c", elf.inspect(path).symbols)
+        assert got.status == status and "the C library linked into it" in got.why, got
+
+
 def test_no_warning_for_a_frame_pointer_build(servers: Path, processes: Processes) -> None:
     pid, _ = start_server(processes, servers / "fp-server")
     res = ctrace("target", f"pid:{pid}", "--func", "render_response", "-o", "json")
