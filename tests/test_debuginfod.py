@@ -146,6 +146,21 @@ def test_fetched_from_debuginfod_and_the_probe_fires(
     assert {"source": "debuginfod", "path": str(fetched)} in listed["debug_files"]
 
 
+def test_a_cached_file_of_another_build_is_not_read(split: Path, processes: Processes, tmp_path: Path) -> None:
+    """A server's answer is checked: a debug file whose build-id is not the binary's is ignored."""
+    build_id = open_elf(str(split / "counted-split")).build_id
+    assert build_id
+    wrong = tmp_path / "ctrace" / "debuginfod" / build_id / "debuginfo"
+    wrong.parent.mkdir(parents=True)
+    shutil.copy(SRC / "counted.c", wrong)  # not even ELF
+    proc = processes.start(split / "counted-split", "loop")
+    res = ctrace("target", f"pid:{proc.pid}", "--func", FUNC, env=env(tmp_path, None))
+    assert res.code == 1 and f"no function matches {FUNC!r}" in res.err, res.err
+    run(["gcc", "-O2", "-g", "-o", wrong, SRC / "hello.c"])  # ELF, another build-id
+    res = ctrace("target", f"pid:{proc.pid}", "--func", FUNC, env=env(tmp_path, None))
+    assert res.code == 1 and f"no function matches {FUNC!r}" in res.err, res.err
+
+
 def test_server_without_the_file_is_reported(split: Path, server: str, processes: Processes, tmp_path: Path) -> None:
     other = tmp_path / "other"
     run(["gcc", "-O2", "-g", "-Wl,--build-id=sha1", "-o", other, SRC / "hello.c"])

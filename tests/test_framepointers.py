@@ -195,6 +195,17 @@ def test_frames_perf_cannot_name_are_named_from_ctrace_tables(built: Built) -> N
     assert {f.named_by for f in named.frames} == {"ctrace"}
 
 
+def test_perf_stacks_fold_and_draw(tmp_path: Path) -> None:
+    """--folded and --flamegraph take perf's stacks the way they take bpftrace's (ctrace/flame.py)."""
+    (sample,) = perf.parse(PERF_SCRIPT)
+    folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
+    perf.write_flames([sample, sample], "parse_request in pid 4242", str(folded), str(svg))
+    assert folded.read_text() == "[unknown+0xffffffff];[app+0x5a10];__libc_start_main_impl;parse_request 2\n"
+    drawn = svg.read_text()
+    assert drawn.startswith("<?xml") or drawn.startswith("<svg"), drawn[:80]
+    assert "parse_request in pid 4242" in drawn and "__libc_start_main_impl" in drawn
+
+
 def test_perf_needs_one_probe(servers: Path, processes: Processes) -> None:
     pid, _ = start_server(processes, servers / "nofp-server")
     res = ctrace("target", f"pid:{pid}", "--func", "*_request", "--tool", "perf", "--run")
