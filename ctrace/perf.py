@@ -41,7 +41,7 @@ TOP = 10  # stacks printed
 
 
 class Frame(Record):
-    address: int  # as perf prints it: the address inside the file (its ELF virtual address)
+    address: int  # as perf prints it: the file offset of the instruction (map-relative ip)
     symbol: str  # "" when unknown
     offset: int
     dso: str  # the file, or "" when perf did not know it
@@ -148,14 +148,17 @@ class _Table:
     them: a cold demangle of every name of a big C++ library (libLLVM: 30k) is not paid
     to name a few frames."""
 
-    def __init__(self, names: list[str], starts: list[int], ends: list[int], language: str) -> None:
+    def __init__(
+        self, names: list[str], starts: list[int], ends: list[int], language: str, loads: list[tuple[int, int, int]]
+    ) -> None:
         self.names, self.starts, self.ends, self.language = names, starts, ends, language
+        self.loads = loads  # (file offset, size, vaddr) of each PT_LOAD
         self._shown: dict[str, str] = {}
 
     @classmethod
     def load(cls, dso: str, pid: int, proc_root: str) -> _Table | None:
         from ctrace import elf
-        from ctrace.elf.reader import open_elf
+        from ctrace.elf.reader import PT_LOAD, open_elf
         from ctrace.errors import CtraceError
 
         root = f"{proc_root}/{pid}/root"
@@ -168,10 +171,17 @@ class _Table:
             except (CtraceError, OSError):
                 continue
             syms = sorted((s.address, s.size, s.name) for s in elf.merge(own, extra))
-            return cls([n for _, _, n in syms], [a for a, _, _ in syms], [a + max(z, 1) for a, z, _ in syms], lang)
+            loads = [(g.offset, g.filesz, g.vaddr) for g in binary.segments if g.type == PT_LOAD]
+            starts, ends = [a for a, _, _ in syms], [a + max(z, 1) for a, z, _ in syms]
+            return cls([n for _, _, n in syms], starts, ends, lang, loads)
         return None
 
-    def lookup(self, address: int) -> tuple[str, int] | None:
+    def lookup(self, offset: int) -> tuple[str, int] | None:
+        """The function at a file offset (perf prints a frame's ip relative to the file's mapping,
+        which is the file offset: 0x828e0 for a non-PIE Go binary's 0x4828e0)."""
+        address = next((v + offset - o for o, size, v in self.loads if o <= offset < o + size), None)
+        if address is None:
+            return None
         i = bisect.bisect_right(self.starts, address) - 1
         if i < 0 or address >= self.ends[i]:
             return None
@@ -210,6 +220,12 @@ def render(samples: Sequence[Sample], what: str, out: TextIO, top: int = TOP) ->
             out.write(f"  {f.unwinder:<8}{mark}{f.label():<48} {where}\n")
     if len(by_stack) > top:
         out.write(f"\n({len(by_stack) - top} rarer stacks not shown)\n")
+    if all(len(s.frames) <= 1 for s in samples):
+        out.write(
+            "\nperf unwound nothing past the probed frame: the file has no unwind tables for it (Go writes no "
+            ".eh_frame, and stripping removes .debug_frame); code that keeps frame pointers (Go does) gives "
+            "its whole stack to bpftrace: drop --tool perf\n"
+        )
 
 
 def run(

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf, framepointers, perf
+from ctrace.elf.reader import open_elf
 from tests.conftest import SRC, Built, Processes, ctrace, fire, need, need_bpftrace, run
 
 NESTED = ("render_response", "route_request", "parse_request", "handle_conn", "serve", "main")
@@ -172,7 +173,9 @@ def test_perf_script_parsed_and_named(servers: Path, processes: Processes) -> No
     # ctrace names what perf could not, from the process's own file.
     pid, _ = start_server(processes, servers / "nofp-server")
     address = next(s.address for s in elf.inspect(str(servers / "nofp-server")).symbols if s.name == "route_request")
-    raw = perf.Sample("x", pid, pid, (perf.Frame(address + 3, "", 0, str(servers / "nofp-server"), "dwarf", ""),))
+    offset = open_elf(str(servers / "nofp-server")).vaddr_to_offset(address)
+    assert offset is not None
+    raw = perf.Sample("x", pid, pid, (perf.Frame(offset + 3, "", 0, str(servers / "nofp-server"), "dwarf", ""),))
     (named,) = perf.name([raw], pid)
     assert named.frames[0].label() == "route_request+0x3" and named.frames[0].named_by == "ctrace"
     assert perf.counts([named, named]) == {("route_request",): 2}
@@ -186,9 +189,14 @@ def test_frames_perf_cannot_name_are_named_from_ctrace_tables(built: Built) -> N
     assert regen.source == "pclntab"
     acme = str(built["acme"])
     (handshake,) = [s for s in elf.inspect(acme).symbols if s.name == "_ZN4acme3net4Conn9handshakeEi"]
+    # perf prints a frame's place in its file as a file offset: 0x828e0 for Go's 0x4828e0
+    offset = open_elf(go).vaddr_to_offset(regen.address)
+    assert offset is not None and offset != regen.address  # a non-PIE executable
+    acme_offset = open_elf(acme).vaddr_to_offset(handshake.address)
+    assert acme_offset is not None
     frames = (
-        perf.Frame(regen.address + 5, "", 0, go, "probe", ""),
-        perf.Frame(handshake.address + 2, "", 0, acme, "dwarf", ""),
+        perf.Frame(offset + 5, "", 0, go, "probe", ""),
+        perf.Frame(acme_offset + 2, "", 0, acme, "dwarf", ""),
     )
     (named,) = perf.name([perf.Sample("x", os.getpid(), os.getpid(), frames)], os.getpid())
     assert [f.label() for f in named.frames] == [f"{regen.name}+0x5", "acme::net::Conn::handshake(int)+0x2"]
