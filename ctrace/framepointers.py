@@ -47,6 +47,7 @@ class Verdict(Record):
     sampled: int
     with_frame: int
     why: str  # the evidence in words
+    eh_frame_hdr: bool = True  # the index perf's DWARF unwinder looks functions up in (PT_GNU_EH_FRAME)
 
     @property
     def lacks(self) -> bool:
@@ -104,6 +105,10 @@ def _share(elf: ElfFile, entries: list[int]) -> str:
     return f"{hits} of {len(entries)} set up %rbp"
 
 
+def has_eh_frame_hdr(elf: ElfFile) -> bool:
+    return any(seg.type == PT_GNU_EH_FRAME for seg in elf.segments)
+
+
 def _judged(elf: ElfFile, path: str, picked: list[int], more: str = "") -> Verdict:
     hits = sum(1 for vaddr in picked if sets_up_frame(elf, vaddr))
     if not picked:
@@ -112,7 +117,8 @@ def _judged(elf: ElfFile, path: str, picked: list[int], more: str = "") -> Verdi
     status = "kept" if share >= KEEPS else "omitted" if share < OMITS else "mixed"
     why = f"{hits} of {len(picked)} sampled functions set up %rbp as a frame pointer"
     flag = producer_flag(elf)
-    return Verdict(path, status, len(picked), hits, f"{why}{f'; compiled with {flag}' if flag else ''}{more}")
+    why = f"{why}{f'; compiled with {flag}' if flag else ''}{more}"
+    return Verdict(path, status, len(picked), hits, why, has_eh_frame_hdr(elf))
 
 
 def sets_up_frame(elf: ElfFile, vaddr: int) -> bool:
@@ -188,10 +194,15 @@ def warnings(main: Verdict, libraries: Iterable[Verdict]) -> list[str]:
     out = []
     name = os.path.basename(main.path)
     if main.lacks:
+        way = (
+            "for the whole stack use --tool perf --run (perf unwinds with DWARF from .eh_frame)"
+            if main.eh_frame_hdr
+            else "nor can perf's DWARF unwinder help: the file has no .eh_frame_hdr (a static link has "
+            "none unless linked with -Wl,--eh-frame-hdr)"
+        )
         out.append(
             f"{name} is built without frame pointers ({main.why}): bpftrace's ustack will stop after "
-            "the first frame or show junk addresses; for the whole stack use --tool perf --run "
-            "(perf unwinds with DWARF from .eh_frame)"
+            f"the first frame or show junk addresses; {way}"
         )
     lacking = [v for v in libraries if v.lacks]
     if lacking:

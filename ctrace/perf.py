@@ -222,9 +222,10 @@ def render(samples: Sequence[Sample], what: str, out: TextIO, top: int = TOP) ->
         out.write(f"\n({len(by_stack) - top} rarer stacks not shown)\n")
     if all(len(s.frames) <= 1 for s in samples):
         out.write(
-            "\nperf unwound nothing past the probed frame: the file has no unwind tables for it (Go writes no "
-            ".eh_frame, and stripping removes .debug_frame); code that keeps frame pointers (Go does) gives "
-            "its whole stack to bpftrace: drop --tool perf\n"
+            "\nperf unwound nothing past the probed frame: it found no unwind table for the code (Go writes "
+            "no .eh_frame and stripping removes .debug_frame; a static C link has no .eh_frame_hdr unless "
+            "linked with -Wl,--eh-frame-hdr); code that keeps frame pointers (Go does) gives its whole "
+            "stack to bpftrace: drop --tool perf\n"
         )
 
 

@@ -75,7 +75,7 @@ class Client:
         self.thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def report() -> Iterator[list[str]]:
     lines: list[str] = []
     yield lines
@@ -101,6 +101,16 @@ def test_a_static_program_is_judged_by_its_own_code(built: Built) -> None:
         path = str(built[name])
         got = framepointers.verdict(path, "c", elf.inspect(path).symbols)
         assert got.status == status and "the C library linked into it" in got.why, got
+
+
+def test_static_link_without_eh_frame_hdr(tmp_path: Path) -> None:
+    """gcc -static leaves out .eh_frame_hdr: the warning does not offer perf's DWARF unwinder then."""
+    out = tmp_path / "static"
+    run(["gcc", "-O2", "-static", "-fomit-frame-pointer", "-o", out, SRC / "nofp_server.c"])
+    got = framepointers.verdict(str(out), "c", elf.inspect(str(out)).symbols)
+    assert got.status == "omitted" and not got.eh_frame_hdr
+    (warning,) = framepointers.warnings(got, [])
+    assert "no .eh_frame_hdr" in warning and "--tool perf --run" not in warning
 
 
 def test_no_warning_for_a_frame_pointer_build(servers: Path, processes: Processes) -> None:
@@ -230,3 +240,35 @@ def test_tool_perf_run_leaves_no_event(servers: Path, processes: Processes) -> N
     assert "perf recorded no calls of serve" in res.out  # serve() is entered once, before the run
     listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
     assert f"_{pid}" not in listed
+
+
+def test_dwarf_stack_of_a_container(servers: Path, tmp_path: Path, report: list[str]) -> None:
+    """The same server as a docker container's process: perf probes it through MergedDir,
+    records its host PID, and ctrace names the frames from the container's own file."""
+    from tests.test_docker import Docker, docker_answers
+
+    need_bpftrace()
+    need(shutil.which("perf") is not None, "perf is not installed")
+    need(docker_answers(), "no docker daemon answers (make test starts one)")
+    static = tmp_path / "nofp-server"
+    # static, so the image needs no libc; --eh-frame-hdr, which a static link leaves out and
+    # perf's DWARF unwinder needs (without it ctrace says so: test_static_link_without_eh_frame_hdr)
+    run(["gcc", "-O2", "-static", "-Wl,--eh-frame-hdr", "-fomit-frame-pointer", "-o", static, SRC / "nofp_server.c"])
+    dk = Docker(tmp_path)
+    name = f"ctrace-t15b-{os.getpid()}"
+    port = free_port()
+    try:
+        image = dk.rootfs(f"{name}:dev", {"/srv/nofp-server": static}, {}, ["/srv/nofp-server", str(port)])
+        pid = dk.start(name, image, "--network", "host")
+        with Client(port):
+            argv = ["target", name, "--func", "render_response", "--tool", "perf", "--run", "--duration", "2"]
+            res = ctrace(*argv, timeout=120)
+    finally:
+        dk.cleanup()
+    assert res.code == 0, res.err
+    assert "nofp-server is built without frame pointers" in res.err
+    head, *frames = [b for b in res.out.split("\n\n")[1:] if " x  pid " in b][0].splitlines()
+    assert head.split()[3] == str(pid), res.out
+    names = [line.split()[1].lstrip("*").split("+")[0] for line in frames]
+    assert names[: len(NESTED)] == list(NESTED), frames
+    report += ["", f"$ ctrace target {name} --func render_response --tool perf --run --duration 2", res.out.rstrip()]
