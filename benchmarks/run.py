@@ -173,6 +173,21 @@ def container_target(setup: Setup, goals: list[Goal]) -> None:
     )
 
 
+def traced_overhead(setup: Setup, goals: list[Goal]) -> None:
+    """The traced program's slowdown under each probe (benchmarks/overhead.py)."""
+    from benchmarks import overhead
+
+    got = overhead.report(setup.ctrace, overhead.CALLS, min(setup.runs, 5))
+    if got is None:
+        print("\noverhead: needs bpftrace, gcc and root; skipped")
+        goals.append(Goal("aggregated stacks vs bpftrace's own", "not measured", "<= 1.2x", None))
+        return
+    text, ratio = got
+    print("\n" + text)
+    what = "aggregated stacks vs bpftrace's own (traced program's time)"
+    goals.append(Goal(what, f"{ratio:.2f}x", "<= 1.2x", ratio <= 1.2))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="libc only, 3 runs, no container (the test suite's run)")
@@ -192,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host_target(setup, goals)
         if not args.smoke:
             container_target(setup, goals)
+            traced_overhead(setup, goals)
         runner_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\n(RSS is a child's peak, at least this runner's own peak: {runner_mb:.0f} MB)")
         print(f"\n## Goals (issue 6)  [{load_average()}]\n")

@@ -1,3 +1,3 @@
-from ctrace.cli import main
+from ctrace.cli import run
 
-raise SystemExit(main())
+run()

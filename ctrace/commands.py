@@ -149,20 +149,7 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     )
     result = plan.plan(request, ctx)
     if args.run:
-        from ctrace import runner
-
-        chosen = chosen_command(result, args.all, request, ctx)
-        if chosen.form == "agent":  # the agent's ctrace names the stacks on that node and prints them
-            if args.folded or args.flamegraph:
-                raise UsageError(
-                    "--folded and --flamegraph are written on this node only",
-                    "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
-                )
-            return runner.run(chosen.argv, args.duration)
-        if action == "stacks":
-            names = naming(result, args, ctx.proc_root)
-            return run_traced(result, args, lambda: runner.run_stacks(chosen.argv, args.duration, names, out))
-        return run_traced(result, args, lambda: runner.run(chosen.argv, args.duration))
+        return _run(result, args, request, ctx, out)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
         unreachable(result.remote)
@@ -172,6 +159,30 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     else:
         text.plan(result.targets, result.remote, out, wide=args.output == "wide")
     return 0
+
+
+def _run(result: Plan, args: argparse.Namespace, request: Request, ctx: Context, out: TextIO) -> int:
+    """--run: bpftrace (or perf) started on the chosen command, watched (run_traced)."""
+    _warn_before_run(result)
+    if args.tool == "perf":
+        from ctrace import perf
+
+        files = {k: getattr(args, k, None) for k in ("folded", "flamegraph")}  # issue15a's options
+        return perf.run(result, args.duration, out, ctx.proc_root, **files)
+    from ctrace import runner
+
+    chosen = chosen_command(result, args.all, request, ctx)
+    if chosen.form == "agent":  # the agent's ctrace names the stacks on that node and prints them
+        if args.folded or args.flamegraph:
+            raise UsageError(
+                "--folded and --flamegraph are written on this node only",
+                "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
+            )
+        return runner.run(chosen.argv, args.duration)
+    if request.action == "stacks":
+        names = naming(result, args, ctx.proc_root)
+        return run_traced(result, args, lambda: runner.run_stacks(chosen.argv, args.duration, names, out))
+    return run_traced(result, args, lambda: runner.run(chosen.argv, args.duration))
 
 
 def unreachable(remotes: Sequence[Remote]) -> None:
@@ -184,6 +195,15 @@ def unreachable(remotes: Sequence[Remote]) -> None:
             "no command to print",
             f"run ctrace on node {pod.node}, or drop -q to see what was found",
         )
+
+
+def _warn_before_run(result: Plan) -> None:
+    """--run prints no plan, but what makes its output short (no frame pointers) is said first."""
+    import sys
+
+    for t in result.targets:
+        for w in t.warnings:
+            sys.stderr.write(f"ctrace: warning: pid {t.process.pid}: {w}\n")
 
 
 def run_traced(result: Plan, args: argparse.Namespace, start: Callable[[], int]) -> int:

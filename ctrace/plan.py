@@ -283,6 +283,9 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
     gone: list[NotFound] = []
     for item in loaded:
         chosen, missing = select(item.info.symbols, request.patterns, item.info.demangled, item.warnings)
+        if missing and (fetched := _debuginfod(item, ctx)) is not None:
+            item = fetched
+            chosen, missing = select(item.info.symbols, request.patterns, item.info.demangled, item.warnings)
         if missing:
             failures.append((item, missing))
             continue
@@ -299,12 +302,30 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
+        if _walks_stacks(request.action, item.info.language):
+            item.warnings.extend(_frame_pointers(item, ctx))
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
         raise _no_match(*failures[0])
     if not out:
         raise gone[0] if gone else NotFound("every process of the target exited", "run it again")
     return out
+
+
+def _walks_stacks(action: str, language: str) -> bool:
+    """Whether the action's program reads ustack (any row, whatever its name)."""
+    try:
+        text = actions.ACTIONS[action].program(actions.Block(("uprobe:/f:f",), "", "f", language))
+    except (KeyError, ValueError, IndexError):
+        return False
+    return "ustack" in text
+
+
+def _frame_pointers(item: Loaded, ctx: Context) -> list[str]:
+    from ctrace import framepointers
+
+    info, pid = item.info, item.process.pid
+    return framepointers.target_warnings(item.binary.host_path, info.language, info.symbols, pid, ctx.proc_root)
 
 
 def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str | None) -> list[Loaded]:
@@ -328,6 +349,20 @@ def _go_uretprobe(item: Loaded) -> UsageError:
     )
 
 
+def _debuginfod(item: Loaded, ctx: Context) -> Loaded | None:
+    """The process's binary again with a debug file a debuginfod server has for its build-id."""
+    from ctrace.elf import debuginfo
+
+    root = f"{ctx.proc_root}/{item.process.pid}/root"
+    found = debuginfo.fetch_missing(item.info, item.binary.host_path)
+    if found is None:
+        return None
+    info = ElfCache(ctx.cache_dir).inspect(item.binary.host_path, root, os.path.dirname(item.binary.path))
+    stale = f"{item.binary.path} is stripped"
+    note = f"{item.binary.path}: its debug file came from a debuginfod server by build-id ({found})"
+    return item._replace(info=info, warnings=[*(w for w in item.warnings if not w.startswith(stale)), note])
+
+
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
     hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
@@ -338,7 +373,17 @@ def _no_match(item: Loaded, missing: list[str]) -> NotFound:
             f"{item.binary.path} is stripped: only .dynsym, a Go table or a debug file name functions ({found}); "
             + hint
         )
+        why = _no_debug_file(item)
+        if why is not None:
+            return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} ({why[0]})", f"{why[1]}. {hint}")
     return NotFound(f"no function matches {missing[0]!r} in {item.binary.path} (process {item.process.pid})", hint)
+
+
+def _no_debug_file(item: Loaded) -> tuple[str, str] | None:
+    from ctrace.elf import debuginfo
+
+    root = item.binary.host_path.removesuffix(item.binary.path) or "/"
+    return debuginfo.explain(item.info, item.binary.host_path, item.binary.path, root)
 
 
 def symbols_of(what: str, ctx: Context, runtime: str | None = None) -> tuple[Binary, elf.ElfInfo]:

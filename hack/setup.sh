@@ -30,6 +30,10 @@ command -v containerd-shim-runc-v2 >/dev/null || need+=(containerd)
 command -v runc >/dev/null || need+=(runc)
 command -v podman >/dev/null || need+=(podman)
 command -v conmon >/dev/null || need+=(conmon)
+command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
+command -v debuginfod >/dev/null || need+=(debuginfod)  # a debuginfod server on 127.0.0.1 (debug files by build-id)
+command -v debootstrap >/dev/null || need+=(debootstrap)  # the bpftrace version matrix's chroots
+command -v rustc >/dev/null || need+=(rustc)              # the Rust cells of the action x probe matrix
 # libc's separate debug file: the functions only it names (issue 5 tests).
 dpkg -s libc6-dbg >/dev/null 2>&1 || need+=(libc6-dbg)
 if [ ${#need[@]} -gt 0 ]; then

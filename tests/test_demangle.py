@@ -130,3 +130,24 @@ def test_demangling_in_c_equals_the_ctypes_loop(monkeypatch: pytest.MonkeyPatch)
     fast = demangle.demangle_all(names)
     monkeypatch.setattr(speedups, "module", None)
     assert fast == demangle.demangle_all(names) and len(fast) > 1000
+
+
+def test_name_kinds_in_c_equal_the_python_twin() -> None:
+    """elf.kinds in C (one pass) against its Python twin, on libstdc++'s names and made-up Rust ones."""
+    from ctrace import elf
+    from ctrace.elf import speedups
+    from ctrace.elf.reader import open_elf
+
+    need(speedups.module is not None, "ctrace/elf/_speedups.c is not built (pip install -e . builds it)")
+    path = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6"
+    need(Path(path).exists(), f"{path} is not installed")
+    names = [s.name for s in open_elf(path).symbols()]
+    legacy = "_ZN4core3fmt5write17h0123456789abcdefE"
+    made = [legacy, "_ZN3foo17h0123456789abcdeE", "_RNvCs1234_4main4main", "__rust_alloc", "rust_begin_unwind"]
+    made += ["rust_begin_unwinds", "_Z", "_R", "_Zcaf\udcff", "_ZNé17h0123456789abcdefE", "main", ""]
+    for sample in (names, made, made[4:], []):
+        fast = speedups.module.name_kinds(list(sample))
+        assert elf.Kinds(*fast) == elf._kinds(list(sample))
+    got = elf.kinds(made)
+    assert got.legacy == [legacy, "_ZNé17h0123456789abcdefE"] and got.v0 == ["_RNvCs1234_4main4main", "_R"]
+    assert got.runtime and not elf.kinds(made[5:]).runtime

@@ -33,6 +33,7 @@ SYSTEM = [
     LIBC,
     os.path.realpath("/usr/bin/python3"),
     "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1",  # where make bench installed it
+    "/usr/lib/x86_64-linux-gnu/libstdc++.so.6",  # C++: demangled in C straight into the rows
 ]
 FIXTURES = ["hello", "hello-dyn-stripped", "acme", "names", "cilium-agent", "cilium-agent-stripped"]
 SYMBOL_FIXTURES = ["counted-linked", "counted-mini", "gocount-stripped"]

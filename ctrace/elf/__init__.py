@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import bisect
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import compress, repeat
-from operator import itemgetter, ne
+from operator import eq, itemgetter, ne
 
 from ctrace.elf import symtab
 from ctrace.elf.reader import ElfFile, open_elf
@@ -67,8 +66,7 @@ def demangled(lang: str, names: Iterable[str]) -> dict[str, str]:
         return {}
     from ctrace.elf import demangle
 
-    names = list(names)
-    return demangle.demangle_all(compress(names, map(str.startswith, names, repeat(("_Z", "_R")))))
+    return demangle.demangle_all(names)
 
 
 def extra_sources(
@@ -151,37 +149,52 @@ def is_go(elf: ElfFile) -> bool:
 def named_language(elf: ElfFile, names: list[str]) -> str:
     """'rust', 'c++' or 'c' for a binary that is not Go, from its function names (those
     that may be mangled are enough) and its .comment and DT_NEEDED."""
-    if _any_rust(names) or _comment_mentions(elf, b"rustc"):
+    found = kinds(names)
+    # Rust: v0 (_R) names, its runtime's, or legacy mangling (every path ends in a 17h<16 hex digits>E hash)
+    if found.v0 or found.runtime or found.legacy or _comment_mentions(elf, b"rustc"):
         return "rust"
     needed = elf.needed()
-    if any(n.startswith(("libstdc++", "libc++")) for n in needed) or any(map(str.startswith, names, repeat("_Z"))):
+    if any(n.startswith(("libstdc++", "libc++")) for n in needed) or found.itanium:
         return "c++"
     return "c"
 
 
-def _any_rust(names: list[str]) -> bool:
-    """Whether a name is Rust's: v0 (_R), its runtime's, or legacy mangling, which ends
-    every path in a 17h<16 hex digits>E hash. Tested over all names in C: a C++ library
-    has 30k names that are none of them, too many to test one by one in Python."""
-    if any(map(str.startswith, names, repeat(("_R", "__rust_")))) or "rust_begin_unwind" in names:
-        return True
-    return bool(rust_legacy_names(names))
+class Kinds(Record):
+    """The names that may be mangled, by kind."""
+
+    itanium: list[str]  # _Z...: C++, and Rust's legacy mangling
+    v0: list[str]  # _R...: Rust v0
+    legacy: list[str]  # of itanium, Rust legacy (rust_legacy_names)
+    runtime: bool  # a name of Rust's runtime: __rust_*, rust_begin_unwind
 
 
-_LEGACY_TAIL = re.compile(r"17h[^\0]{16}E\0")
+def kinds(names: Iterable[str]) -> Kinds:
+    """One pass in C over a C++ library's 30k names where the speedups are built: each pass of
+    ``map(str.startswith, ...)`` over them walks every name again, and there were six."""
+    from ctrace.elf import speedups
+
+    names = names if isinstance(names, list) else list(names)
+    module = speedups.module
+    return Kinds(*module.name_kinds(names)) if module is not None else _kinds(names)
+
+
+def _kinds(names: list[str]) -> Kinds:
+    """kinds() in Python (the C one's twin)."""
+    itanium = list(compress(names, map(str.startswith, names, repeat("_Z"))))
+    v0 = list(compress(names, map(str.startswith, names, repeat("_R"))))
+    runtime = any(map(str.startswith, names, repeat("__rust_"))) or "rust_begin_unwind" in names
+    return Kinds(itanium, v0, rust_legacy_names(itanium), runtime)
+
+
+_HASH_AT = slice(-20, -17)  # where "17h" starts in a legacy name's "17h<16 hex digits>E" tail
 
 
 def rust_legacy_names(names: list[str]) -> list[str]:
-    """The names with Rust's legacy mangling, ``_ZN...17h<16 characters>E``, found by one
-    search of their join (few names hold "17h"), not a test of each."""
-    joined = "\0" + "\0".join(names) + "\0"
-    out = []
-    for m in _LEGACY_TAIL.finditer(joined):
-        start = joined.rfind("\0", 0, m.start()) + 1
-        name = joined[start : m.end() - 1]
-        if name.startswith("_ZN") and len(name) > 20:
-            out.append(name)
-    return out
+    """The names with Rust's legacy mangling, ``_ZN...17h<16 characters>E``: the three
+    characters 20 from the end of each name compared in C (map), not a regex over their
+    join (joining libLLVM's 30k names alone costs more than the test)."""
+    tails = compress(names, map(eq, map(itemgetter(_HASH_AT), names), repeat("17h")))
+    return [n for n in tails if n.startswith("_ZN") and n.endswith("E") and len(n) > 20]
 
 
 def _comment_mentions(elf: ElfFile, word: bytes) -> bool:

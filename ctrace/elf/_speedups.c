@@ -7,6 +7,8 @@
  *   listing    -> the rows of `ctrace symbols FILE` (ctrace.elf.listing): elf.inspect's
  *                 merge of every source, then render.json_rows or render.text_rows
  *   cxa_demangle -> the loop of ctrace.elf.demangle._cxa (libstdc++'s __cxa_demangle)
+ *   name_kinds -> ctrace.elf._kinds (which names may be C++ or Rust, in one pass)
+ *   cxa_address -> where _cxa finds __cxa_demangle through ctypes (dlopen, dlsym)
  *
  * ctrace runs as root on binaries from container images, so every read is
  * checked against the length of the buffer it comes from: a table is read as
@@ -15,9 +17,12 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A growing bytes object: the rows are returned without a copy (10 MB on dockerd). */
 typedef struct {
@@ -580,25 +585,61 @@ static int json_name(Buf *b, Rec *r, PyObject *escape) {
     return rc;
 }
 
-static PyObject *demangled_of(Rec *r, PyObject *demangled, int *err) {
+/* The records' names demangled in C (listing's fused path): out[i] for record i, or NULL. */
+typedef struct {
+    char **out;
+    Py_ssize_t *lens;
+} Fused;
+
+/* The demangled text of record ``i`` as a new str, or NULL (none, or *err on an error): from
+ * the dict, or from the fused results as demangle._cxa's loop decodes them ("replace"). */
+static PyObject *demangled_of(Rec *r, PyObject *demangled, const Fused *f, Py_ssize_t i, int *err) {
     *err = 0;
+    if (f != NULL) {
+        if (f->out[i] == NULL)
+            return NULL;
+        PyObject *s = PyUnicode_DecodeUTF8(f->out[i], f->lens[i], "replace");
+        *err = s == NULL;
+        return s;
+    }
     if (r->str == NULL || PyDict_GET_SIZE(demangled) == 0)
         return NULL;
-    return lookup(demangled, r->str, err);
+    PyObject *v = lookup(demangled, r->str, err);
+    Py_XINCREF(v);
+    return v;
 }
 
-static int json_all(Coll *c, Buf *b, PyObject *demangled, PyObject *escape) {
+/* Bytes that add_json_string would write as they are: printable ASCII but " and \. */
+static int fused_plain(const Fused *f, Py_ssize_t i) {
+    return f != NULL && f->out[i] != NULL && plain_bytes(f->out[i], f->lens[i]);
+}
+
+static int fused_ascii(const Fused *f, Py_ssize_t i) {
+    if (f == NULL || f->out[i] == NULL)
+        return 0;
+    for (Py_ssize_t k = 0; k < f->lens[i]; k++)
+        if ((unsigned char)f->out[i][k] >= 0x80)
+            return 0;
+    return 1;
+}
+
+static int json_all(Coll *c, Buf *b, PyObject *demangled, const Fused *f, PyObject *escape) {
     for (Py_ssize_t i = 0; i < c->n; i++) {
         Rec *r = &c->recs[i];
         if (i + AHEAD < c->n)
             __builtin_prefetch(c->recs[i + AHEAD].name);
-        int err;
-        PyObject *dm = demangled_of(r, demangled, &err);
-        if (err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
-            json_name(b, r, escape) < 0 || BUF_LIT(b, ", \"address\": ") < 0 || buf_u64(b, r->addr, 10, 0) < 0 ||
-            BUF_LIT(b, ", \"size\": ") < 0 || buf_u64(b, r->size, 10, 0) < 0 || BUF_LIT(b, ", \"source\": \"") < 0 ||
-            add_ascii(b, PyList_GET_ITEM(c->labels, r->src)) < 0 || BUF_LIT(b, "\", \"demangled\": ") < 0 ||
-            (dm ? add_json_string(b, dm, escape) : BUF_LIT(b, "null")) < 0 || BUF_LIT(b, "}") < 0)
+        int err = 0, direct = fused_plain(f, i);
+        PyObject *dm = direct ? NULL : demangled_of(r, demangled, f, i, &err);
+        int rc = err || buf_add(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ", i ? 15 : 14) < 0 ||
+                         json_name(b, r, escape) < 0 || BUF_LIT(b, ", \"address\": ") < 0 ||
+                         buf_u64(b, r->addr, 10, 0) < 0 || BUF_LIT(b, ", \"size\": ") < 0 ||
+                         buf_u64(b, r->size, 10, 0) < 0 || BUF_LIT(b, ", \"source\": \"") < 0 ||
+                         add_ascii(b, PyList_GET_ITEM(c->labels, r->src)) < 0 || BUF_LIT(b, "\", \"demangled\": ") < 0;
+        if (!rc)
+            rc = direct ? (BUF_LIT(b, "\"") < 0 || buf_add(b, f->out[i], f->lens[i]) < 0 || BUF_LIT(b, "\"") < 0)
+                        : ((dm ? add_json_string(b, dm, escape) : BUF_LIT(b, "null")) < 0);
+        Py_XDECREF(dm);
+        if (rc || BUF_LIT(b, "}") < 0)
             return -1;
     }
     return c->n ? BUF_LIT(b, "\n  ") : 0;
@@ -628,7 +669,7 @@ static void rstrip_row(Coll *c, Buf *b, Py_ssize_t start) {
     }
 }
 
-static int text_all(Coll *c, Buf *b, PyObject *demangled) {
+static int text_all(Coll *c, Buf *b, PyObject *demangled, const Fused *f) {
     uint64_t widest = 0;
     Py_ssize_t source_w = 0;
     for (Py_ssize_t i = 0; i < c->n; i++) {
@@ -643,17 +684,21 @@ static int text_all(Coll *c, Buf *b, PyObject *demangled) {
         if (i + AHEAD < c->n)
             __builtin_prefetch(c->recs[i + AHEAD].name);
         PyObject *label = PyList_GET_ITEM(c->labels, r->src);
-        int err;
-        PyObject *dm = demangled_of(r, demangled, &err);
+        int err = 0, direct = fused_ascii(f, i);
+        PyObject *dm = direct ? NULL : demangled_of(r, demangled, f, i, &err);
         Py_ssize_t start = b->len, mark;
-        if (err || buf_u64(b, r->addr, 16, 16) < 0 || BUF_LIT(b, "  ") < 0)
-            return -1;
+        int rc = err || buf_u64(b, r->addr, 16, 16) < 0 || BUF_LIT(b, "  ") < 0;
         mark = b->len;
-        if (buf_u64(b, r->size, 10, 0) < 0 || buf_pad(b, size_w - (b->len - mark)) < 0 || BUF_LIT(b, "  ") < 0 ||
-            add_ascii(b, label) < 0 || buf_pad(b, source_w - PyUnicode_GET_LENGTH(label)) < 0 || BUF_LIT(b, "  ") < 0)
-            return -1;
-        if (dm ? (add_text(b, dm) < 0 || BUF_LIT(b, "  [") < 0 || buf_add(b, r->name, r->len) < 0 || BUF_LIT(b, "]") < 0)
-               : buf_add(b, r->name, r->len) < 0)
+        rc = rc || buf_u64(b, r->size, 10, 0) < 0 || buf_pad(b, size_w - (b->len - mark)) < 0 ||
+             BUF_LIT(b, "  ") < 0 || add_ascii(b, label) < 0 ||
+             buf_pad(b, source_w - PyUnicode_GET_LENGTH(label)) < 0 || BUF_LIT(b, "  ") < 0;
+        if (!rc && (dm || direct))
+            rc = (direct ? buf_add(b, f->out[i], f->lens[i]) : add_text(b, dm)) < 0 || BUF_LIT(b, "  [") < 0 ||
+                 buf_add(b, r->name, r->len) < 0 || BUF_LIT(b, "]") < 0;
+        else if (!rc)
+            rc = buf_add(b, r->name, r->len) < 0;
+        Py_XDECREF(dm);
+        if (rc)
             return -1;
         rstrip_row(c, b, start);
         if (BUF_LIT(b, "\n") < 0)
@@ -685,6 +730,66 @@ static PyObject *source_counts(Coll *c) {
     return out;
 }
 
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+static void demangle_all_ranges(demangle_fn fn, const char **in, Py_ssize_t *lens, char **out, Py_ssize_t *out_lens,
+                                Py_ssize_t n);
+
+/* listing's fused path for a C++ binary: every candidate name starting _Z demangled by
+ * __cxa_demangle (at ``address``) in a few threads, as demangle._cxa does for the same names
+ * (their bytes are what the str's surrogateescape encoding gives back), without a str or a
+ * dict entry per name. */
+static int fuse(Coll *c, PyObject *address, Fused *f) {
+    demangle_fn fn = (demangle_fn)(uintptr_t)PyLong_AsUnsignedLongLong(address);
+    if (PyErr_Occurred())
+        return -1;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_ValueError, "no __cxa_demangle");
+        return -1;
+    }
+    Py_ssize_t n = c->n ? c->n : 1, total = 0;
+    for (Py_ssize_t i = 0; i < c->n; i++)
+        if (c->recs[i].str != NULL && prefixed(&c->recs[i], "_Z"))
+            total += c->recs[i].len + 1;
+    const char **in = PyMem_Calloc(n, sizeof(char *));
+    Py_ssize_t *lens = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    char *arena = PyMem_Malloc(total ? total : 1); /* NUL-ended copies: a strtab name may end at the table's end */
+    f->out = PyMem_Calloc(n, sizeof(char *));
+    f->lens = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    if (!in || !lens || !arena || !f->out || !f->lens) {
+        PyMem_Free(in);
+        PyMem_Free(lens);
+        PyMem_Free(arena);
+        PyErr_NoMemory();
+        return -1;
+    }
+    char *at = arena;
+    for (Py_ssize_t i = 0; i < c->n; i++) {
+        Rec *r = &c->recs[i];
+        if (r->str == NULL || !prefixed(r, "_Z"))
+            continue;
+        memcpy(at, r->name, r->len);
+        at[r->len] = 0;
+        in[i] = at;
+        lens[i] = r->len;
+        at += r->len + 1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    demangle_all_ranges(fn, in, lens, f->out, f->lens, c->n);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(in);
+    PyMem_Free(lens);
+    PyMem_Free(arena);
+    return 0;
+}
+
+static void fused_free(Fused *f, Py_ssize_t n) {
+    if (f->out != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            free(f->out[i]);
+    PyMem_Free(f->out);
+    PyMem_Free(f->lens);
+}
+
 PyDoc_STRVAR(listing_doc,
              "listing(sources, own, fmt, escape, classify) -> (rows, counts, functions, language) or None\n\n"
              "sources: ('table', data, strtab, is64, swap, label) and ('symbols', [Symbol, ...]) in the order\n"
@@ -700,6 +805,7 @@ static PyObject *listing(PyObject *self, PyObject *args) {
         return NULL;
     Coll c = {0};
     Buf b = {NULL, 0, 0};
+    Fused fused = {NULL, NULL};
     PyObject *rows = NULL;
     PyObject *cands = NULL, *own_cands = PyList_New(0), *verdict = NULL, *counts = NULL, *result = NULL;
     c.labels = PyList_New(0);
@@ -733,12 +839,20 @@ static PyObject *listing(PyObject *self, PyObject *args) {
     cands = candidates(&c, own_cands);
     verdict = cands ? PyObject_CallFunctionObjArgs(classify, cands, own_cands, NULL) : NULL;
     PyObject *language, *demangled;
-    if (verdict == NULL || !PyArg_ParseTuple(verdict, "UO!", &language, &PyDict_Type, &demangled))
+    if (verdict == NULL || !PyArg_ParseTuple(verdict, "UO", &language, &demangled))
         goto done;
+    if (PyLong_Check(demangled)) { /* __cxa_demangle's address: demangle the C++ names here */
+        if (fuse(&c, demangled, &fused) < 0)
+            goto done;
+    } else if (!PyDict_Check(demangled)) {
+        PyErr_SetString(PyExc_TypeError, "classify returns (language, {mangled: text} or __cxa_demangle's address)");
+        goto done;
+    }
+    Fused *f = fused.out ? &fused : NULL;
     int json = strcmp(fmt, "json") == 0;
     if (buf_reserve(&b, c.n * (json ? 160 : 100)) < 0)
         goto done;
-    int rc = json ? json_all(&c, &b, demangled, escape) : text_all(&c, &b, demangled);
+    int rc = json ? json_all(&c, &b, demangled, f, escape) : text_all(&c, &b, demangled, f);
     if (rc < 0)
         goto done;
     if (c.inexact) {
@@ -756,17 +870,79 @@ done:
     Py_XDECREF(own_cands);
     Py_XDECREF(verdict);
     Py_XDECREF(counts);
+    fused_free(&fused, c.n);
     coll_free(&c);
     return result;
 }
 
-/* ---- cxa_demangle: demangle._cxa's loop, without a ctypes call per name ---- */
+/* ---- cxa_demangle: demangle._cxa's loop, without a ctypes call per name ----
+ *
+ * __cxa_demangle keeps no state between calls, so a long list (libLLVM: 30k names, most
+ * of a cold listing's time) is cut into ranges demangled by a few threads at once, the
+ * GIL released; the names are read and the results made into str with the GIL held. */
 
-typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+typedef struct {
+    demangle_fn fn;
+    const char **in;   /* the names' UTF-8 */
+    Py_ssize_t *lens;  /* their lengths: a NUL inside means skip (ctypes would have cut the name there) */
+    char **out;        /* each result's copy (malloc), or NULL */
+    Py_ssize_t *out_lens;
+    Py_ssize_t lo, hi;
+} DemangleJob;
+
+static void *demangle_range(void *arg) {
+    DemangleJob *j = arg;
+    size_t size = 256;
+    char *buf = malloc(size); /* grown by __cxa_demangle itself (realloc) */
+    for (Py_ssize_t i = j->lo; buf && i < j->hi; i++) {
+        int status = 0;
+        char *got = j->in[i] && strlen(j->in[i]) == (size_t)j->lens[i] ? j->fn(j->in[i], buf, &size, &status) : NULL;
+        if (got == NULL)
+            continue;
+        buf = got;
+        if (status != 0)
+            continue;
+        size_t n = strlen(got);
+        if ((j->out[i] = malloc(n + 1)) != NULL) {
+            memcpy(j->out[i], got, n + 1);
+            j->out_lens[i] = (Py_ssize_t)n;
+        }
+    }
+    free(buf);
+    return NULL;
+}
+
+#define DEMANGLE_THREADS 4
+#define DEMANGLE_PER_THREAD 2048 /* fewer names are not worth a thread */
+
+static void demangle_all_ranges(demangle_fn fn, const char **in, Py_ssize_t *lens, char **out, Py_ssize_t *out_lens,
+                                Py_ssize_t n) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    Py_ssize_t k = n / DEMANGLE_PER_THREAD + 1;
+    if (k > DEMANGLE_THREADS)
+        k = DEMANGLE_THREADS;
+    if (cpus > 0 && k > cpus)
+        k = cpus;
+    DemangleJob jobs[DEMANGLE_THREADS];
+    pthread_t threads[DEMANGLE_THREADS];
+    int started[DEMANGLE_THREADS] = {0};
+    for (Py_ssize_t t = 0; t < k; t++) {
+        jobs[t] = (DemangleJob){fn, in, lens, out, out_lens, n * t / k, n * (t + 1) / k};
+        /* the last range runs here; a thread that cannot start runs here too */
+        if (t + 1 < k && pthread_create(&threads[t], NULL, demangle_range, &jobs[t]) == 0)
+            started[t] = 1;
+    }
+    for (Py_ssize_t t = 0; t < k; t++)
+        if (!started[t])
+            demangle_range(&jobs[t]);
+    for (Py_ssize_t t = 0; t < k; t++)
+        if (started[t])
+            pthread_join(threads[t], NULL);
+}
 
 PyDoc_STRVAR(cxa_demangle_doc,
              "cxa_demangle(names, fn) -> {name: text} for the names __cxa_demangle (at address fn) demangles;\n"
-             "as ctrace.elf.demangle._cxa's loop: one malloc'd buffer, grown by __cxa_demangle itself");
+             "as ctrace.elf.demangle._cxa's loop, in a few threads for a long list");
 
 static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
     PyObject *names;
@@ -777,42 +953,127 @@ static PyObject *cxa_demangle(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "no __cxa_demangle");
         return NULL;
     }
-    demangle_fn fn = (demangle_fn)(uintptr_t)address;
-    size_t size = 256;
-    char *buf = malloc(size); /* malloc, not PyMem: __cxa_demangle reallocs it */
-    PyObject *out = buf ? PyDict_New() : PyErr_NoMemory();
-    for (Py_ssize_t i = 0; out && i < PyList_GET_SIZE(names); i++) {
+    Py_ssize_t n = PyList_GET_SIZE(names);
+    const char **in = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    char **out = PyMem_Calloc(n ? n : 1, sizeof(char *));
+    Py_ssize_t *lens = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    Py_ssize_t *out_lens = PyMem_Calloc(n ? n : 1, sizeof(Py_ssize_t));
+    PyObject *keep = PyList_New(0); /* the encoded bytes of names that are not ASCII */
+    PyObject *result = NULL;
+    if (in == NULL || out == NULL || lens == NULL || out_lens == NULL || keep == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyList_GET_ITEM(names, i);
         if (!PyUnicode_Check(name)) {
             PyErr_SetString(PyExc_TypeError, "names must be str");
-            Py_CLEAR(out);
-            break;
+            goto done;
         }
-        PyObject *raw = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
-        if (raw == NULL) {
-            Py_CLEAR(out);
-            break;
+        const char *text;
+        Py_ssize_t len;
+        if (PyUnicode_IS_ASCII(name)) {
+            text = PyUnicode_AsUTF8AndSize(name, &len); /* an ASCII str's own bytes: no copy */
+        } else {
+            PyObject *raw = PyUnicode_AsEncodedString(name, "utf-8", "surrogateescape");
+            if (raw == NULL || PyList_Append(keep, raw) < 0) {
+                Py_XDECREF(raw);
+                goto done;
+            }
+            Py_DECREF(raw);
+            text = PyBytes_AS_STRING(raw);
+            len = PyBytes_GET_SIZE(raw);
         }
-        int status = 0;
-        char *got = strlen(PyBytes_AS_STRING(raw)) == (size_t)PyBytes_GET_SIZE(raw)
-                        ? fn(PyBytes_AS_STRING(raw), buf, &size, &status)
-                        : NULL; /* a NUL inside: ctypes would have cut the name there; no name has one */
-        Py_DECREF(raw);
-        if (got == NULL)
+        if (text == NULL)
+            goto done;
+        in[i] = text;
+        lens[i] = len;
+    }
+    demangle_fn fn = (demangle_fn)(uintptr_t)address;
+    Py_BEGIN_ALLOW_THREADS
+    demangle_all_ranges(fn, in, lens, out, out_lens, n);
+    Py_END_ALLOW_THREADS
+    result = PyDict_New();
+    for (Py_ssize_t i = 0; result && i < n; i++) {
+        if (out[i] == NULL)
             continue;
-        buf = got;
-        if (status != 0)
-            continue;
-        PyObject *text = PyUnicode_DecodeUTF8(got, (Py_ssize_t)strlen(got), "replace");
-        if (text == NULL || PyDict_SetItem(out, name, text) < 0)
-            Py_CLEAR(out);
+        PyObject *text = PyUnicode_DecodeUTF8(out[i], out_lens[i], "replace");
+        if (text == NULL || PyDict_SetItem(result, PyList_GET_ITEM(names, i), text) < 0)
+            Py_CLEAR(result);
         Py_XDECREF(text);
     }
-    free(buf);
+done:
+    if (out != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            free(out[i]);
+    PyMem_Free(out);
+    PyMem_Free(in);
+    PyMem_Free(lens);
+    PyMem_Free(out_lens);
+    Py_XDECREF(keep);
+    return result;
+}
+
+/* ---- name_kinds: elf._kinds, one pass over the names that may be mangled ---- */
+
+static int u_has(int kind, const void *data, Py_ssize_t at, const char *p) {
+    for (Py_ssize_t i = 0; p[i]; i++)
+        if (PyUnicode_READ(kind, data, at + i) != (Py_UCS4)(unsigned char)p[i])
+            return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(name_kinds_doc,
+             "name_kinds(names) -> (itanium, v0, legacy, runtime): the names starting _Z and _R, the Rust\n"
+             "legacy ones (_ZN...17h<16>E), and whether one is Rust's runtime's; as ctrace.elf._kinds");
+
+static PyObject *name_kinds(PyObject *self, PyObject *args) {
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &names))
+        return NULL;
+    PyObject *itanium = PyList_New(0), *v0 = PyList_New(0), *legacy = PyList_New(0);
+    int runtime = 0, ok = itanium && v0 && legacy;
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(names); i++) {
+        PyObject *name = PyList_GET_ITEM(names, i);
+        if (!PyUnicode_Check(name)) {
+            PyErr_SetString(PyExc_TypeError, "names must be str");
+            ok = 0;
+            break;
+        }
+        Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+        int kind = PyUnicode_KIND(name);
+        const void *data = PyUnicode_DATA(name);
+        if (n >= 2 && u_has(kind, data, 0, "_Z")) {
+            ok = PyList_Append(itanium, name) == 0;
+            if (ok && n > 20 && u_has(kind, data, 0, "_ZN") && u_has(kind, data, n - 20, "17h") &&
+                u_has(kind, data, n - 1, "E"))
+                ok = PyList_Append(legacy, name) == 0;
+        } else if (n >= 2 && u_has(kind, data, 0, "_R")) {
+            ok = PyList_Append(v0, name) == 0;
+        } else if ((n >= 7 && u_has(kind, data, 0, "__rust_")) || (n == 17 && u_has(kind, data, 0, "rust_begin_unwind"))) {
+            runtime = 1;
+        }
+    }
+    PyObject *out = ok ? Py_BuildValue("(OOOO)", itanium, v0, legacy, runtime ? Py_True : Py_False) : NULL;
+    Py_XDECREF(itanium);
+    Py_XDECREF(v0);
+    Py_XDECREF(legacy);
     return out;
 }
 
+PyDoc_STRVAR(cxa_address_doc,
+             "cxa_address() -> the address of libstdc++'s __cxa_demangle, or 0 where libstdc++.so.6 is missing;\n"
+             "as demangle._cxa finds it through ctypes, without importing ctypes");
+
+static PyObject *cxa_address(PyObject *self, PyObject *args) {
+    void *lib = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL); /* kept open: the address must stay valid */
+    void *fn = lib ? dlsym(lib, "__cxa_demangle") : NULL;
+    return PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)fn);
+}
+
 static PyMethodDef methods[] = {
+    {"cxa_address", cxa_address, METH_NOARGS, cxa_address_doc},
+    {"name_kinds", name_kinds, METH_VARARGS, name_kinds_doc},
     {"functions", functions, METH_VARARGS, functions_doc},
     {"listing", listing, METH_VARARGS, listing_doc},
     {"cxa_demangle", cxa_demangle, METH_VARARGS, cxa_demangle_doc},

@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable
 
 from ctrace import __version__, elf
-from ctrace.elf import ElfInfo, columns, debuginfo, symtab
+from ctrace.elf import ElfInfo, columns, debuginfo, debuginfod, symtab
 from ctrace.elf.reader import open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
@@ -93,6 +93,8 @@ def cache_key(path: str, options: dict[str, object]) -> str:
     # build-id file's state is part of the key, one stat per root.
     roots = tuple(dict.fromkeys((str(options.get("root") or "/"), "/")))
     debug = [_state(p) for p in debuginfo.build_id_paths(build_id, roots)]
+    fetched = debuginfod.cached_path(build_id)  # a debug file fetched since (elf/debuginfod.py)
+    debug += [_state(fetched)] if fetched else []
     return repr((FORMAT, __version__, _SCHEMA, identity, debug, sorted(options.items())))
 
 

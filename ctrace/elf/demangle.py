@@ -9,13 +9,14 @@ does, so those names go to it in one batch when it is installed.
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from functools import lru_cache
-from itertools import compress, repeat
 
-from ctrace.elf import rust_legacy_names
+from ctrace.elf import kinds
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _RUST_HASH = re.compile(r"::h[0-9a-f]{16}\Z")
 _RUST_ESCAPES = {
@@ -43,12 +44,11 @@ _RUST_ESCAPE_RX = re.compile("|".join(re.escape(k) for k in _RUST_ESCAPES))
 
 def demangle_all(names: Iterable[str]) -> dict[str, str]:
     """{mangled: readable} for the names that demangle; others are left out."""
-    names = list(names)
-    itanium = list(compress(names, map(str.startswith, names, repeat("_Z"))))
-    v0 = list(compress(names, map(str.startswith, names, repeat("_R"))))
+    found = kinds(names)
+    itanium, v0 = found.itanium, found.v0
     cxa = _cxa() if itanium else None
     out = cxa(itanium) if cxa else {}
-    for name in rust_legacy_names(itanium):  # only these can need _rust_legacy
+    for name in found.legacy:  # only these can need _rust_legacy
         if name in out:
             out[name] = _rust_legacy(name, out[name])
     out.update(_cxxfilt(v0))
@@ -65,13 +65,41 @@ def _rust_legacy(mangled: str, text: str) -> str:
 
 
 @lru_cache(maxsize=1)
-def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
-    import ctypes
-    import ctypes.util
+def cxa_address() -> int:
+    """Where libstdc++'s __cxa_demangle is, found by the C speedups (0 without them)."""
+    from ctrace.elf import speedups
 
-    lib_name = ctypes.util.find_library("stdc++") or "libstdc++.so.6"
+    module = speedups.module
+    return module.cxa_address() if module is not None else 0
+
+
+@lru_cache(maxsize=1)
+def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
+    from ctrace.elf import speedups
+
+    # The C module finds __cxa_demangle itself: no ctypes (and ctypes.util's
+    # tempfile, random, shutil) imported for it, a large share of a C++ library's listing.
+    address = cxa_address()
+    if not address:
+        return _cxa_ctypes()
+
+    def fast(names: list[str]) -> dict[str, str]:
+        """The loop in C (in a few threads for many names) where the speedups are built."""
+        now = speedups.module  # None again under CTRACE_PURE=1 or a test's patch: the twin runs
+        if now is not None:
+            return now.cxa_demangle(names, address)
+        slow = _cxa_ctypes()
+        return slow(names) if slow else {}
+
+    return fast
+
+
+@lru_cache(maxsize=1)
+def _cxa_ctypes() -> Callable[[list[str]], dict[str, str]] | None:
+    import ctypes
+
     try:
-        lib = ctypes.CDLL(lib_name)
+        lib = _libstdcxx(ctypes)
         fn = lib.__cxa_demangle
         libc = ctypes.CDLL(None)
     except (OSError, AttributeError):
@@ -103,19 +131,23 @@ def _cxa() -> Callable[[list[str]], dict[str, str]] | None:
             libc.free(buf)
         return out
 
-    from ctrace.elf import speedups
+    return demangle
 
-    address = ctypes.cast(fn, ctypes.c_void_p).value or 0
 
-    def fast(names: list[str]) -> dict[str, str]:
-        """The same loop in C where the speedups are built: libLLVM has 30k names to go through."""
-        module = speedups.module
-        return module.cxa_demangle(names, address) if module is not None else demangle(names)
+def _libstdcxx(ctypes: Any) -> Any:
+    """libstdc++ by its soname (stable since GCC 3.4), else where ldconfig says it is."""
+    try:
+        return ctypes.CDLL("libstdc++.so.6")
+    except OSError:
+        import ctypes.util
 
-    return fast
+        return ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
 
 
 def _cxxfilt(names: list[str]) -> dict[str, str]:
+    import shutil
+    import subprocess
+
     tool = shutil.which("c++filt")
     if not names or tool is None:
         return {}

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
 
 from ctrace.elf import ElfInfo, cache, debuginfo, speedups
+from ctrace.elf import kinds as elf_kinds
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.elf.symtab import NATIVE
 from ctrace.errors import CtraceError
@@ -188,17 +189,30 @@ def build(path: str, fmt: str) -> Listing | None:
         sources.append(pclntab.source(binary, _Symbols(binary)))
     debug_files = _debug_sources(binary, os.path.dirname(os.path.realpath(path)), sources)
 
-    def classify(candidates: list[str], own_candidates: list[str]) -> tuple[str, dict[str, str]]:
+    def classify(candidates: list[str], own_candidates: list[str]) -> tuple[str, dict[str, str] | int]:
         # elf.inspect decides the language from the binary's own tables alone, and
         # demangles the names of every source.
         language = "go" if go else elf.named_language(binary, own_candidates)
-        return language, elf.demangled(language, candidates)
+        fused = _fused(language, candidates)
+        return language, fused or elf.demangled(language, candidates)
 
     made = speedups.module.listing(sources, own, fmt, encode_basestring_ascii, classify)
     if made is None:
         return None
     rows, counts, functions, language = made
     return Listing(binary.build_id, binary.stripped, language, counts, debug_files, functions, rows)
+
+
+def _fused(language: str, candidates: list[str]) -> int:
+    """__cxa_demangle's address when C may demangle the names itself, straight into the rows
+    (no str or dict entry per name, a large share of libLLVM's 30k), or 0. Only for C++ without
+    Rust's names, whose demangled text Python rewrites (demangle._rust_legacy, c++filt)."""
+    if language != "c++":
+        return 0
+    from ctrace.elf import demangle
+
+    found = elf_kinds(candidates)
+    return 0 if found.legacy or found.v0 else demangle.cxa_address()
 
 
 def tables(elf: ElfFile, label: str | None = None) -> list[Source]:

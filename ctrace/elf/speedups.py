@@ -33,10 +33,14 @@ class Speedups(Protocol):
         own: int,
         fmt: str,
         escape: Callable[[str], str],
-        classify: Callable[[list[str], list[str]], tuple[str, dict[str, str]]],
+        classify: Callable[[list[str], list[str]], tuple[str, dict[str, str] | int]],
     ) -> tuple[bytes, dict[str, int], int, str] | None: ...
 
     def cxa_demangle(self, names: list[str], fn: int) -> dict[str, str]: ...
+
+    def cxa_address(self) -> int: ...
+
+    def name_kinds(self, names: list[str]) -> tuple[list[str], list[str], list[str], bool]: ...
 
 
 module: Speedups | None  # loaded on first use (__getattr__): a cache hit never needs it
