@@ -119,6 +119,13 @@ def names_container(target: str, proc: Process) -> bool:
     return c.id.startswith(target) or c.name.lstrip("/").startswith(target.lstrip("/"))
 
 
+def named_containers(target: str, runtime: str | None, procs: Sequence[Process]) -> list[str]:
+    """Ids of the containers ``target`` names as a whole; none under ``--runtime host``."""
+    if runtime == "host":
+        return []
+    return list(dict.fromkeys(p.container.id for p in procs if p.container and names_container(target, p)))
+
+
 def host_mount_namespaces(proc_root: str = "/proc") -> set[int]:
     """Mount namespaces a container must not share to be bound by its own: the host's
     (PID 1's) and ctrace's."""
@@ -189,7 +196,12 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
         blocks = _pid_blocks(dialect)
         tests.append(f"{PIDS}[pid]")
         end.append(f"clear({PIDS});")
-    text = statement(chosen, pinned, dialect)
+    every = {m.pid for s in chosen for m in s.members}
+    last = every.pop() if len(every) == 1 else None
+    if last is not None:
+        # As bpftrace -p did: a program on one process stops when it exits (its main thread).
+        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /tid == {last}/ {{ exit(); }}")
+    text = statement(chosen, pinned, dialect) + (f"; it stops when PID {last} exits" if last is not None else "")
     return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
 
 

@@ -92,7 +92,9 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     if args.run:
         from ctrace import runner
 
-        return runner.run(chosen_command(result, args.all, request).argv, args.duration)
+        chosen = chosen_command(result, args.all, request, ctx)
+        legend(result, out)
+        return runner.run(chosen.argv, args.duration)
     if args.quiet:
         text.quiet(result.targets, result.remote, out)
     elif args.output in ("json", "yaml"):
@@ -102,11 +104,23 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     return 0
 
 
-def chosen_command(result: Plan, everything: bool, request: Request) -> Command:
+def legend(result: Plan, out: TextIO) -> None:
+    """Before --run output: the container or pod of each PID, and what the program admits."""
+    from ctrace import binding
+
+    for line in binding.legend([t.process for t in result.targets]):
+        out.write(f"ctrace: {line}\n")
+    for statement in dict.fromkeys(t.binding for t in result.targets if t.binding):
+        out.write(f"ctrace: {statement}\n")
+    out.flush()  # before bpftrace writes to the same stream
+
+
+def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context | None = None) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
-    from ctrace import emit
+    from ctrace import binding, emit
 
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
+    procs = [t.process for t in result.targets]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
             return result.remote[0].command
@@ -119,7 +133,12 @@ def chosen_command(result: Plan, everything: bool, request: Request) -> Command:
         raise UsageError(
             f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
         )
-    return emit.combined([(pid, p.points, p.unsafe) for pid, p in probes], request.dialect.program)
+    parts = [
+        binding.Part(t.process.pid, t.binary.host_path, p.points, p.unsafe) for t in result.targets for p in t.probes
+    ]
+    whole = binding.named_containers(request.target, request.runtime, procs)
+    scopes = binding.scopes(procs, whole, ctx.proc_root if ctx else "/proc")
+    return emit.combined(parts, binding.bind(scopes, request.dialect), request.dialect.program)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

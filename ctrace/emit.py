@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from operator import countOf
 
+from ctrace import binding
 from ctrace.elf import symtab
 from ctrace.elf.columns import Columns
 from ctrace.match import last_component
@@ -170,20 +171,16 @@ def label(name: str) -> str:
     return kept or "f"
 
 
-def combined(parts: Sequence[tuple[int, Sequence[str], bool]], program: str = "bpftrace") -> Command:
-    """One bpftrace program for several probes (pid, attach points, unsafe), for ``--run --all``.
-
-    The PIDs are bound with a ``pid ==`` filter, not -p: -p takes one PID, and
-    bpftrace reads paths given with -p as inside that PID's mount namespace.
+def combined(parts: Sequence[binding.Part], bound: binding.Binding, program: str = "bpftrace") -> Command:
+    """One bpftrace program for several probes, for ``--run --all``: each file and site
+    attached once (binding.distinct), bound to every target's scope, no -p (it takes one PID).
     The attach points come from emit.points, so they are already quoted.
     """
-    pids = sorted({pid for pid, _, _ in parts})
     argv = [program]
-    if any(unsafe for _, _, unsafe in parts):
+    if any(p.unsafe for p in parts):
         argv.append("--unsafe")
-    predicate = " || ".join(f"pid == {p}" for p in pids)
-    every = [point for _, pts, _ in parts for point in pts]
-    argv += ["-e", f'{", ".join(every)} /{predicate}/ {{ printf("%s\\n", ustack); }}']
+    probes = f'{", ".join(binding.distinct(parts))} /{bound.predicate}/ {{ printf("%s\\n", ustack); }}'
+    argv += ["-e", binding.program(bound, probes)]
     return Command("combined", tuple(argv), shlex.join(argv))
 
 

@@ -98,6 +98,7 @@ class Target(Record):
     binary: Binary
     probes: tuple[Probe, ...] = ()
     warnings: tuple[str, ...] = ()
+    binding: str = ""  # what its programs admit (ctrace/binding.py), in words
 
 
 class Remote(Record):

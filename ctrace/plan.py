@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from ctrace import actions, elf, emit, match, procfs, sites
+from ctrace import actions, binding, elf, emit, match, procfs, sites
 from ctrace.dialect import Dialect
 from ctrace.elf import cache as elf_cache
 from ctrace.elf.reader import ElfFile, open_elf
@@ -90,14 +90,25 @@ class Made(Record):
     why_unsafe: str
 
 
-def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
+def bound(proc: Process, request: Request, ctx: Context) -> binding.Binding:
+    """What the process's programs admit: its whole container when the target names the
+    container (a pod, a container name or id), else the process and its later children."""
+    whole = binding.named_containers(request.target, request.runtime, [proc])
+    scopes = binding.scopes([proc], whole, ctx.proc_root)
+    return binding.bind(scopes, request.dialect)
+
+
+def probes(
+    loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request, bind: binding.Binding | None = None
+) -> list[Probe]:
+    bind = bind or bound(loaded.process, request, ctx)
     index = emit.NameIndex(loaded.info.symbols)
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, request) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, request, bind) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -143,7 +154,13 @@ def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple
 
 
 def _command(
-    loaded: Loaded, elf_file: ElfFile, sym: Symbol, index: emit.NameIndex, form: Form, request: Request
+    loaded: Loaded,
+    elf_file: ElfFile,
+    sym: Symbol,
+    index: emit.NameIndex,
+    form: Form,
+    request: Request,
+    bind: binding.Binding,
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
     so that another form may still work. None when the path cannot be quoted."""
@@ -162,7 +179,7 @@ def _command(
     pid = loaded.process.pid
     block = actions.Block(
         tuple(emit.points(literal, where, bpf_kind)),
-        f"pid == {int(pid)}",  # every release: -p restricts uprobes only from 0.23 (dialect)
+        bind.predicate,  # ctrace/binding.py: the same on every release; -p is no binding
         emit.label(loaded.info.demangled.get(sym.name) or sym.name),
         loaded.info.language,
         request.probe,
@@ -171,7 +188,9 @@ def _command(
         exit_kind,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
-    cmd = emit.command(form.name, pid, row.program(block), bool(why), not form.by_filter, request.dialect.program)
+    # -p only where the path needs it: from bpftrace 0.20 it also drops the children forked later.
+    text = binding.program(bind, row.program(block))
+    cmd = emit.command(form.name, pid, text, bool(why), form.name == "pid-path", request.dialect.program)
     attach = "name" if where[0].kind.startswith("name") else "address"
     return Made(cmd, attach, block.points, emit.describe(where), why)
 
@@ -244,12 +263,13 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
         if request.probe == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
         actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
+        bind = bound(item.process, request, ctx)
         try:
-            found = probes(item, chosen, ctx, request)
+            found = probes(item, chosen, ctx, request, bind)
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
-        out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
+        out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings), bind.statement))
     if not out and failures:
         raise _no_match(*failures[0])
     if not out:

@@ -60,6 +60,7 @@ def target_dict(t: Target) -> dict[str, Any]:
     out["binary"] = binary_dict(t.binary)
     out["probes"] = [probe_dict(p) for p in t.probes]
     out["warnings"] = list(t.warnings)
+    out["binding"] = t.binding
     return out
 
 

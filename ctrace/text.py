@@ -69,6 +69,8 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
     out.write(f"  host     {b.host_path}\n")
     if b.merged_path:
         out.write(f"  merged   {b.merged_path}\n")
+    if t.binding:
+        out.write(f"  binding  {t.binding}\n")
     for w in t.warnings:
         out.write(style.warn(f"  warning: {w}") + "\n")
     for probe in t.probes:

@@ -17,6 +17,7 @@ from tests.symfix import (
     every_command_fires,
     load_base,
     one_probe,
+    site,
     sym_fixture,  # noqa: F401 - provides the "sym" fixture
 )
 
@@ -49,7 +50,7 @@ def test_debuglink_only_function_fires(sym: Built, processes: Processes) -> None
     proc = processes.start(sym["counted-linked"], "loop")
     probe = one_probe(f"pid:{proc.pid}", "--func", "helper_only_in_debug")
     assert probe["attach"] == "address" and "--unsafe" not in probe["argv"]
-    assert probe["argv"][-1].split(":")[2].split()[0] == hex(probe["address"])
+    assert site(probe) == hex(probe["address"])
     every_command_fires(probe, "helper_only_in_debug")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -139,12 +140,9 @@ def targets(*args: str) -> list[dict[str, Any]]:
 
 
 def bound_to(argv: list[str]) -> int | None:
-    """The PID a command is bound to, by -p or by a /pid == N/ filter."""
-    if argv[1:2] == ["-p"]:
-        return int(argv[2])
-    if "/pid == " in argv[-1]:
-        return int(argv[-1].split("/pid == ")[1].split("/")[0])
-    return None
+    """The mount namespace or PID a command's program admits (README "Binding")."""
+    found = re.search(r"@ctrace_(?:mntns|pids)\[(\d+)\] = 1;", argv[-1])
+    return int(found.group(1)) if found else None
 
 
 def fire_all(scenario: str, probe: dict[str, Any], shown: str) -> list[str]:
@@ -255,7 +253,8 @@ def test_replicas_prefix_needs_all_and_warns_shared(dk: Docker, cilium_image: st
         other = next(p for p in pids if p != t["pid"])
         assert any("same file" in w and str(other) in w for w in t["warnings"]), t["warnings"]
         probe = t["probes"][0]
-        assert all(bound_to(c["argv"]) == t["pid"] for c in [probe, *probe["alternatives"]])
+        own = os.stat(f"/proc/{t['pid']}/ns/mnt").st_ino  # the container's, not the replica's
+        assert all(bound_to(c["argv"]) == own for c in [probe, *probe["alternatives"]])
         fire_all(f"replica {t['container']['name']}", probe, REGEN)
 
 

@@ -19,6 +19,7 @@ from tests.symfix import (
     REGEN,
     every_command_fires,
     one_probe,
+    site,
     sym_fixture,  # noqa: F401 - provides the "sym" fixture
 )
 
@@ -78,7 +79,7 @@ def test_stripped_go_regenerate_fires(built: Built, processes: Processes) -> Non
     assert "--unsafe" in probe["argv"]
     # the printed number is the entry's file offset inside an executable PT_LOAD
     f = open_elf(str(built["cilium-agent-stripped"]))
-    assert probe["argv"][-1].split(":")[2].split()[0] == hex(code.code_offset(f, probe["address"]) or -1)
+    assert site(probe) == hex(code.code_offset(f, probe["address"]) or -1)
     every_command_fires(probe, hex(probe["address"]))
 
 

@@ -64,7 +64,7 @@ def test_probe_return_fires_once_per_return(sym: Built, processes: Processes, bi
 def test_uretprobe_still_works_for_c(sym: Built, processes: Processes) -> None:
     need_bpftrace()
     probe, fired = count_returns(processes, sym["counted"], "classify", "uretprobe")
-    assert probe["argv"][-1].startswith("uretprobe:") and fired == CALLS
+    assert " uretprobe:/proc/" in probe["argv"][-1] and fired == CALLS
 
 
 def test_uretprobe_on_go_is_refused(sym: Built, processes: Processes) -> None:

@@ -1,0 +1,369 @@
+"""Binding: a printed program fires on its target, every process of it, and nothing else,
+under every bpftrace version (0.17 on the host, 0.23 and 0.27 from chroots).
+
+Each test runs ``ctrace target ... --run`` with the version's bpftrace first on PATH,
+drives the target and the decoys with signals after bpftrace attached, and counts the
+events by PID. tests/fixtures/src/prefork.c: SIGUSR1 forks a worker that calls serve()
+CALLS times; SIGUSR2 makes the process itself call serve() CALLS times.
+
+Measured cells go to the file named by CTRACE_MATRIX_REPORT (JSON lines), for the
+closing table of issue 13.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ctrace import binding
+from tests.conftest import SRC, need, run
+from tests.test_docker import Docker, docker_answers
+
+pytestmark = [pytest.mark.bpftrace]
+CALLS = 5
+CHROOTS = Path("/var/cache/ctrace-bpftrace")
+SUITES = ("bookworm", "trixie", "sid")  # bpftrace 0.17, 0.23, 0.27
+ATTACHED = re.compile(r"Attach(ing|ed) \d+ probe")
+COUNT_KEY = re.compile(r"^@calls\[(\d+), (.*)\]: (\d+)$", re.M)  # @calls[pid, "label"]
+TAG = f"ctrace-13b-{os.getpid()}"
+
+
+def report(row: str, version: str, cell: str) -> None:
+    """One measured cell of the closing table, appended to $CTRACE_MATRIX_REPORT."""
+    path = os.environ.get("CTRACE_MATRIX_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"row": row, "bpftrace": version, "cell": cell}) + "\n")
+
+
+@dataclass(frozen=True)
+class Bpftrace:
+    """One bpftrace release, run from the host's namespaces."""
+
+    version: str
+    path: Path  # what --bpftrace gets
+
+
+def host_suite() -> str:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return ""
+    found = re.search(r"^VERSION_CODENAME=(\S+)$", text, re.M)
+    return found.group(1) if found else ""
+
+
+def _launcher(suite: str, out: Path) -> Path | None:
+    """The suite's bpftrace: the host's when the host runs that suite, else the chroot's
+    (hack/bpftrace-versions.sh) through its own loader."""
+    root = CHROOTS / suite
+    loader = root / "lib64" / "ld-linux-x86-64.so.2"
+    if (root / "usr/bin/bpftrace").exists() and loader.exists():
+        libs = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
+        script = out / f"bpftrace-{suite}"
+        script.write_text(f'#!/bin/sh\nexec {loader} --library-path {libs} {root}/usr/bin/bpftrace "$@"\n')
+        script.chmod(0o755)
+        return script
+    found = shutil.which("bpftrace") if suite == host_suite() else None
+    return Path(found) if found else None
+
+
+@pytest.fixture(scope="session", params=SUITES)
+def bpftrace(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Bpftrace:
+    need(os.geteuid() == 0, "bpftrace needs root")
+    path = _launcher(request.param, tmp_path_factory.mktemp("bt"))
+    need(path is not None, f"no bpftrace of Debian {request.param} (hack/bpftrace-versions.sh builds it)")
+    assert path is not None
+    out = run([str(path), "--version"]).stdout
+    version = re.search(r"v?(\d+\.\d+)", out)
+    assert version, out
+    return Bpftrace(version.group(1), path)
+
+
+@dataclass(frozen=True)
+class Prefork:
+    dynamic: Path
+    static: Path
+
+
+@pytest.fixture(scope="session")
+def prefork(tmp_path_factory: pytest.TempPathFactory) -> Prefork:
+    need(shutil.which("gcc") is not None, "gcc is not installed")
+    out = tmp_path_factory.mktemp("prefork")
+    # A name of its own, so a process-name target matches only this session's copies.
+    dynamic, static = out / f"pf{os.getpid()}", out / "prefork-static"
+    cc = ["gcc", "-O0", "-fno-omit-frame-pointer", "-o"]
+    run([*cc, str(dynamic), str(SRC / "prefork.c")])
+    run([*cc, str(static), "-static", str(SRC / "prefork.c")])
+    return Prefork(dynamic, static)
+
+
+class Started:
+    """Processes a test starts; all killed, and their workers too, at the end."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, path: Path) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([str(path)], stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("ready"), f"{path} did not start"
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            for child in children(proc.pid):
+                _kill(child)
+            proc.kill()
+            proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def started() -> Iterator[Started]:
+    s = Started()
+    yield s
+    s.stop()
+
+
+@dataclass(frozen=True)
+class Trace:
+    out: str
+    err: str
+    code: int | None
+
+
+def trace(argv: Sequence[str], poke: Callable[[], None], settle: float = 1.0) -> Trace:
+    """Run ``argv`` until bpftrace says it attached, ``poke`` the targets, then Ctrl-C it."""
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    fds = proc.stdout.fileno(), proc.stderr.fileno()
+    got = {fd: b"" for fd in fds}
+    sel = selectors.DefaultSelector()
+    for fd in got:
+        sel.register(fd, selectors.EVENT_READ)
+
+    def pump(until: Callable[[], bool], deadline: float) -> None:
+        # Raw reads: a buffered readline would keep bytes the selector no longer sees.
+        while sel.get_map() and not until() and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.2):
+                chunk = os.read(key.fd, 65536)
+                if chunk:
+                    got[key.fd] += chunk
+                else:
+                    sel.unregister(key.fd)
+
+    try:
+        pump(
+            lambda: ATTACHED.search(b"".join(got.values()).decode(errors="replace")) is not None, time.monotonic() + 60
+        )
+        assert proc.poll() is None, f"bpftrace never attached: {got}"
+        time.sleep(0.5)  # 0.17 prints "Attaching" before it attaches
+        poke()
+        time.sleep(settle)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        pump(lambda: False, time.monotonic() + 30)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        sel.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    out, err = (got[fd].decode(errors="replace") for fd in fds)
+    return Trace(out, err, proc.returncode)
+
+
+def counts(text: str) -> Counter[int]:
+    """Events per PID from ``--action count`` output (keys end with the PID)."""
+    found: Counter[int] = Counter()
+    for pid, _, n in COUNT_KEY.findall(text):
+        found[int(pid)] += int(n)
+    return found
+
+
+def ctrace_run(bt: Bpftrace, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ctrace", "target", *args, "--bpftrace", str(bt.path), "--run"]
+
+
+def warnings(t: Trace) -> list[str]:
+    """bpftrace's warnings about the program (not about the machine)."""
+    machine = ("RLIMIT", "setrlimit", "available_filter_functions", "--traceable-functions")
+    lines = (t.out + t.err).splitlines()
+    return [line for line in lines if "WARNING" in line and not any(m in line for m in machine)]
+
+
+def test_child_forked_after_attach(bpftrace: Bpftrace, prefork: Prefork, started: Started) -> None:
+    """A process target admits the workers it forks after bpftrace attached, with their PID."""
+    parent = started.start(prefork.dynamic)
+    assert parent.stdout is not None
+
+    def poke() -> None:
+        os.kill(parent.pid, signal.SIGUSR1)
+
+    t = trace(ctrace_run(bpftrace, f"pid:{parent.pid}", "--func", "serve", "--action", "count"), poke)
+    worker = int(parent.stdout.readline().split()[1])
+    seen = counts(t.out)
+    report("child forked after attach", bpftrace.version, f"worker {seen[worker]}/{CALLS} events")
+    assert seen == Counter({worker: CALLS}), (t.out, t.err)
+    assert not warnings(t)
+    # The legend before the events: who each PID is, and what the program admits.
+    assert f"ctrace: PID {parent.pid} = host process\n" in t.out
+    assert f"ctrace: bound to PID {parent.pid} and the children it forks later\n" in t.out
+
+
+def test_library_decoy(bpftrace: Bpftrace, prefork: Prefork, started: Started) -> None:
+    """``--lib libc --func malloc`` on one process: no event from any other user of libc."""
+    target, decoy = started.start(prefork.dynamic), started.start(prefork.dynamic)
+
+    def poke() -> None:
+        os.kill(target.pid, signal.SIGUSR2)
+        os.kill(decoy.pid, signal.SIGUSR2)
+
+    argv = ctrace_run(bpftrace, f"pid:{target.pid}", "--lib", "libc", "--func", "malloc", "--action", "count")
+    t = trace(argv, poke)
+    seen = counts(t.out)
+    others = sorted(set(seen) - {target.pid})
+    report("library decoy", bpftrace.version, f"target {seen[target.pid]} mallocs, {len(others)} other PIDs")
+    assert seen[target.pid] >= CALLS, (t.out, t.err)
+    assert not others, f"events from other processes: {others}"
+    assert not warnings(t)
+
+
+def test_event_printed_once(bpftrace: Bpftrace, prefork: Prefork, started: Started) -> None:
+    """``--run --all`` over two processes of one file: each call prints one stack, not one per PID."""
+    a, b = started.start(prefork.dynamic), started.start(prefork.dynamic)
+
+    def poke() -> None:
+        os.kill(a.pid, signal.SIGUSR2)
+        os.kill(b.pid, signal.SIGUSR2)
+
+    t = trace([*ctrace_run(bpftrace, prefork.dynamic.name, "--func", "serve"), "--all"], poke)
+    stacks = len(re.findall(r"^\s*serve\+\d+$", t.out, re.M))
+    report("event printed once", bpftrace.version, f"{stacks} stacks for {2 * CALLS} calls")
+    assert stacks == 2 * CALLS, (t.out, t.err)
+    assert not warnings(t)
+
+
+@pytest.fixture(scope="session")
+def replicas(prefork: Prefork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """Two containers of one image, FROM scratch: the target and its replica."""
+    need(docker_answers(), "no docker daemon answers (make test starts one)")
+    dk = Docker(tmp_path_factory.mktemp("docker"))
+    try:
+        image = dk.rootfs(f"{TAG}/prefork:test", {"/prefork": prefork.static}, {}, ["/prefork"])
+        names = (f"{TAG}-a", f"{TAG}-b")
+        for name in names:
+            dk.start(name, image)
+        yield names
+    finally:
+        dk.cleanup()
+
+
+def test_replica_decoy(bpftrace: Bpftrace, replicas: tuple[str, str]) -> None:
+    """A container target: its process and the worker it forks after attach fire; the
+    replica (same image, same file) stays silent."""
+    a, b = replicas
+    pid_a, pid_b = (int(run(["docker", "inspect", "-f", "{{.State.Pid}}", n]).stdout) for n in replicas)
+
+    def poke() -> None:
+        for name in replicas:
+            run(["docker", "kill", "-s", "USR2", name])
+            run(["docker", "kill", "-s", "USR1", name])
+
+    t = trace(ctrace_run(bpftrace, a, "--func", "serve", "--action", "count"), poke, settle=1.5)
+    seen = counts(t.out)
+    in_a = {pid_a, *children(pid_a)} | set(seen) - {pid_b, *children(pid_b)}
+    from_b = sum(n for pid, n in seen.items() if pid not in in_a)
+    workers = {pid: n for pid, n in seen.items() if pid != pid_a}
+    report(
+        "replica decoy",
+        bpftrace.version,
+        f"B: {from_b} events; A: {seen[pid_a]}/{CALLS}, its new worker: {sum(workers.values())}/{CALLS}",
+    )
+    assert from_b == 0, (t.out, t.err)
+    assert seen[pid_a] == CALLS and list(workers.values()) == [CALLS], (t.out, t.err)
+    assert not warnings(t)
+    assert f"ctrace: PID {pid_a} = docker container {a}\n" in t.out
+    assert f"ctrace: bound to every process of docker container {a} (mount namespace " in t.out
+
+
+def test_binding_program_shape() -> None:
+    """One BEGIN and one END whatever the scopes (bpftrace 0.17 refuses a second)."""
+    both = [
+        binding.Scope(binding.CONTAINER, (binding.Member(10, 7),), "docker container a", (4026532000,)),
+        binding.Scope(binding.PROCESSES, (binding.Member(20), binding.Member(21))),
+    ]
+    b = binding.bind(both)
+    text = binding.program(b, f"uprobe:/bin/x:f /{binding.guard(b, '@start[tid]')}/ {{ }}", end=["clear(@start);"])
+    assert text.count("BEGIN") == 1 and text.count("END") == 1
+    assert "@ctrace_mntns[4026532000] = 1;" in text and "@ctrace_pids[20] = 1; @ctrace_pids[21] = 1;" in text
+    assert "@ctrace_pids[10]" not in text  # the container is bound by its namespace
+    assert "(@ctrace_mntns[curtask->nsproxy->mnt_ns->ns.inum] || @ctrace_pids[pid]) && @start[tid]" in text
+
+
+def test_distinct_dedupes_one_file(prefork: Prefork) -> None:
+    """Two paths to one file and site are one attachment; another site is not."""
+    alias = prefork.dynamic.with_name(prefork.dynamic.name + "-link")
+    alias.symlink_to(prefork.dynamic)
+    parts = [
+        binding.Part(1, str(prefork.dynamic), (f"uprobe:{prefork.dynamic}:serve", f"uprobe:{prefork.dynamic}:main")),
+        binding.Part(2, str(alias), (f"uprobe:{alias}:serve", f"uretprobe:{alias}:serve")),
+    ]
+    assert binding.distinct(parts) == [
+        f"uprobe:{prefork.dynamic}:serve",
+        f"uprobe:{prefork.dynamic}:main",
+        f"uretprobe:{alias}:serve",
+    ]
+
+
+def test_scopes_from_mount_namespaces(prefork: Prefork, started: Started) -> None:
+    """A container is bound by its own mount namespace; one that shares the host's is bound
+    as its processes; processes of a container the target does not name stay processes."""
+    need(shutil.which("unshare") is not None and os.geteuid() == 0, "unshare -m needs root")
+    from ctrace.model import Container, Process
+
+    own = subprocess.Popen(["unshare", "-m", str(prefork.dynamic)], stdout=subprocess.PIPE, text=True)
+    started.procs.append(own)  # unshare execs the program: same PID
+    assert own.stdout is not None and own.stdout.readline().startswith("ready")
+    host = started.start(prefork.dynamic)
+
+    def proc(pid: int, cid: str) -> Process:
+        return Process(pid, (pid,), "pf", str(prefork.dynamic), container=Container(cid, cid, "img", "docker"))
+
+    ns = binding.mount_ns(own.pid)
+    assert ns is not None and ns != binding.mount_ns(host.pid)
+    got = binding.scopes([proc(own.pid, "c1"), proc(host.pid, "c2")], ["c1", "c2"], btf=True)
+    assert [(s.kind, s.mnt_ns) for s in got] == [(binding.CONTAINER, (ns,)), (binding.CONTAINER, ())]
+    assert binding.scopes([proc(own.pid, "c1")], [], btf=True)[0].kind == binding.PROCESSES
+    assert binding.scopes([proc(own.pid, "c1")], ["c1"], btf=False)[0].mnt_ns == ()
+    b = binding.bind(got)
+    assert f"@ctrace_mntns[{ns}] = 1;" in b.begin and f"@ctrace_pids[{host.pid}] = 1;" in b.begin
