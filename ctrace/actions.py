@@ -44,8 +44,10 @@ class Action(Record):
 
 
 def when(*conditions: str) -> str:
-    """A predicate from the non-empty conditions, or nothing."""
+    """A predicate from the non-empty conditions, or nothing (a binding's ``a || b`` kept whole)."""
     kept = [c for c in conditions if c]
+    if len(kept) > 1:
+        kept = [f"({c})" if "||" in c else c for c in kept]
     return f" /{' && '.join(kept)}/" if kept else ""
 
 

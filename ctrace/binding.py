@@ -162,10 +162,11 @@ def scopes(
     return out
 
 
-def scope_of(proc: Process, target: str, proc_root: str = "/proc", btf: bool | None = None) -> Scope:
+def scope_of(
+    proc: Process, target: str, proc_root: str = "/proc", btf: bool | None = None, runtime: str | None = None
+) -> Scope:
     """The scope of one process's own commands: its container if the target names it, else itself."""
-    whole = [proc.container.id] if proc.container and names_container(target, proc) else []
-    return scopes([proc], whole, proc_root, btf)[0]
+    return scopes([proc], named_containers(target, runtime, [proc]), proc_root, btf)[0]
 
 
 def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:

@@ -110,17 +110,14 @@ def legend(result: Plan, out: TextIO) -> None:
 
     for line in binding.legend([t.process for t in result.targets]):
         out.write(f"ctrace: {line}\n")
-    for statement in dict.fromkeys(t.binding for t in result.targets if t.binding):
+    for statement in dict.fromkeys(p.bound for t in result.targets for p in t.probes if p.bound):
         out.write(f"ctrace: {statement}\n")
     out.flush()  # before bpftrace writes to the same stream
 
 
-def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context | None = None) -> Command:
+def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:
     """The single command --run starts; several probes need --all (one program)."""
-    from ctrace import binding, emit
-
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
-    procs = [t.process for t in result.targets]
     if result.remote:
         if len(result.remote) == 1 and not probes and result.remote[0].command is not None:
             return result.remote[0].command
@@ -133,12 +130,9 @@ def chosen_command(result: Plan, everything: bool, request: Request, ctx: Contex
         raise UsageError(
             f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
         )
-    parts = [
-        binding.Part(t.process.pid, t.binary.host_path, p.points, p.unsafe) for t in result.targets for p in t.probes
-    ]
-    whole = binding.named_containers(request.target, request.runtime, procs)
-    scopes = binding.scopes(procs, whole, ctx.proc_root if ctx else "/proc")
-    return emit.combined(parts, binding.bind(scopes, request.dialect), request.dialect.program)
+    from ctrace import plan
+
+    return plan.combined(result, request, ctx)
 
 
 def symbols(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Sequence
 from operator import countOf
 
-from ctrace import binding
 from ctrace.elf import symtab
 from ctrace.elf.columns import Columns
 from ctrace.match import last_component
@@ -169,19 +168,6 @@ def label(name: str) -> str:
     printf format): its last component, without quotes, backslashes or '%'."""
     kept = _LABEL_DROP.sub("_", last_component(name) or name)[:48]
     return kept or "f"
-
-
-def combined(parts: Sequence[binding.Part], bound: binding.Binding, program: str = "bpftrace") -> Command:
-    """One bpftrace program for several probes, for ``--run --all``: each file and site
-    attached once (binding.distinct), bound to every target's scope, no -p (it takes one PID).
-    The attach points come from emit.points, so they are already quoted.
-    """
-    argv = [program]
-    if any(p.unsafe for p in parts):
-        argv.append("--unsafe")
-    probes = f'{", ".join(binding.distinct(parts))} /{bound.predicate}/ {{ printf("%s\\n", ustack); }}'
-    argv += ["-e", binding.program(bound, probes)]
-    return Command("combined", tuple(argv), shlex.join(argv))
 
 
 def command(

@@ -91,6 +91,8 @@ class Probe(Record):
     perf: tuple[Command, ...] = ()  # --tool perf: probe, record, script, delete
     where: str = ""  # the name or number in the command, and the vaddr where it differs
     why_unsafe: str = ""  # why the command carries --unsafe, when it does
+    bound: str = ""  # what the recommended command admits (binding.statement)
+    path: str = ""  # the file the recommended command opens, to attach each file once (--run --all)
 
 
 class Target(Record):
@@ -98,7 +100,6 @@ class Target(Record):
     binary: Binary
     probes: tuple[Probe, ...] = ()
     warnings: tuple[str, ...] = ()
-    binding: str = ""  # what its programs admit (ctrace/binding.py), in words
 
 
 class Remote(Record):

@@ -88,27 +88,19 @@ class Made(Record):
     points: tuple[str, ...]
     where: str  # the name or number in the command (Site.describe)
     why_unsafe: str
+    bound: str  # what the program admits (binding.statement)
+    path: str
 
 
-def bound(proc: Process, request: Request, ctx: Context) -> binding.Binding:
-    """What the process's programs admit: its whole container when the target names the
-    container (a pod, a container name or id), else the process and its later children."""
-    whole = binding.named_containers(request.target, request.runtime, [proc])
-    scopes = binding.scopes([proc], whole, ctx.proc_root)
-    return binding.bind(scopes, request.dialect)
-
-
-def probes(
-    loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request, bind: binding.Binding | None = None
-) -> list[Probe]:
-    bind = bind or bound(loaded.process, request, ctx)
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
     index = emit.NameIndex(loaded.info.symbols)
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
+    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
     out = []
     for sym in symbols:
-        made = [_command(loaded, elf_file, sym, index, form, request, bind) for form in forms]
+        made = [_command(loaded, elf_file, sym, index, form, request, scope) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
@@ -133,6 +125,8 @@ def probes(
                 perf,
                 first.where,
                 first.why_unsafe,
+                first.bound,
+                first.path,
             )
         )
     return out
@@ -160,7 +154,7 @@ def _command(
     index: emit.NameIndex,
     form: Form,
     request: Request,
-    bind: binding.Binding,
+    scope: binding.Scope,
 ) -> Made | NotTraceable | None:
     """One path form's command and how it attaches; a refusal is returned, not raised,
     so that another form may still work. None when the path cannot be quoted."""
@@ -177,9 +171,11 @@ def _command(
         return None
     bpf_kind = "uretprobe" if request.probe == "uretprobe" else "uprobe"
     pid = loaded.process.pid
+    # -p only where the path needs it: the path inside the process's mount namespace.
+    bound = binding.bind([scope], request.dialect, pid if form.name == "pid-path" else None)
     block = actions.Block(
         tuple(emit.points(literal, where, bpf_kind)),
-        bind.predicate,  # ctrace/binding.py: the same on every release; -p is no binding
+        bound.predicate,
         emit.label(loaded.info.demangled.get(sym.name) or sym.name),
         loaded.info.language,
         request.probe,
@@ -188,11 +184,10 @@ def _command(
         exit_kind,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
-    # -p only where the path needs it: from bpftrace 0.20 it also drops the children forked later.
-    text = binding.program(bind, row.program(block))
-    cmd = emit.command(form.name, pid, text, bool(why), form.name == "pid-path", request.dialect.program)
+    text = binding.program(bound, row.program(block))
+    cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
     attach = "name" if where[0].kind.startswith("name") else "address"
-    return Made(cmd, attach, block.points, emit.describe(where), why)
+    return Made(cmd, attach, block.points, emit.describe(where), why, bound.statement, form.path)
 
 
 def _exits(
@@ -222,6 +217,18 @@ def _sites(
 class Plan(Record):
     targets: list[Target]
     remote: list[Remote]
+
+
+def combined(result: Plan, request: Request, ctx: Context) -> Command:
+    """One stack program for every probe of every target (``--run --all``): each file and
+    site attached once however many PIDs run it, bound to all the targets' scopes."""
+    procs = [t.process for t in result.targets]
+    whole = binding.named_containers(request.target, request.runtime, procs)
+    bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
+    parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
+    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
+    text = binding.program(bound, actions.stack(block))
+    return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
 
 
 def plan(request: Request, ctx: Context) -> Plan:
@@ -263,13 +270,12 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
         if request.probe == "uretprobe" and item.info.language == "go":
             raise _go_uretprobe(item)
         actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
-        bind = bound(item.process, request, ctx)
         try:
-            found = probes(item, chosen, ctx, request, bind)
+            found = probes(item, chosen, ctx, request)
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
-        out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings), bind.statement))
+        out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
         raise _no_match(*failures[0])
     if not out:

@@ -35,6 +35,7 @@ def probe_dict(p: Probe) -> dict[str, Any]:
         "probe": p.probe,
         "where": p.where,
         "why_unsafe": p.why_unsafe or None,
+        "bound": p.bound,
         "form": first.form,
         "argv": list(first.argv),
         "shell": first.shell,
@@ -60,7 +61,6 @@ def target_dict(t: Target) -> dict[str, Any]:
     out["binary"] = binary_dict(t.binary)
     out["probes"] = [probe_dict(p) for p in t.probes]
     out["warnings"] = list(t.warnings)
-    out["binding"] = t.binding
     return out
 
 

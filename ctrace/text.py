@@ -69,8 +69,6 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
     out.write(f"  host     {b.host_path}\n")
     if b.merged_path:
         out.write(f"  merged   {b.merged_path}\n")
-    if t.binding:
-        out.write(f"  binding  {t.binding}\n")
     for w in t.warnings:
         out.write(style.warn(f"  warning: {w}") + "\n")
     for probe in t.probes:
@@ -81,6 +79,8 @@ def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
         out.write("\n" + style.dim(f"# {shown}  ({kind}{at}, attached {how})") + "\n")
         if probe.why_unsafe:
             out.write(style.dim(f"# {probe.why_unsafe}") + "\n")
+        if probe.bound:
+            out.write(style.dim(f"# {probe.bound}") + "\n")
         commands(probe.commands, out, wide, style)
         if probe.perf:
             out.write(style.dim("# perf (seed 4.1.2): add the event, record it with DWARF stacks, show, remove") + "\n")

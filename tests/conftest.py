@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,84 @@ def need(condition: bool, reason: str) -> None:
 def need_bpftrace() -> None:
     need(shutil.which("bpftrace") is not None, "bpftrace is not installed")
     need(os.geteuid() == 0, "bpftrace needs root")
+
+
+# The bpftrace version matrix: Debian's bpftrace of each release, the host's own and the
+# others from hack/bpftrace-versions.sh's chroots, each run through DIR/ctrace-bpftrace.
+BPFTRACE_CACHE = Path(os.environ.get("CTRACE_BPFTRACE_CACHE", "/var/cache/ctrace-bpftrace"))
+SUITES = ("bookworm", "trixie", "sid")
+
+
+def host_suite() -> str:
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.partition("=")[2].strip().strip('"')
+    return ""
+
+
+HOST_SUITE = host_suite()
+BPFTRACE_PARAMS = SUITES if HOST_SUITE in SUITES else ("host", *SUITES)
+
+
+@dataclass(frozen=True)
+class Bpftrace:
+    """One bpftrace of the matrix: give ``path`` to ctrace's --bpftrace; it runs as is."""
+
+    suite: str
+    version: str  # "0.23.2"
+    path: str
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return ("--bpftrace", self.path)
+
+
+def find_bpftrace(suite: str) -> Bpftrace | None:
+    from ctrace.dialect import parse_version
+
+    if suite in ("host", HOST_SUITE):
+        path = shutil.which("bpftrace")
+    else:
+        wrapper = BPFTRACE_CACHE / suite / "ctrace-bpftrace"
+        path = str(wrapper) if os.access(wrapper, os.X_OK) else None
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30)
+    version = parse_version(out.stdout + out.stderr)
+    return Bpftrace(suite, ".".join(map(str, version)), path) if version else None
+
+
+@pytest.fixture(scope="session", params=BPFTRACE_PARAMS)
+def bpftrace(request: pytest.FixtureRequest) -> Bpftrace:
+    """Each bpftrace of the matrix in turn; under CI=true a missing one fails."""
+    need_bpftrace()
+    suite: str = request.param
+    found = find_bpftrace(suite)
+    where = "bpftrace on PATH" if suite in ("host", HOST_SUITE) else f"{BPFTRACE_CACHE / suite}/ctrace-bpftrace"
+    need(found is not None, f"Debian {suite}'s bpftrace is missing ({where}; hack/bpftrace-versions.sh builds it)")
+    assert found is not None
+    return found
+
+
+def program_warnings(stderr: str, argv: Sequence[str]) -> list[str]:
+    """What bpftrace said about the program: every warning or error line but those about the
+    machine (dialect.MACHINE_WARNINGS) and, for a command with --unsafe, the one that comes with it."""
+    from ctrace.dialect import MACHINE_WARNINGS, UNSAFE_WARNING
+
+    found = []
+    for line in stderr.splitlines():
+        if "WARNING" not in line and "ERROR" not in line:
+            continue
+        if any(rx.search(line) for rx in MACHINE_WARNINGS):
+            continue
+        if "--unsafe" in argv and UNSAFE_WARNING.search(line):
+            continue
+        found.append(line.strip())
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -86,6 +165,7 @@ class Firing:
     fired: bool
     stacks: list[list[str]]
     stderr: str
+    warnings: list[str]  # program_warnings: none is allowed
 
 
 def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1) -> Firing:
@@ -124,7 +204,54 @@ def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
-    return Firing(bool(stacks), stacks, err)
+    return Firing(bool(stacks), stacks, err, program_warnings(err, argv))
+
+
+class Session:
+    """A bpftrace command running in the background: wait until its probes are attached,
+    stop it with SIGINT (as Ctrl-C) and read everything it printed. A thread reads each
+    stream, so no line waits in a buffer that select() cannot see."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.argv = list(argv)
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.attached = threading.Event()
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for t in self.readers:
+            t.start()
+
+    def _read(self, stream: Any, lines: list[str]) -> None:
+        from ctrace.dialect import ATTACHED
+
+        for line in stream:
+            lines.append(line)
+            if ATTACHED.search(line.strip()):
+                self.attached.set()
+
+    def wait_attached(self, timeout: float = 60.0) -> bool:
+        """0.17 and 0.23 say "Attaching N probes..." on stdout, 0.27 "Attached N probes" on stderr."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.attached.wait(0.2):
+                return True
+        return self.attached.is_set()
+
+    def stop(self, timeout: float = 30.0) -> tuple[str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for t in self.readers:
+            t.join(timeout=10)
+        return "".join(self.out), "".join(self.err)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Shared by test_pclntab, test_debuginfo, test_returns and test_demangle.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -80,14 +79,6 @@ def one_probe(*args: str) -> dict[str, Any]:
     (t,) = res.json()["targets"]
     (probe,) = t["probes"]
     return dict(probe)
-
-
-def site(probe: dict[str, Any]) -> str:
-    """The site (name or number) of the probe's first uprobe/uretprobe in its program,
-    past the binding's BEGIN and tracepoint blocks."""
-    found = re.search(r"(?:^| )u(?:ret)?probe:[^:]+:(\S+?)[, ]", probe["argv"][-1])
-    assert found, probe["argv"][-1]
-    return found.group(1)
 
 
 def every_command_fires(probe: dict[str, Any], top: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -29,16 +28,17 @@ from pathlib import Path
 import pytest
 
 from ctrace import binding
-from tests.conftest import SRC, need, run
+from tests.conftest import SRC, Bpftrace, Session, need, program_warnings, run
 from tests.test_docker import Docker, docker_answers
 
 pytestmark = [pytest.mark.bpftrace]
 CALLS = 5
-CHROOTS = Path("/var/cache/ctrace-bpftrace")
-SUITES = ("bookworm", "trixie", "sid")  # bpftrace 0.17, 0.23, 0.27
-ATTACHED = re.compile(r"Attach(ing|ed) \d+ probe")
 COUNT_KEY = re.compile(r"^@calls\[(\d+), (.*)\]: (\d+)$", re.M)  # @calls[pid, "label"]
 TAG = f"ctrace-13b-{os.getpid()}"
+
+
+def minor(bt: Bpftrace) -> str:
+    return ".".join(bt.version.split(".")[:2])
 
 
 def report(row: str, version: str, cell: str) -> None:
@@ -47,50 +47,6 @@ def report(row: str, version: str, cell: str) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"row": row, "bpftrace": version, "cell": cell}) + "\n")
-
-
-@dataclass(frozen=True)
-class Bpftrace:
-    """One bpftrace release, run from the host's namespaces."""
-
-    version: str
-    path: Path  # what --bpftrace gets
-
-
-def host_suite() -> str:
-    try:
-        text = Path("/etc/os-release").read_text()
-    except OSError:
-        return ""
-    found = re.search(r"^VERSION_CODENAME=(\S+)$", text, re.M)
-    return found.group(1) if found else ""
-
-
-def _launcher(suite: str, out: Path) -> Path | None:
-    """The suite's bpftrace: the host's when the host runs that suite, else the chroot's
-    (hack/bpftrace-versions.sh) through its own loader."""
-    root = CHROOTS / suite
-    loader = root / "lib64" / "ld-linux-x86-64.so.2"
-    if (root / "usr/bin/bpftrace").exists() and loader.exists():
-        libs = f"{root}/usr/lib/x86_64-linux-gnu:{root}/lib/x86_64-linux-gnu"
-        script = out / f"bpftrace-{suite}"
-        script.write_text(f'#!/bin/sh\nexec {loader} --library-path {libs} {root}/usr/bin/bpftrace "$@"\n')
-        script.chmod(0o755)
-        return script
-    found = shutil.which("bpftrace") if suite == host_suite() else None
-    return Path(found) if found else None
-
-
-@pytest.fixture(scope="session", params=SUITES)
-def bpftrace(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Bpftrace:
-    need(os.geteuid() == 0, "bpftrace needs root")
-    path = _launcher(request.param, tmp_path_factory.mktemp("bt"))
-    need(path is not None, f"no bpftrace of Debian {request.param} (hack/bpftrace-versions.sh builds it)")
-    assert path is not None
-    out = run([str(path), "--version"]).stdout
-    version = re.search(r"v?(\d+\.\d+)", out)
-    assert version, out
-    return Bpftrace(version.group(1), path)
 
 
 @dataclass(frozen=True)
@@ -158,48 +114,20 @@ class Trace:
     out: str
     err: str
     code: int | None
+    argv: list[str]
 
 
 def trace(argv: Sequence[str], poke: Callable[[], None], settle: float = 1.0) -> Trace:
     """Run ``argv`` until bpftrace says it attached, ``poke`` the targets, then Ctrl-C it."""
-    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdout is not None and proc.stderr is not None
-    fds = proc.stdout.fileno(), proc.stderr.fileno()
-    got = {fd: b"" for fd in fds}
-    sel = selectors.DefaultSelector()
-    for fd in got:
-        sel.register(fd, selectors.EVENT_READ)
-
-    def pump(until: Callable[[], bool], deadline: float) -> None:
-        # Raw reads: a buffered readline would keep bytes the selector no longer sees.
-        while sel.get_map() and not until() and time.monotonic() < deadline:
-            for key, _ in sel.select(timeout=0.2):
-                chunk = os.read(key.fd, 65536)
-                if chunk:
-                    got[key.fd] += chunk
-                else:
-                    sel.unregister(key.fd)
-
+    session = Session(argv)
     try:
-        pump(
-            lambda: ATTACHED.search(b"".join(got.values()).decode(errors="replace")) is not None, time.monotonic() + 60
-        )
-        assert proc.poll() is None, f"bpftrace never attached: {got}"
+        assert session.wait_attached(), f"bpftrace never attached: {session.out} {session.err}"
         time.sleep(0.5)  # 0.17 prints "Attaching" before it attaches
         poke()
         time.sleep(settle)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        pump(lambda: False, time.monotonic() + 30)
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        sel.close()
-        proc.stdout.close()
-        proc.stderr.close()
-    out, err = (got[fd].decode(errors="replace") for fd in fds)
-    return Trace(out, err, proc.returncode)
+        out, err = session.stop()
+    return Trace(out, err, session.proc.returncode, list(argv))
 
 
 def counts(text: str) -> Counter[int]:
@@ -211,14 +139,12 @@ def counts(text: str) -> Counter[int]:
 
 
 def ctrace_run(bt: Bpftrace, *args: str) -> list[str]:
-    return [sys.executable, "-m", "ctrace", "target", *args, "--bpftrace", str(bt.path), "--run"]
+    return [sys.executable, "-m", "ctrace", "target", *args, *bt.args, "--run"]
 
 
 def warnings(t: Trace) -> list[str]:
     """bpftrace's warnings about the program (not about the machine)."""
-    machine = ("RLIMIT", "setrlimit", "available_filter_functions", "--traceable-functions")
-    lines = (t.out + t.err).splitlines()
-    return [line for line in lines if "WARNING" in line and not any(m in line for m in machine)]
+    return program_warnings(t.err, t.argv)
 
 
 def test_child_forked_after_attach(bpftrace: Bpftrace, prefork: Prefork, started: Started) -> None:
@@ -232,12 +158,15 @@ def test_child_forked_after_attach(bpftrace: Bpftrace, prefork: Prefork, started
     t = trace(ctrace_run(bpftrace, f"pid:{parent.pid}", "--func", "serve", "--action", "count"), poke)
     worker = int(parent.stdout.readline().split()[1])
     seen = counts(t.out)
-    report("child forked after attach", bpftrace.version, f"worker {seen[worker]}/{CALLS} events")
+    report("child forked after attach", minor(bpftrace), f"worker {seen[worker]}/{CALLS} events")
     assert seen == Counter({worker: CALLS}), (t.out, t.err)
     assert not warnings(t)
     # The legend before the events: who each PID is, and what the program admits.
     assert f"ctrace: PID {parent.pid} = host process\n" in t.out
-    assert f"ctrace: bound to PID {parent.pid} and the children it forks later\n" in t.out
+    assert (
+        f"ctrace: bound to PID {parent.pid} and the children it forks later; it stops when PID {parent.pid} exits\n"
+        in t.out
+    )
 
 
 def test_library_decoy(bpftrace: Bpftrace, prefork: Prefork, started: Started) -> None:
@@ -252,7 +181,7 @@ def test_library_decoy(bpftrace: Bpftrace, prefork: Prefork, started: Started) -
     t = trace(argv, poke)
     seen = counts(t.out)
     others = sorted(set(seen) - {target.pid})
-    report("library decoy", bpftrace.version, f"target {seen[target.pid]} mallocs, {len(others)} other PIDs")
+    report("library decoy", minor(bpftrace), f"target {seen[target.pid]} mallocs, {len(others)} other PIDs")
     assert seen[target.pid] >= CALLS, (t.out, t.err)
     assert not others, f"events from other processes: {others}"
     assert not warnings(t)
@@ -268,7 +197,7 @@ def test_event_printed_once(bpftrace: Bpftrace, prefork: Prefork, started: Start
 
     t = trace([*ctrace_run(bpftrace, prefork.dynamic.name, "--func", "serve"), "--all"], poke)
     stacks = len(re.findall(r"^\s*serve\+\d+$", t.out, re.M))
-    report("event printed once", bpftrace.version, f"{stacks} stacks for {2 * CALLS} calls")
+    report("event printed once", minor(bpftrace), f"{stacks} stacks for {2 * CALLS} calls")
     assert stacks == 2 * CALLS, (t.out, t.err)
     assert not warnings(t)
 
@@ -306,7 +235,7 @@ def test_replica_decoy(bpftrace: Bpftrace, replicas: tuple[str, str]) -> None:
     workers = {pid: n for pid, n in seen.items() if pid != pid_a}
     report(
         "replica decoy",
-        bpftrace.version,
+        minor(bpftrace),
         f"B: {from_b} events; A: {seen[pid_a]}/{CALLS}, its new worker: {sum(workers.values())}/{CALLS}",
     )
     assert from_b == 0, (t.out, t.err)

@@ -17,7 +17,6 @@ from tests.symfix import (
     every_command_fires,
     load_base,
     one_probe,
-    site,
     sym_fixture,  # noqa: F401 - provides the "sym" fixture
 )
 
@@ -50,7 +49,7 @@ def test_debuglink_only_function_fires(sym: Built, processes: Processes) -> None
     proc = processes.start(sym["counted-linked"], "loop")
     probe = one_probe(f"pid:{proc.pid}", "--func", "helper_only_in_debug")
     assert probe["attach"] == "address" and "--unsafe" not in probe["argv"]
-    assert site(probe) == hex(probe["address"])
+    assert f":{hex(probe['address'])} " in probe["argv"][-1] and probe["where"] == f"vaddr {hex(probe['address'])}"
     every_command_fires(probe, "helper_only_in_debug")
 
 

@@ -140,9 +140,20 @@ def targets(*args: str) -> list[dict[str, Any]]:
 
 
 def bound_to(argv: list[str]) -> int | None:
-    """The mount namespace or PID a command's program admits (README "Binding")."""
-    found = re.search(r"@ctrace_(?:mntns|pids)\[(\d+)\] = 1;", argv[-1])
-    return int(found.group(1)) if found else None
+    """The PID a command is bound to (ctrace/binding.py): the PID it seeds, or the PID of
+    the mount namespace it seeds (a container target)."""
+    pids = re.findall(r"@ctrace_pids\[(\d+)\] = 1;", argv[-1])
+    if pids:
+        return int(pids[0])
+    spaces = {int(n) for n in re.findall(r"@ctrace_mntns\[(\d+)\] = 1;", argv[-1])}
+    # The PID in its paths, or the one whose exit ends the program (binding: one process).
+    for pid in map(int, re.findall(r"(?:/proc/|/tid == )(\d+)/", argv[-1])):
+        try:
+            if os.stat(f"/proc/{pid}/ns/mnt").st_ino in spaces:
+                return pid
+        except OSError:
+            continue
+    return None
 
 
 def fire_all(scenario: str, probe: dict[str, Any], shown: str) -> list[str]:
@@ -253,8 +264,7 @@ def test_replicas_prefix_needs_all_and_warns_shared(dk: Docker, cilium_image: st
         other = next(p for p in pids if p != t["pid"])
         assert any("same file" in w and str(other) in w for w in t["warnings"]), t["warnings"]
         probe = t["probes"][0]
-        own = os.stat(f"/proc/{t['pid']}/ns/mnt").st_ino  # the container's, not the replica's
-        assert all(bound_to(c["argv"]) == own for c in [probe, *probe["alternatives"]])
+        assert all(bound_to(c["argv"]) == t["pid"] for c in [probe, *probe["alternatives"]])
         fire_all(f"replica {t['container']['name']}", probe, REGEN)
 
 

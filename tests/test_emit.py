@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from ctrace import actions, binding, emit
+from ctrace import actions, emit
 from ctrace.model import Symbol
 
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
@@ -128,22 +128,3 @@ def test_agent_command_round_trips(func: str) -> None:
     assert shlex.split(cmd.shell) == list(cmd.argv)
     assert cmd.argv[cmd.argv.index("--func") + 1] == func
     assert cmd.argv[:3] == ("kubectl", "--context", "prod")
-
-
-def test_combined_program_binds_each_pid() -> None:
-    a = emit.points("/proc/10/root/bin/x", emit.Site("hello", "name"))
-    b = emit.points("/proc/20/root/bin/y", emit.Site("0x401000", "offset", unsafe="why"))
-    parts = [binding.Part(10, "/proc/10/root/bin/x", tuple(a)), binding.Part(20, "/proc/20/root/bin/y", tuple(b), True)]
-    scope = binding.Scope(binding.PROCESSES, (binding.Member(10), binding.Member(20)))
-    cmd = emit.combined(parts, binding.bind([scope]))
-    assert cmd.argv[:2] == ("bpftrace", "--unsafe") and "-p" not in cmd.argv
-    program = cmd.argv[-1]
-    assert program.startswith(
-        "BEGIN { @ctrace_pids[10] = 1; @ctrace_pids[20] = 1; } tracepoint:sched:sched_process_fork"
-    )
-    assert (
-        "uprobe:/proc/10/root/bin/x:hello, uprobe:/proc/20/root/bin/y:0x401000 /@ctrace_pids[pid]/ "
-        '{ printf("%s\\n", ustack); }'
-    ) in program
-    assert program.endswith("END { clear(@ctrace_pids); }")
-    assert shlex.split(cmd.shell) == list(cmd.argv)

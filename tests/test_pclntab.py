@@ -19,7 +19,6 @@ from tests.symfix import (
     REGEN,
     every_command_fires,
     one_probe,
-    site,
     sym_fixture,  # noqa: F401 - provides the "sym" fixture
 )
 
@@ -79,7 +78,10 @@ def test_stripped_go_regenerate_fires(built: Built, processes: Processes) -> Non
     assert "--unsafe" in probe["argv"]
     # the printed number is the entry's file offset inside an executable PT_LOAD
     f = open_elf(str(built["cilium-agent-stripped"]))
-    assert site(probe) == hex(code.code_offset(f, probe["address"]) or -1)
+    offset = hex(code.code_offset(f, probe["address"]) or -1)
+    assert (
+        f":{offset} " in probe["argv"][-1] and probe["where"] == f"file offset {offset} (vaddr {hex(probe['address'])})"
+    )
     every_command_fires(probe, hex(probe["address"]))
 
 
