@@ -6,8 +6,8 @@ drives the target and the decoys with signals after bpftrace attached, and count
 events by PID. tests/fixtures/src/prefork.c: SIGUSR1 forks a worker that calls serve()
 CALLS times; SIGUSR2 makes the process itself call serve() CALLS times.
 
-Measured cells go to the file named by CTRACE_MATRIX_REPORT (JSON lines), for the
-closing table of issue 13.
+With CTRACE_MATRIX_REPORT=PATH the measured cells go to PATH.binding.json and
+PATH.binding.md, rows of the closing table of issue 13.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from pathlib import Path
 import pytest
 
 from ctrace import binding
-from tests.conftest import SRC, Bpftrace, Session, need, program_warnings, run
+from tests.conftest import SRC, Bpftrace, Session, ctrace, need, program_warnings, run
 from tests.test_docker import Docker, docker_answers
 
 pytestmark = [pytest.mark.bpftrace]
 CALLS = 5
+ET_DYN = 3  # e_type of a position-independent executable or library
 COUNT_KEY = re.compile(r"^@calls\[(\d+), (.*)\]: (\d+)$", re.M)  # @calls[pid, "label"]
 TAG = f"ctrace-13b-{os.getpid()}"
 
@@ -41,12 +42,30 @@ def minor(bt: Bpftrace) -> str:
     return ".".join(bt.version.split(".")[:2])
 
 
+ROWS = ("replica decoy", "library decoy", "child forked after attach", "event printed once")
+MEASURED: dict[str, dict[str, str]] = {}  # row -> bpftrace version -> what was measured
+
+
 def report(row: str, version: str, cell: str) -> None:
-    """One measured cell of the closing table, appended to $CTRACE_MATRIX_REPORT."""
+    """One measured cell of issue 13's closing table (written at the end of the module)."""
+    MEASURED.setdefault(row, {})[version] = cell
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_report() -> Iterator[None]:
+    """With CTRACE_MATRIX_REPORT=PATH, the cells go to PATH.binding.json and PATH.binding.md
+    (PATH itself is tests/test_matrix.py's)."""
+    yield
     path = os.environ.get("CTRACE_MATRIX_REPORT")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({"row": row, "bpftrace": version, "cell": cell}) + "\n")
+    if not path or not MEASURED:
+        return
+    Path(f"{path}.binding.json").write_text(json.dumps(MEASURED, indent=1) + "\n")
+    versions = sorted({v for cells in MEASURED.values() for v in cells}, key=lambda v: tuple(map(int, v.split("."))))
+    lines = ["| | " + " | ".join(f"bpftrace {v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
+    for row in ROWS:
+        cells = MEASURED.get(row, {})
+        lines.append(f"| {row} | " + " | ".join(cells.get(v, "-") for v in versions) + " |")
+    Path(f"{path}.binding.md").write_text("\n".join(lines) + "\n")
 
 
 @dataclass(frozen=True)
@@ -117,12 +136,41 @@ class Trace:
     argv: list[str]
 
 
-def trace(argv: Sequence[str], poke: Callable[[], None], settle: float = 1.0) -> Trace:
-    """Run ``argv`` until bpftrace says it attached, ``poke`` the targets, then Ctrl-C it."""
+def breakpoint_at(pid: int, args: Sequence[str]) -> int:
+    """Where, in ``pid``'s memory, the function ``ctrace target ARGS`` probes starts."""
+    res = ctrace("target", *args, "-o", "json")
+    assert res.code == 0, res.err
+    t = next(t for t in res.json()["targets"] if t["pid"] == pid)
+    vaddr, shown = t["probes"][0]["address"], t["binary"]["path"]
+    with open(t["binary"]["host_path"], "rb") as f:
+        if int.from_bytes(f.read(18)[16:18], "little") != ET_DYN:
+            return int(vaddr)  # a fixed-address executable
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5] == shown and int(fields[2], 16) == 0:
+            return int(fields[0].split("-")[0], 16) + int(vaddr)
+    raise AssertionError(f"{shown} is not mapped in {pid}")
+
+
+def armed(pid: int, address: int) -> bool:
+    """Whether the kernel has put its uprobe breakpoint (int3) at ``address`` of ``pid``."""
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return mem.read(1) == b"\xcc"
+
+
+def trace(argv: Sequence[str], poke: Callable[[], None], at: tuple[int, int], settle: float = 1.0) -> Trace:
+    """Run ``argv`` until its uprobe is in place at ``at`` (pid, address): bpftrace says
+    "Attaching" before it attaches, and on a loaded machine the uprobe lands seconds later.
+    Then ``poke`` the targets, and Ctrl-C it."""
     session = Session(argv)
     try:
         assert session.wait_attached(), f"bpftrace never attached: {session.out} {session.err}"
-        time.sleep(0.5)  # 0.17 prints "Attaching" before it attaches
+        deadline = time.monotonic() + 30
+        while not armed(*at):
+            assert time.monotonic() < deadline, f"no breakpoint at 0x{at[1]:x} of {at[0]}: {session.err}"
+            time.sleep(0.1)
+        time.sleep(0.3)  # BEGIN, which seeds the binding's maps, runs with the attachment
         poke()
         time.sleep(settle)
     finally:
@@ -155,7 +203,8 @@ def test_child_forked_after_attach(bpftrace: Bpftrace, prefork: Prefork, started
     def poke() -> None:
         os.kill(parent.pid, signal.SIGUSR1)
 
-    t = trace(ctrace_run(bpftrace, f"pid:{parent.pid}", "--func", "serve", "--action", "count"), poke)
+    what = (f"pid:{parent.pid}", "--func", "serve")
+    t = trace(ctrace_run(bpftrace, *what, "--action", "count"), poke, (parent.pid, breakpoint_at(parent.pid, what)))
     worker = int(parent.stdout.readline().split()[1])
     seen = counts(t.out)
     report("child forked after attach", minor(bpftrace), f"worker {seen[worker]}/{CALLS} events")
@@ -177,8 +226,9 @@ def test_library_decoy(bpftrace: Bpftrace, prefork: Prefork, started: Started) -
         os.kill(target.pid, signal.SIGUSR2)
         os.kill(decoy.pid, signal.SIGUSR2)
 
-    argv = ctrace_run(bpftrace, f"pid:{target.pid}", "--lib", "libc", "--func", "malloc", "--action", "count")
-    t = trace(argv, poke)
+    what = (f"pid:{target.pid}", "--lib", "libc", "--func", "malloc")
+    at = target.pid, breakpoint_at(target.pid, what)
+    t = trace(ctrace_run(bpftrace, *what, "--action", "count"), poke, at)
     seen = counts(t.out)
     others = sorted(set(seen) - {target.pid})
     report("library decoy", minor(bpftrace), f"target {seen[target.pid]} mallocs, {len(others)} other PIDs")
@@ -195,7 +245,9 @@ def test_event_printed_once(bpftrace: Bpftrace, prefork: Prefork, started: Start
         os.kill(a.pid, signal.SIGUSR2)
         os.kill(b.pid, signal.SIGUSR2)
 
-    t = trace([*ctrace_run(bpftrace, prefork.dynamic.name, "--func", "serve"), "--all"], poke)
+    what = (prefork.dynamic.name, "--func", "serve")
+    at = b.pid, breakpoint_at(b.pid, (f"pid:{b.pid}", *what[1:]))
+    t = trace([*ctrace_run(bpftrace, *what), "--all"], poke, at, settle=1.5)
     stacks = len(re.findall(r"^\s*serve\+\d+$", t.out, re.M))
     report("event printed once", minor(bpftrace), f"{stacks} stacks for {2 * CALLS} calls")
     assert stacks == 2 * CALLS, (t.out, t.err)
@@ -228,7 +280,8 @@ def test_replica_decoy(bpftrace: Bpftrace, replicas: tuple[str, str]) -> None:
             run(["docker", "kill", "-s", "USR2", name])
             run(["docker", "kill", "-s", "USR1", name])
 
-    t = trace(ctrace_run(bpftrace, a, "--func", "serve", "--action", "count"), poke, settle=1.5)
+    at = pid_a, breakpoint_at(pid_a, (a, "--func", "serve"))
+    t = trace(ctrace_run(bpftrace, a, "--func", "serve", "--action", "count"), poke, at, settle=1.5)
     seen = counts(t.out)
     in_a = {pid_a, *children(pid_a)} | set(seen) - {pid_b, *children(pid_b)}
     from_b = sum(n for pid, n in seen.items() if pid not in in_a)
