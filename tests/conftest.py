@@ -189,7 +189,8 @@ def fire(argv: Sequence[str], symbol: str, timeout: float = 20.0, want: int = 1)
             if not line:
                 break
             text = line.strip()
-            if text:
+            # Each event's "pid=N label" line (actions.stack) comes before its frames.
+            if text and not (text.startswith("pid=") and not current):
                 current.append(text)
             elif current:
                 # A stripped binary's frames are bare addresses: "0x4828e0".

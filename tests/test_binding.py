@@ -249,8 +249,10 @@ def test_event_printed_once(bpftrace: Bpftrace, prefork: Prefork, started: Start
     at = b.pid, breakpoint_at(b.pid, (f"pid:{b.pid}", *what[1:]))
     t = trace([*ctrace_run(bpftrace, *what), "--all"], poke, at, settle=1.5)
     stacks = len(re.findall(r"^\s*serve\+\d+$", t.out, re.M))
+    by_pid = Counter(int(p) for p in re.findall(r"^pid=(\d+)$", t.out, re.M))  # each event's header
     report("event printed once", minor(bpftrace), f"{stacks} stacks for {2 * CALLS} calls")
     assert stacks == 2 * CALLS, (t.out, t.err)
+    assert by_pid == Counter({a.pid: CALLS, b.pid: CALLS}), t.out
     assert not warnings(t)
 
 
