@@ -351,3 +351,53 @@ def test_scopes_from_mount_namespaces(prefork: Prefork, started: Started) -> Non
     assert binding.scopes([proc(own.pid, "c1")], ["c1"], btf=False)[0].mnt_ns == ()
     b = binding.bind(got)
     assert f"@ctrace_mntns[{ns}] = 1;" in b.begin and f"@ctrace_pids[{host.pid}] = 1;" in b.begin
+
+
+def test_which_targets_name_a_whole_container() -> None:
+    from ctrace.model import Container, Pod, Process
+
+    web = Container("0123456789abcdef" * 4, "web-1", "img", "docker")
+    proc = Process(10, (10, 1), "nginx", "/usr/sbin/nginx", runtime="docker", container=web, init=True)
+    assert binding.named_containers("web-1", None, [proc]) == [web.id]
+    assert binding.named_containers("web", None, [proc]) == [web.id]  # a name prefix, as docker.select
+    assert binding.named_containers("0123456789ab", None, [proc]) == [web.id]
+    for target in ("nginx", "pid:10", "10"):  # a process, not its container
+        assert binding.named_containers(target, None, [proc]) == [], target
+    assert binding.named_containers("web-1", "host", [proc]) == []  # --runtime host: processes
+    pod = proc._replace(pod=Pod("ns", "web-7d9", "uid", "nginx", "node"))
+    assert binding.named_containers("", None, [pod]) == [web.id]  # -l SELECTOR: pods are whole
+    assert binding.legend([pod, proc]) == [
+        "PID 10 = docker container nginx (pod ns/web-7d9)",
+        "PID 10 = docker container web-1",
+    ]
+
+
+def test_what_ends_the_program_and_what_is_said() -> None:
+    """A program on one process stops with it; on a container, only with its init."""
+    one = binding.Scope(binding.PROCESSES, (binding.Member(7),))
+    assert "/tid == 7/ { exit(); }" in " ".join(binding.bind([one]).blocks)
+    worker = binding.Scope(binding.CONTAINER, (binding.Member(8, 5),), "docker container w", (5,))
+    init = worker._replace(members=(binding.Member(9, 5, init=True),))
+    assert not any("exit()" in b for b in binding.bind([worker]).blocks)
+    assert "/tid == 9/ { exit(); }" in " ".join(binding.bind([init]).blocks)
+    two = binding.Scope(binding.PROCESSES, (binding.Member(7), binding.Member(8)))
+    assert binding.bind([two]).statement == "bound to PID 7, 8 and the children they fork later"
+
+    class Old:
+        pid_filters_uprobes = False
+
+        def delete(self, element: str) -> str:
+            return f"delete({element});"
+
+    pinned = binding.bind([one], Old(), pinned=7).statement
+    assert "; -p 7 only names the path" in pinned
+    new = binding.bind([one], _New(), 7)
+    assert "limits this bpftrace to PID 7" in new.statement
+    assert "$gone = delete(@ctrace_pids[tid]);" in " ".join(new.blocks)
+
+
+class _New:
+    pid_filters_uprobes = True
+
+    def delete(self, element: str) -> str:
+        return f"$gone = delete({element});"
