@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from ctrace import cli
-from tests.conftest import SRC, Bpftrace, Built, Processes, Session, need, program_warnings, run
+from tests.conftest import SRC, Bpftrace, Built, Processes, Session, ctrace, need, program_warnings, run
 
 pytestmark = pytest.mark.bpftrace
 ACTIONS = ("stack", "count", "args", "latency")
@@ -225,8 +225,11 @@ def markdown(data: dict[str, dict[str, Any]]) -> str:
         ("warnings seen (not the machine's)", "warnings"),
         ("unsafe cells (their one warning allowed)", "unsafe"),
         ("groups run again (a map or END failed to load: 0.17, a busy machine)", "retries"),
-        ("Go latency median (20 ms sleep)", "go_latency"),
-        ("C latency median (20 ms sleep)", "c_latency"),
+        ("Go latency median, matrix (8 goroutines, 20 ms sleep)", "go_latency"),
+        ("C latency median, matrix (20 ms sleep)", "c_latency"),
+        ("Go latency median, printed program (32 goroutines, GOMAXPROCS 4)", "go_latency_printed"),
+        ("  the same keyed by thread (control: must be wrong)", "go_latency_by_thread"),
+        ("C latency median, printed program", "c_latency_printed"),
     ]
     lines = ["| | " + " | ".join(f"bpftrace {v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
     for title, key in rows:
@@ -271,18 +274,20 @@ def test_every_cell_is_valid_or_refused(
                     retries.append(f"{s.name}{' --unsafe' if unsafe else ''}")
             warnings += found
     wrong = [f"{c.key}: {c.detail or 'did not fire'}" for c in valid if not c.fired]
-    REPORT[bpftrace.version] = {
-        "valid": len(valid) - len(wrong),
-        "refused": len(refused),
-        "wrong": len(wrong),
-        "warnings": len(warnings),
-        "unsafe": sum("--unsafe" in c.probe_json["argv"] for c in valid),
-        "retries": len(retries),
-        "retried": retries,
-        "go_latency": _detail(valid, "latency/uprobe/go"),
-        "c_latency": _detail(valid, "latency/uprobe/c"),
-        "cells": {c.key: _outcome(c) for c in cells},
-    }
+    REPORT.setdefault(bpftrace.version, {}).update(
+        {
+            "valid": len(valid) - len(wrong),
+            "refused": len(refused),
+            "wrong": len(wrong),
+            "warnings": len(warnings),
+            "unsafe": sum("--unsafe" in c.probe_json["argv"] for c in valid),
+            "retries": len(retries),
+            "retried": retries,
+            "go_latency": _detail(valid, "latency/uprobe/go"),
+            "c_latency": _detail(valid, "latency/uprobe/c"),
+            "cells": {c.key: _outcome(c) for c in cells},
+        }
+    )
     assert not warnings, warnings
     assert not wrong, wrong
 
@@ -332,3 +337,50 @@ def fire_group(group: list[tuple[int, Cell]], running: dict[str, int], bt: Bpftr
     for n, cell in group:
         check_fired(n, cell, out, running[cell.subject.name])
     return program_warnings(err, argv)
+
+
+def latency_median(argv: list[str], seconds: float = 2.0) -> tuple[str, str]:
+    """Run a latency program as printed; the median bucket of its histogram and stderr."""
+    session = Session(argv)
+    if not session.wait_attached(timeout=120):
+        pytest.fail(f"bpftrace did not attach: {session.stop()[1]}")
+    time.sleep(seconds)
+    out, err = session.stop()
+    return median_bucket(_hist(out, "@usecs")), err
+
+
+@pytest.mark.parametrize("subject", ["go", "c"])
+def test_latency_median_is_the_sleep(
+    subjects: dict[str, Path],
+    processes: Processes,
+    bpftrace: Bpftrace,
+    subject: str,
+    report: dict[str, dict[str, Any]],
+) -> None:
+    """Go: 32 goroutines on 4 threads each block ~20 ms per call; keyed by goroutine the
+    median lands in the 20 ms bucket. The same program keyed by thread does not (the
+    control: a goroutine resumes on another thread, another's start is read). C: a plain
+    ~20 ms sleep."""
+    proc = processes.start(subjects[subject], *(["32"] if subject == "go" else []))
+    func = "main.block" if subject == "go" else "work"
+    probe = json.loads(ctrace_json("target", f"pid:{proc.pid}", "--func", func, "--action", "latency", *bpftrace.args))[
+        "targets"
+    ][0]["probes"][0]
+    argv = probe["argv"]
+    median, err = latency_median(argv)
+    assert not program_warnings(err, argv), err
+    assert median == SLEEP_BUCKET, (median, probe["shell"])
+    mine = report.setdefault(bpftrace.version, {})
+    mine[f"{subject}_latency_printed"] = median
+    if subject == "go":
+        by_thread = [*argv[:-1], argv[-1].replace('pid, reg("r14")', "tid")]
+        assert by_thread != argv
+        wrong, _ = latency_median(by_thread)
+        mine["go_latency_by_thread"] = wrong
+        assert wrong != SLEEP_BUCKET, "the control should have measured wrong"
+
+
+def ctrace_json(*args: str) -> str:
+    res = ctrace(*args, "-o", "json")
+    assert res.code == 0, res.err
+    return res.out
