@@ -242,6 +242,27 @@ class Session:
                 return True
         return self.attached.is_set()
 
+    def drain(self, quiet: float = 1.0, timeout: float = 90.0) -> None:
+        """Wait until bpftrace has neither printed nor used CPU for ``quiet`` seconds: it is
+        behind when it names many stacks, and its output into a pipe is block-buffered."""
+        deadline = time.monotonic() + timeout
+        seen: tuple[int, int] = (-1, -1)
+        since = time.monotonic()
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            now = (len(self.out) + len(self.err), self._cpu())
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.2)
+
+    def _cpu(self) -> int:
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return -1
+        return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+
     def stop(self, timeout: float = 30.0) -> tuple[str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
