@@ -56,7 +56,9 @@ def head(b: Block) -> str:
 
 
 def stack(b: Block) -> str:
-    return f'{head(b)} {{ printf("%s\\n", ustack); }}'
+    """Each event: a ``pid=N label`` line, then the frames (ustack starts with a newline)."""
+    name = f" {b.label}" if b.label else ""
+    return f'{head(b)} {{ printf("pid=%d{name}%s\\n", pid, ustack); }}'
 
 
 def stacks(b: Block) -> str:

@@ -61,6 +61,7 @@ class Member(Record):
     pid: int
     mnt_ns: int | None = None  # inode of /proc/PID/ns/mnt, None when unreadable
     label: str = "host process"  # e.g. "docker container web-1 (pod ns/name)"
+    init: bool = False  # its container's init process: the container ends with it
 
 
 class Scope(Record):
@@ -105,7 +106,7 @@ def label(proc: Process) -> str:
 
 
 def member(proc: Process, proc_root: str = "/proc") -> Member:
-    return Member(proc.pid, mount_ns(proc.pid, proc_root), label(proc))
+    return Member(proc.pid, mount_ns(proc.pid, proc_root), label(proc), proc.init)
 
 
 def names_container(target: str, proc: Process) -> bool:
@@ -117,6 +118,13 @@ def names_container(target: str, proc: Process) -> bool:
     if c is None or not target or target.startswith("pid:") or target.isdigit():
         return False
     return c.id.startswith(target) or c.name.lstrip("/").startswith(target.lstrip("/"))
+
+
+def named_containers(target: str, runtime: str | None, procs: Sequence[Process]) -> list[str]:
+    """Ids of the containers ``target`` names as a whole; none under ``--runtime host``."""
+    if runtime == "host":
+        return []
+    return list(dict.fromkeys(p.container.id for p in procs if p.container and names_container(target, p)))
 
 
 def host_mount_namespaces(proc_root: str = "/proc") -> set[int]:
@@ -155,10 +163,11 @@ def scopes(
     return out
 
 
-def scope_of(proc: Process, target: str, proc_root: str = "/proc", btf: bool | None = None) -> Scope:
+def scope_of(
+    proc: Process, target: str, proc_root: str = "/proc", btf: bool | None = None, runtime: str | None = None
+) -> Scope:
     """The scope of one process's own commands: its container if the target names it, else itself."""
-    whole = [proc.container.id] if proc.container and names_container(target, proc) else []
-    return scopes([proc], whole, proc_root, btf)[0]
+    return scopes([proc], named_containers(target, runtime, [proc]), proc_root, btf)[0]
 
 
 def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:
@@ -189,8 +198,23 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
         blocks = _pid_blocks(dialect)
         tests.append(f"{PIDS}[pid]")
         end.append(f"clear({PIDS});")
-    text = statement(chosen, pinned, dialect)
+    last = _last(chosen)
+    if last is not None:
+        # As bpftrace -p did: a program on one process stops when it exits (its main thread).
+        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /tid == {last}/ {{ exit(); }}")
+    text = statement(chosen, pinned, dialect) + (f"; it stops when PID {last} exits" if last is not None else "")
     return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
+
+
+def _last(chosen: Sequence[Scope]) -> int | None:
+    """The PID whose exit ends the program: its one process, or its container's init (a
+    container lives on after a worker exits); None when it covers more."""
+    members = [m for s in chosen for m in s.members]
+    if len({m.pid for m in members}) != 1:
+        return None
+    if chosen[0].kind == CONTAINER and not members[0].init:
+        return None
+    return members[0].pid
 
 
 def statement(chosen: Sequence[Scope], pinned: int | None = None, dialect: Facts | None = None) -> str:

@@ -179,6 +179,7 @@ def _run(result: Plan, args: argparse.Namespace, request: Request, ctx: Context,
                 "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
             )
         return runner.run(chosen.argv, args.duration)
+    legend(result, out)
     if request.action == "stacks":
         names = naming(result, args, ctx.proc_root)
         return run_traced(result, args, lambda: runner.run_stacks(chosen.argv, args.duration, names, out))
@@ -295,6 +296,17 @@ def _label(p: Process) -> str:
     if p.container is not None:
         return f"{p.comm}, {p.container.runtime} container {p.container.name}"
     return f"{p.comm}, host"
+
+
+def legend(result: Plan, out: TextIO) -> None:
+    """Before --run output: the container or pod of each PID, and what the program admits."""
+    from ctrace import binding
+
+    for line in binding.legend([t.process for t in result.targets]):
+        out.write(f"ctrace: {line}\n")
+    for statement in dict.fromkeys(p.bound for t in result.targets for p in t.probes if p.bound):
+        out.write(f"ctrace: {statement}\n")
+    out.flush()  # before bpftrace writes to the same stream
 
 
 def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:

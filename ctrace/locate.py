@@ -101,7 +101,7 @@ def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool) -
     shown = ", ".join(str(p) for p in others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
     return [
         f"{path} is the same file as process(es) {shown} {'map' if lib else 'run'} (a shared image layer or "
-        f"library): a uprobe on it fires in all of them; every command here is bound to PID {proc.pid}"
+        f"library): a uprobe on it fires in all of them; each command here admits only its target (see binding)"
     ]
 
 

@@ -104,7 +104,7 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Req
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
-    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root)
+    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
     out = []
     for sym in symbols:
         made = [_command(loaded, elf_file, sym, index, form, request, scope) for form in forms]
@@ -230,7 +230,7 @@ def combined(result: Plan, request: Request, ctx: Context) -> Command:
     """One stack program for every probe of every target (``--run --all``): each file and
     site attached once however many PIDs run it, bound to all the targets' scopes."""
     procs = [t.process for t in result.targets]
-    whole = {p.container.id for p in procs if p.container is not None and binding.names_container(request.target, p)}
+    whole = binding.named_containers(request.target, request.runtime, procs)
     bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
     parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
     block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
@@ -302,14 +302,24 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
-        if _walks_stacks(request.action, item.info.language):
-            item.warnings.extend(_frame_pointers(item, ctx))
+        item.warnings.extend(_run_warnings(item, request, ctx))
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
         raise _no_match(*failures[0])
     if not out:
         raise gone[0] if gone else NotFound("every process of the target exited", "run it again")
     return out
+
+
+def _run_warnings(item: Loaded, request: Request, ctx: Context) -> list[str]:
+    """What will make the output short or differ: no frame pointers, no bpftrace found."""
+    found = _frame_pointers(item, ctx) if _walks_stacks(request.action, item.info.language) else []
+    if not request.dialect.known:
+        found.append(
+            f"{request.dialect.program} was not found: the commands are written for bpftrace "
+            f"{request.dialect.name}, the oldest ctrace knows; --bpftrace PATH names another"
+        )
+    return found
 
 
 def _walks_stacks(action: str, language: str) -> bool:

@@ -9,15 +9,18 @@ import pytest
 
 from ctrace import actions
 from ctrace.dialect import Dialect
-from tests.conftest import Built, Processes, ctrace, need_bpftrace
+from tests.conftest import Bpftrace, Built, Processes, ctrace, program_warnings
 
 pytestmark = pytest.mark.bpftrace
 
 
-def run_action(target: str, func: str, action: str) -> tuple[str, str]:
-    shell = ctrace("target", target, "--func", func, "--action", action, "-q").out.strip()
-    res = ctrace("target", target, "--func", func, "--action", action, "--run", "--duration", "2")
+def run_action(target: str, func: str, action: str, bt: Bpftrace) -> tuple[str, str]:
+    """The printed command, and what --run (with the same --bpftrace) printed running it."""
+    shell = ctrace("target", target, "--func", func, "--action", action, "-q", *bt.args).out.strip()
+    assert shlex.split(shell)[0] == bt.path  # --run starts the bpftrace the program was written for
+    res = ctrace("target", target, "--func", func, "--action", action, "--run", "--duration", "2", *bt.args)
     assert res.code == 0, res.err
+    assert not program_warnings(res.err, shlex.split(shell)), res.err
     return shell, res.out
 
 
@@ -31,29 +34,26 @@ def labelled(out: str, pid: int, label: str) -> list[dict[str, str]]:
     return rows
 
 
-def test_count_counts_per_pid(built: Built, processes: Processes) -> None:
-    need_bpftrace()
+def test_count_counts_per_pid(built: Built, processes: Processes, bpftrace: Bpftrace) -> None:
     proc = processes.start(built["stack-unwind"])
-    shell, out = run_action(f"pid:{proc.pid}", "func_c", "count")
+    shell, out = run_action(f"pid:{proc.pid}", "func_c", "count", bpftrace)
     assert '@calls[pid, "func_c"] = count();' in shlex.split(shell)[-1]
     (count,) = re.findall(rf"@calls\[{proc.pid}, func_c\]: (\d+)", out)
     assert int(count) >= 5  # ten calls a second, for two seconds
 
 
-def test_args_prints_six_arguments(built: Built, processes: Processes) -> None:
-    need_bpftrace()
+def test_args_prints_six_arguments(built: Built, processes: Processes, bpftrace: Bpftrace) -> None:
     proc = processes.start(built["acme"])
-    _, out = run_action(f"pid:{proc.pid}", "handshake", "args")
+    _, out = run_action(f"pid:{proc.pid}", "handshake", "args", bpftrace)
     rows = labelled(out, proc.pid, "handshake")
     assert rows and all(len(r) == 6 for r in rows)
     # handshake(this, round): arg0 is the object's address, arg1 the round (even: twice(i)).
     assert all(int(r["arg1"], 16) % 2 == 0 for r in rows)
 
 
-def test_args_on_go_reads_go_registers(built: Built, processes: Processes) -> None:
-    need_bpftrace()
+def test_args_on_go_reads_go_registers(built: Built, processes: Processes, bpftrace: Bpftrace) -> None:
     proc = processes.start(built["cilium-agent"])
-    shell, out = run_action(f"pid:{proc.pid}", "regenerate", "args")
+    shell, out = run_action(f"pid:{proc.pid}", "regenerate", "args", bpftrace)
     assert 'reg("ax")' in shell
     rows = labelled(out, proc.pid, "regenerate")
     assert rows
@@ -62,10 +62,9 @@ def test_args_on_go_reads_go_registers(built: Built, processes: Processes) -> No
 
 
 @pytest.mark.parametrize(("binary", "func"), [("stack-unwind", "func_c"), ("cilium-agent", "regenerate")])
-def test_latency_histogram(built: Built, processes: Processes, binary: str, func: str) -> None:
-    need_bpftrace()
+def test_latency_histogram(built: Built, processes: Processes, binary: str, func: str, bpftrace: Bpftrace) -> None:
     proc = processes.start(built[binary])
-    shell, out = run_action(f"pid:{proc.pid}", func, "latency")
+    shell, out = run_action(f"pid:{proc.pid}", func, "latency", bpftrace)
     program = shlex.split(shell)[-1]
     # Go stacks move, so its returns are uprobes on each RET, never a uretprobe.
     assert ("uretprobe:" in program) == (binary != "cilium-agent")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HOSTILE, PWNED, STAR_T, Built, Processes, ctrace, fire, need_bpftrace
+from tests.conftest import HOSTILE, PWNED, STAR_T, Bpftrace, Built, Processes, ctrace, fire, need_bpftrace
 
 pytestmark = pytest.mark.bpftrace
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
@@ -20,9 +20,11 @@ def _bpftrace() -> None:
 
 
 def targets(target: str, *funcs: str) -> list[dict[str, Any]]:
+    """``ctrace target`` as JSON; a "--bpftrace" among ``funcs`` is passed as the option."""
     args = ["target", target, "-o", "json"]
-    for f in funcs:
-        args += ["--func", f]
+    items = iter(funcs)
+    for f in items:
+        args += [f, next(items)] if f == "--bpftrace" else ["--func", f]
     res = ctrace(*args)
     assert res.code == 0, res.err
     found: list[dict[str, Any]] = res.json()["targets"]
@@ -39,6 +41,7 @@ def assert_every_command_fires(probe: dict[str, Any], symbol: str | None = None)
     for argv in commands(probe):
         result = fire(argv, symbol or probe["symbol"])
         assert result.fired, f"{argv} did not fire: {result.stderr}"
+        assert not result.warnings, result.stderr
         stacks.append(result.stacks[0])
     return stacks
 
@@ -54,10 +57,10 @@ def assert_every_command_fires(probe: dict[str, Any], symbol: str | None = None)
     ],
 )
 def test_printed_commands_fire(
-    built: Built, processes: Processes, binary: str, func: str, symbol: str, shown: str
+    built: Built, processes: Processes, binary: str, func: str, symbol: str, shown: str, bpftrace: Bpftrace
 ) -> None:
     proc = processes.start(built[binary])
-    (t,) = targets(f"pid:{proc.pid}", func)
+    (t,) = targets(f"pid:{proc.pid}", func, *bpftrace.args)
     (probe,) = t["probes"]
     assert probe["symbol"] == symbol
     assert probe["attach"] == "name"

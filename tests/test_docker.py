@@ -146,7 +146,8 @@ def bound_to(argv: list[str]) -> int | None:
     if pids:
         return int(pids[0])
     spaces = {int(n) for n in re.findall(r"@ctrace_mntns\[(\d+)\] = 1;", argv[-1])}
-    for pid in map(int, re.findall(r"/proc/(\d+)/", argv[-1])):
+    # The PID in its paths, or the one whose exit ends the program (binding: one process).
+    for pid in map(int, re.findall(r"(?:/proc/|/tid == )(\d+)/", argv[-1])):
         try:
             if os.stat(f"/proc/{pid}/ns/mnt").st_ino in spaces:
                 return pid

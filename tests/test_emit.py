@@ -32,7 +32,7 @@ def test_exact_argv_for_plain_symbol() -> None:
         "-p",
         "42",
         "-e",
-        'uprobe:/proc/42/root/usr/bin/hello:hello /pid == 42/ { printf("%s\\n", ustack); }',
+        'uprobe:/proc/42/root/usr/bin/hello:hello /pid == 42/ { printf("pid=%d f%s\\n", pid, ustack); }',
     )
     assert shlex.split(cmd.shell) == list(cmd.argv)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import time
@@ -40,7 +41,8 @@ def count_returns(
     os.kill(proc.pid, signal.SIGUSR1)  # the process ends after bpftrace, which names its frames
     proc.wait(timeout=10)
     assert not program_warnings(err, probe["argv"]), err
-    stacks = [block for block in out.split("\n\n") if block.strip() and not block.strip().startswith("Attach")]
+    # Each event is a "pid=N label" line and its frames (actions.stack).
+    stacks = [block for block in out.split("\n\n") if re.search(rf"^pid={proc.pid} ", block, re.M)]
     return probe, len(stacks)
 
 
@@ -120,7 +122,7 @@ def test_return_program_lists_every_site() -> None:
         "-p",
         "7",
         "-e",
-        'uprobe:/proc/7/exe:0x10, uprobe:/proc/7/exe:0x20 /pid == 7/ { printf("%s\\n", ustack); }',
+        'uprobe:/proc/7/exe:0x10, uprobe:/proc/7/exe:0x20 /pid == 7/ { printf("pid=%d f%s\\n", pid, ustack); }',
     )
     assert tuple(shlex.split(cmd.shell)) == cmd.argv
 

@@ -23,8 +23,8 @@ SNAPSHOT = """\
   host     /proc/{pid}/root{path}
 
 # func_c  (vaddr 0x{address:x}, attached by name)
-# bound to PID {pid} and the children it forks later
-bpftrace -e 'BEGIN {{ @ctrace_pids[{pid}] = 1; }} tracepoint:sched:sched_process_fork /@ctrace_pids[pid]/ {{ @ctrace_pids[args->child_pid] = 1; }} tracepoint:sched:sched_process_exit /@ctrace_pids[tid]/ {{ delete(@ctrace_pids[tid]); }} uprobe:/proc/{pid}/root{path}:func_c /@ctrace_pids[pid]/ {{ printf("%s\\n", ustack); }} END {{ clear(@ctrace_pids); }}'
+# bound to PID {pid} and the children it forks later; it stops when PID {pid} exits
+bpftrace -e 'BEGIN {{ @ctrace_pids[{pid}] = 1; }} tracepoint:sched:sched_process_fork /@ctrace_pids[pid]/ {{ @ctrace_pids[args->child_pid] = 1; }} tracepoint:sched:sched_process_exit /@ctrace_pids[tid]/ {{ delete(@ctrace_pids[tid]); }} tracepoint:sched:sched_process_exit /tid == {pid}/ {{ exit(); }} uprobe:/proc/{pid}/root{path}:func_c /@ctrace_pids[pid]/ {{ printf("pid=%d func_c%s\\n", pid, ustack); }} END {{ clear(@ctrace_pids); }}'
 # other path forms: exe (-o wide shows them)
 """  # noqa: E501 - the command is one line, as printed
 
