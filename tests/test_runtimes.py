@@ -370,6 +370,30 @@ def test_pods_on_the_node_without_an_api_server(cri: Running, tmp_path: Path) ->
     assert res.code == 3 and "metadata database (containerd)" in res.err, res.err
 
 
+def test_with_an_api_server_the_two_sources_agree(cri: Running, tmp_path: Path) -> None:
+    from tests.k8s_api import ApiServer, pod
+
+    server = ApiServer()
+    try:
+        server.pods = [
+            pod(f"{P}-web", "shop", f"containerd://{cri.name}", "node-x", containers=(API,), uid=UID),
+            pod(f"{P}-liar", "shop", f"containerd://{cri.name}", "node-x", containers=(API,)),
+        ]
+        config = server.kubeconfig(tmp_path / "config", namespace="shop")
+        env = {**os.environ, "KUBECONFIG": ""}
+        res = ctrace("target", f"pod/{P}-web", "--kubeconfig", str(config), "--func", "hello", "-o", "json", env=env)
+        assert res.code == 0, res.err
+        (t,) = res.json()["targets"]
+        assert t["pid"] == cri.pid and t["pod"]["name"] == f"{P}-web" and t["container"]["namespace"] == "k8s.io"
+        assert t["binary"]["merged_path"].endswith("/rootfs/hello")  # the runtime's root filesystem, too
+        assert not any("disagree" in w or "CRI metadata says" in w for w in t["warnings"])
+        res = ctrace("target", f"pod/{P}-liar", "--kubeconfig", str(config), "--func", "hello", "-o", "json", env=env)
+        (t,) = res.json()["targets"]
+        assert any(f"the runtime's CRI metadata says shop/{P}-web" in w for w in t["warnings"]), t["warnings"]
+    finally:
+        server.stop()
+
+
 def test_ns_and_ps_text_show_container_and_pod(cri: Running) -> None:
     res = ctrace("ns", str(cri.pid))
     assert res.code == 0, res.err
