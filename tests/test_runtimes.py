@@ -255,7 +255,8 @@ def pids_fired(argv: Sequence[str], prefix: Sequence[str] = (), want: int = 3, t
 
     its probe and filter unchanged, its action replaced by one that prints the PID."""
     program = argv[argv.index("-e") + 1]
-    labelled = re.sub(r"\{.*\}\s*$", lambda _: '{ printf("PID %d\\n", pid); }', program, flags=re.S)
+    probe = r"(\bu(?:ret)?probe:[^{]*\{)[^}]*\}"  # the uprobe's block; BEGIN, END and tracepoints stay
+    labelled = re.sub(probe, lambda m: m.group(1) + ' printf("PID %d\\n", pid); }', program)
     args = [*prefix, *argv[: argv.index("-e") + 1], labelled, *argv[argv.index("-e") + 2 :]]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     assert proc.stdout is not None
@@ -290,7 +291,7 @@ def bound(argv: Sequence[str]) -> bool:
     in every process that runs the same file (a pod's sandbox and its app share
     the image's layer); the binding work of issue 13 adds the predicate."""
     program = argv[list(argv).index("-e") + 1]
-    return re.search(r"/[^{]*\b(pid|cgroup|mntns|ns)\b[^{]*/\s*\{", program) is not None
+    return re.search(r"\bu(?:ret)?probe:[^{]*/[^{]*\b(pid|tid|cgroup|mntns)\b[^{]*/\s*\{", program) is not None
 
 
 def forms_fired(target: dict[str, Any], row: str) -> list[str]:
