@@ -326,6 +326,9 @@ def test_containerd_plain(node: Node, plain: Running, cri: Running) -> None:
     )
     record(row, "by name", "yes")
     record(row, "identity", f"runtime, namespace, name, ID (image: {c['image'] or 'not on disk'})")
+    # no ctr, crictl or podman on the way: the state files alone
+    res = ctrace("target", plain.name, "--func", "hello", "-o", "json", env={**os.environ, "PATH": "/nonexistent"})
+    assert res.code == 0 and res.json()["targets"][0]["pid"] == plain.pid, res.err
     by_pid = only_target(f"pid:{plain.pid}")
     assert by_pid["container"]["id"] == plain.name
     record(row, "by PID", "yes")
