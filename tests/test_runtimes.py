@@ -190,6 +190,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Iterator[Nod
     tar = tmp / "hello.tar"
     run(["docker", "save", "-o", str(tar), image], timeout=300)
     n = Node(tmp, tar, image)
+    n.cgroups.append(f"/{NS}")  # ctr's default cgroup is /NAMESPACE/ID: runc removes the ID's only
     try:
         _start_containerd(n)
         yield n
