@@ -253,3 +253,12 @@ def test_crio_pods_without_an_api_server(crio_node: Path, monkeypatch: pytest.Mo
         kubernetes.resolve("deploy/web", ctx)
     with pytest.raises(UsageError, match=r"not in the pod \(it has agent\)"):
         kubernetes.resolve("pod/web-7f", ctx._replace(k8s=K8sOptions(container="sidecar")))
+
+
+def test_a_file_that_is_not_bbolt_is_no_database(tmp_path: Path) -> None:
+    from ctrace.resolvers import bolt
+
+    for data in (b"", b"x" * 10000, (0xED0CDAED).to_bytes(4, "little") * 2048):
+        (tmp_path / "meta.db").write_bytes(data)
+        assert bolt.open_bolt(str(tmp_path / "meta.db")) is None
+    assert bolt.open_bolt(str(tmp_path / "missing.db")) is None
