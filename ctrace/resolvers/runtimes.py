@@ -13,7 +13,7 @@ import os
 
 from ctrace import procfs
 from ctrace.errors import CtraceError, EnvironmentProblem
-from ctrace.model import Container, Pod, Process
+from ctrace.model import Container, Process
 from ctrace.record import TYPE_CHECKING, Record
 from ctrace.resolvers import host
 from ctrace.resolvers.base import Context, Hit, Monitors, Runtime
@@ -176,10 +176,6 @@ def _below(tree: procfs.Tree, pid: int, monitors: set[int]) -> bool:
         if pid in monitors:
             return True
     return False
-
-
-def pod_of(hit: Hit) -> Pod | None:
-    return hit.pod
 
 
 def label(hit: Hit) -> str:
