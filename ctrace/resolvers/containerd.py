@@ -23,8 +23,8 @@ import os
 import re
 import struct
 
-from ctrace import procfs
 from ctrace.model import Container
+from ctrace.monitors import SHIM, Tree
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import bolt, oci
 from ctrace.resolvers.base import Context, Hit, Monitors
@@ -41,10 +41,10 @@ MIN_ID_PREFIX = 4  # as docker: shorter hex is a process name far more often tha
 
 def roots(ctx: Context, monitors: Monitors) -> list[str]:
     """Every task directory on this host: the usual two, and those the running shims are in."""
-    tree = procfs.Tree.of(ctx.proc_root)
+    tree = Tree.of(ctx.proc_root)
     found = [r for r in ROOTS if os.path.isdir(r)]
     for shim in monitors.shims:
-        where = tree.level(shim, procfs.SHIM, [])
+        where = tree.level(shim, SHIM, [])
         if where is None or where.bundle is None or where.runtime == "docker":
             continue
         root = os.path.dirname(os.path.dirname(where.bundle))
