@@ -15,7 +15,7 @@ from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceabl
 from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
-    from ctrace import cgroups
+    from ctrace import cgroups, monitors
 
 PROC = "/proc"
 DELETED = " (deleted)"
@@ -199,7 +199,7 @@ def pids(proc_root: str = PROC) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def placement(pid: int, proc_root: str = PROC, tree: Tree | None = None) -> cgroups.Placement:
+def placement(pid: int, proc_root: str = PROC, tree: monitors.Tree | None = None) -> cgroups.Placement:
     """The container (and pod) a process is in: its runtime's monitor above it, else its cgroup path.
 
     A containerd shim or a conmon is an ancestor of every process of a container
@@ -208,6 +208,7 @@ def placement(pid: int, proc_root: str = PROC, tree: Tree | None = None) -> cgro
     The cgroup path adds the pod UID, and is the answer when no monitor is seen.
     """
     from ctrace import cgroups  # its regular expressions are compiled at import: only when asked
+    from ctrace.monitors import Tree
 
     paths = parse_cgroup(read_text(pid, "cgroup", proc_root))
     guess = cgroups.placement(paths)
@@ -225,11 +226,13 @@ def placements(proc_root: str = PROC, wanted: tuple[bytes, ...] | None = None) -
     ``wanted``: only processes whose cgroup file mentions one of these (container
     IDs): a substring test is far cheaper than a placement of every process.
     """
+    from ctrace.monitors import Tree
+
     out = {}
     tree = Tree.of(proc_root)
     for pid in pids(proc_root):
         if wanted is not None:
-            raw = _read_bytes(f"{proc_root}/{pid}/cgroup")
+            raw = read_bytes(f"{proc_root}/{pid}/cgroup")
             if raw is None or not any(w in raw for w in wanted):
                 continue
         try:
@@ -241,7 +244,8 @@ def placements(proc_root: str = PROC, wanted: tuple[bytes, ...] | None = None) -
     return out
 
 
-def _read_bytes(path: str, size: int = 1 << 16) -> bytes | None:
+def read_bytes(path: str, size: int = 1 << 16) -> bytes | None:
+    """A file's first ``size`` bytes with bare os calls; None when it is gone or unreadable."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -252,153 +256,3 @@ def _read_bytes(path: str, size: int = 1 << 16) -> bytes | None:
         return None
     finally:
         os.close(fd)
-
-
-SHIM = "containerd-shim"  # comm of containerd-shim-runc-v2 (and -v1), cut to 15 bytes
-CONMON = "conmon"  # podman's and CRI-O's monitor
-
-
-class Tree:
-    """Parents and names of processes, each read once, and what each runtime monitor says.
-
-    ``ps`` asks for the ancestors of every process: a run reads each stat once.
-    """
-
-    _shared: dict[str, Tree] = {}
-
-    def __init__(self, proc_root: str = PROC) -> None:
-        self.proc_root = proc_root
-        self._stat: dict[int, tuple[int, str]] = {}
-        self._dirs: dict[str, frozenset[str]] = {}
-        self._monitors: dict[int, tuple[str, str, str, str, str] | None] = {}
-        self._self_mnt: str | None = None
-
-    @classmethod
-    def of(cls, proc_root: str = PROC) -> Tree:
-        """One tree a run: what one question read (a shim's bundle, a parent) the next need not."""
-        if proc_root not in cls._shared:
-            cls._shared[proc_root] = cls(proc_root)
-        return cls._shared[proc_root]
-
-    def descendants(self, pids: set[int]) -> set[int] | None:
-        """Every process below these, from the kernel's children lists; None where it keeps none."""
-        out: set[int] = set()
-        todo = list(pids)
-        while todo:
-            pid = todo.pop()
-            try:
-                tasks = os.listdir(f"{self.proc_root}/{pid}/task")
-            except OSError:
-                if pid in pids:
-                    return None
-                continue
-            for tid in tasks:
-                raw = _read_bytes(f"{self.proc_root}/{pid}/task/{tid}/children")
-                if raw is None and pid in pids:
-                    return None  # no CONFIG_PROC_CHILDREN, or a proc root of files
-                for child in (raw or b"").split():
-                    if int(child) not in out:
-                        out.add(int(child))
-                        todo.append(int(child))
-        return out
-
-    def parent(self, pid: int) -> tuple[int, str]:
-        """(parent PID, comm); (0, "") when the process is gone."""
-        if pid not in self._stat:
-            raw = _read_bytes(f"{self.proc_root}/{pid}/stat", 1024)
-            self._stat[pid] = parse_stat(raw) if raw else (0, "")
-        return self._stat[pid]
-
-    def levels(self, pid: int, paths: list[str]) -> list[cgroups.Placement]:
-        """The containers around ``pid``, outermost first, from the monitors among its ancestors."""
-        out = []
-        seen = {pid}
-        parent, _ = self.parent(pid)
-        while parent > 1 and parent not in seen:
-            seen.add(parent)
-            grand, comm = self.parent(parent)
-            level = self.level(parent, comm, paths)
-            if level is not None:
-                out.append(level)
-            parent = grand
-        out.reverse()
-        return out
-
-    def level(self, pid: int, comm: str, paths: list[str]) -> cgroups.Placement | None:
-        from ctrace import cgroups
-
-        if comm != CONMON and not comm.startswith(SHIM):
-            return None
-        if pid not in self._monitors:
-            self._monitors[pid] = self._monitor(pid, comm)
-        known = self._monitors[pid]
-        if known is None:
-            return None
-        runtime, namespace, ident, bundle, name = known
-        if runtime in ("containerd", "docker"):
-            ident, bundle = self._sibling(ident, bundle, paths)
-        return cgroups.Placement(ident, runtime, None, namespace, bundle, name)
-
-    def _monitor(self, pid: int, comm: str) -> tuple[str, str, str, str, str] | None:
-        try:
-            if comm == CONMON:
-                args = _read_bytes(f"{self.proc_root}/{pid}/cmdline") or b""
-                return conmon_level(os.fsdecode(args).split("\0"), self.view(pid))
-            cwd = os.readlink(f"{self.proc_root}/{pid}/cwd")  # the shim runs in its bundle
-        except (OSError, ValueError):
-            return None
-        bundle = self.view(pid) + cwd
-        namespace = os.path.basename(os.path.dirname(cwd))
-        return ("docker" if namespace == "moby" else "containerd"), namespace, os.path.basename(cwd), bundle, ""
-
-    def view(self, pid: int) -> str:
-        """The prefix that makes a path of ``pid``'s mount namespace a path ctrace can open."""
-        try:
-            if self._self_mnt is None:
-                self._self_mnt = os.readlink(f"{self.proc_root}/self/ns/mnt")
-            if os.readlink(f"{self.proc_root}/{pid}/ns/mnt") == self._self_mnt:
-                return ""
-        except OSError:
-            pass
-        return f"{self.proc_root}/{pid}/root"
-
-    def _sibling(self, ident: str, bundle: str, paths: list[str]) -> tuple[str, str]:
-        """A CRI shim serves a whole pod from the sandbox's bundle: the container is the
-        bundle beside it whose ID is in the process's cgroup path (``docker exec`` too)."""
-        parent = os.path.dirname(bundle)
-        if parent not in self._dirs:
-            try:
-                self._dirs[parent] = frozenset(os.listdir(parent))
-            except OSError:
-                self._dirs[parent] = frozenset()
-        ids = self._dirs[parent]
-        for path in sorted(paths, key=len, reverse=True):
-            for part in reversed(path.split("/")):
-                part = part.removeprefix("cri-containerd-").removesuffix(".scope")
-                if part in ids:
-                    return part, f"{parent}/{part}"
-        return ident, bundle
-
-
-def parse_stat(raw: bytes) -> tuple[int, str]:
-    """(PPid, comm) of /proc/PID/stat; comm may hold spaces and parentheses."""
-    head, _, tail = raw.rpartition(b")")
-    fields = tail.split()
-    comm = head.partition(b"(")[2]
-    return (int(fields[1]) if len(fields) > 1 else 0), os.fsdecode(comm)
-
-
-def conmon_level(argv: list[str], view: str) -> tuple[str, str, str, str, str] | None:
-    """(runtime, "", id, bundle, name) from conmon's arguments; None when they are not conmon's."""
-    opts: dict[str, str] = {}
-    flags = {"-c": "cid", "--cid": "cid", "-b": "bundle", "--bundle": "bundle", "-n": "name", "--name": "name"}
-    flags["--exit-dir"] = "exit"
-    for i, arg in enumerate(argv[:-1]):
-        key, eq, value = arg.partition("=")
-        if key in flags:
-            opts.setdefault(flags[key], value if eq else argv[i + 1])
-    if "cid" not in opts or "bundle" not in opts:
-        return None
-    # podman's conmon reports exits to /run/libpod/exits, CRI-O's to /var/run/crio/exits.
-    runtime = "cri-o" if "crio" in opts.get("exit", "") else "podman"
-    return runtime, "", opts["cid"], view + opts["bundle"], opts.get("name", "")

@@ -311,12 +311,13 @@ def test_ps_shows_containers(dk: Docker, cilium_image: str) -> None:
 
 
 def test_no_daemon_falls_back_to_host(built: Built, processes: Processes, tmp_path: Path) -> None:
-    exe = tmp_path / "t4-nodaemon"
+    name = f"t4-nd{os.getpid()}"  # unique: other sessions on this machine run this test too
+    exe = tmp_path / name
     exe.write_bytes(built["hello"].read_bytes())
     exe.chmod(0o755)
     proc = processes.start(exe)
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
-    res = ctrace("target", "t4-nodaemon", "--func", "hello", "-o", "json", env=env)
+    res = ctrace("target", name, "--func", "hello", "-o", "json", env=env)
     assert res.code == 0, res.err
     (t,) = res.json()["targets"]
     assert t["pid"] == proc.pid and any("cannot talk to the docker daemon" in w for w in t["warnings"])

@@ -190,6 +190,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Iterator[Nod
     tar = tmp / "hello.tar"
     run(["docker", "save", "-o", str(tar), image], timeout=300)
     n = Node(tmp, tar, image)
+    n.cgroups.append(f"/{NS}")  # ctr's default cgroup is /NAMESPACE/ID: runc removes the ID's only
     try:
         _start_containerd(n)
         yield n
@@ -231,7 +232,7 @@ def cri(node: Node) -> Running:
     """A CRI container in namespace k8s.io, in kubelet's cgroupfs layout, with its pod's sandbox beside it."""
     ident = secrets.token_hex(32)
     node.cgroups.append(f"/kubepods/besteffort/pod{UID}")
-    sandbox = cri_flags("POD", f"{P}-web", "shop", UID, kind="sandbox")
+    sandbox = [*cri_flags("POD", f"{P}-web", "shop", UID, kind="sandbox"), "--label=app=web", "--label=tier=api"]
     node.ctr_run(secrets.token_hex(32), *sandbox, ns="k8s.io")
     flags = [*cri_flags(API, f"{P}-web", "shop", UID), f"--cgroup=/kubepods/besteffort/pod{UID}/{ident}"]
     return Running(node.ctr_run(ident, *flags, ns="k8s.io"), ident)
@@ -255,7 +256,8 @@ def pids_fired(argv: Sequence[str], prefix: Sequence[str] = (), want: int = 3, t
 
     its probe and filter unchanged, its action replaced by one that prints the PID."""
     program = argv[argv.index("-e") + 1]
-    labelled = re.sub(r"\{.*\}\s*$", lambda _: '{ printf("PID %d\\n", pid); }', program, flags=re.S)
+    probe = r"(\bu(?:ret)?probe:[^{]*\{)[^}]*\}"  # the uprobe's block; BEGIN, END and tracepoints stay
+    labelled = re.sub(probe, lambda m: m.group(1) + ' printf("PID %d\\n", pid); }', program)
     args = [*prefix, *argv[: argv.index("-e") + 1], labelled, *argv[argv.index("-e") + 2 :]]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     assert proc.stdout is not None
@@ -290,7 +292,7 @@ def bound(argv: Sequence[str]) -> bool:
     in every process that runs the same file (a pod's sandbox and its app share
     the image's layer); the binding work of issue 13 adds the predicate."""
     program = argv[list(argv).index("-e") + 1]
-    return re.search(r"/[^{]*\b(pid|cgroup|mntns|ns)\b[^{]*/\s*\{", program) is not None
+    return re.search(r"\bu(?:ret)?probe:[^{]*/[^{]*\b(pid|tid|cgroup|mntns)\b[^{]*/\s*\{", program) is not None
 
 
 def forms_fired(target: dict[str, Any], row: str) -> list[str]:
@@ -324,7 +326,11 @@ def test_containerd_plain(node: Node, plain: Running, cri: Running) -> None:
         plain.name,
     )
     record(row, "by name", "yes")
-    record(row, "identity", f"runtime, namespace, name, ID (image: {c['image'] or 'not on disk'})")
+    assert c["image"] == f"docker.io/{node.image}"  # from containerd's metadata database
+    record(row, "identity", "runtime, namespace, name, ID, image (meta.db)")
+    # no ctr, crictl or podman on the way: the state files alone
+    res = ctrace("target", plain.name, "--func", "hello", "-o", "json", env={**os.environ, "PATH": "/nonexistent"})
+    assert res.code == 0 and res.json()["targets"][0]["pid"] == plain.pid, res.err
     by_pid = only_target(f"pid:{plain.pid}")
     assert by_pid["container"]["id"] == plain.name
     record(row, "by PID", "yes")
@@ -344,13 +350,14 @@ def test_containerd_cri(node: Node, cri: Running, plain: Running) -> None:
     record(row, "by name", "yes (container name, pod name, ID)")
     pod = t["pod"]
     assert (pod["namespace"], pod["name"], pod["uid"], pod["container"]) == ("shop", f"{P}-web", UID, API)
-    record(row, "pod", "namespace, name, UID, container (annotations)")
+    record(row, "pod", "namespace, name, UID, container (annotations); -l from the sandbox's labels (meta.db)")
     assert only_target(f"{P}-web")["pid"] == cri.pid  # the pod's name: its app container, not the sandbox
     assert only_target(cri.name[:12])["pid"] == cri.pid
     by_pid = only_target(str(cri.pid))
     assert by_pid["pod"]["name"] == f"{P}-web" and by_pid["container"]["runtime"] == "containerd"
     record(row, "by PID", "yes")
-    record(row, "identity", "runtime, namespace, name, ID (image from CRI's image-name annotation only)")
+    assert t["container"]["image"] == f"docker.io/{node.image}"
+    record(row, "identity", "runtime, namespace, name, ID, image (meta.db)")
     assert t["binary"]["merged_path"].endswith(f"/k8s.io/{cri.name}/rootfs/hello")
     record(row, "root filesystem path", "task rootfs")
     assert "rootfs" in forms_fired(t, row)
@@ -366,8 +373,36 @@ def test_pods_on_the_node_without_an_api_server(cri: Running, tmp_path: Path) ->
         assert [t["pid"] for t in res.json()["targets"]] == [cri.pid]  # the app, never the sandbox
     res = ctrace("target", f"pod/{P}-web", "-n", "other", "--func", "hello", env=env)
     assert res.code == 1 and "no kubeconfig or in-cluster config" in res.err
-    res = ctrace("target", "-l", "app=web", "--func", "hello", env=env)
-    assert res.code == 3 and "metadata database (containerd)" in res.err, res.err
+    # labels: the sandbox's, in containerd's metadata database
+    res = ctrace("target", "-l", "app=web,tier!=db", "-n", "shop", "--func", "hello", "-o", "json", env=env)
+    assert res.code == 0, res.err
+    assert [t["pid"] for t in res.json()["targets"]] == [cri.pid]
+    res = ctrace("target", "-l", "app=db", "--func", "hello", env=env)
+    assert res.code == 1 and "no pods matching 'app=db'" in res.err, res.err
+
+
+def test_with_an_api_server_the_two_sources_agree(cri: Running, tmp_path: Path) -> None:
+    from tests.k8s_api import ApiServer, pod
+
+    server = ApiServer()
+    try:
+        server.pods = [
+            pod(f"{P}-web", "shop", f"containerd://{cri.name}", "node-x", containers=(API,), uid=UID),
+            pod(f"{P}-liar", "shop", f"containerd://{cri.name}", "node-x", containers=(API,)),
+        ]
+        config = server.kubeconfig(tmp_path / "config", namespace="shop")
+        env = {**os.environ, "KUBECONFIG": ""}
+        res = ctrace("target", f"pod/{P}-web", "--kubeconfig", str(config), "--func", "hello", "-o", "json", env=env)
+        assert res.code == 0, res.err
+        (t,) = res.json()["targets"]
+        assert t["pid"] == cri.pid and t["pod"]["name"] == f"{P}-web" and t["container"]["namespace"] == "k8s.io"
+        assert t["binary"]["merged_path"].endswith("/rootfs/hello")  # the runtime's root filesystem, too
+        assert not any("disagree" in w or "CRI metadata says" in w for w in t["warnings"])
+        res = ctrace("target", f"pod/{P}-liar", "--kubeconfig", str(config), "--func", "hello", "-o", "json", env=env)
+        (t,) = res.json()["targets"]
+        assert any(f"the runtime's CRI metadata says shop/{P}-web" in w for w in t["warnings"]), t["warnings"]
+    finally:
+        server.stop()
 
 
 def test_ns_and_ps_text_show_container_and_pod(cri: Running) -> None:
@@ -537,9 +572,10 @@ def test_kind_like_nested_node(kind_node: tuple[str, int]) -> None:
     c = t["container"]
     assert (c["runtime"], c["namespace"], c["id"]) == ("containerd", "k8s.io", inner)
     assert (c["node"]["runtime"], c["node"]["name"]) == ("docker", name)
+    assert c["image"] == f"docker.io/{P}/hello:1"  # the node's meta.db, through the shim's root
     assert (t["pod"]["namespace"], t["pod"]["name"], t["pod"]["node"]) == ("kube-system", f"{P}-kpod", name)
     record(row, "by name", "yes (innermost container and pod; node container named too)")
-    record(row, "identity", "inner: runtime, namespace, name, ID; node: docker name, ID, image")
+    record(row, "identity", "inner: runtime, namespace, name, ID, image (node's meta.db); node: docker name, ID, image")
     record(row, "pod", "namespace, name, UID, container; node = the node container")
     t2 = only_target(f"pid:{pid2}")
     assert t2["container"]["id"] == hexid and t2["container"]["node"]["name"] == name

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import cgroups, procfs
+from ctrace import cgroups, monitors, procfs
 from ctrace.errors import EnvironmentProblem, UsageError
 from ctrace.model import Container, Pod
 from ctrace.resolvers import containers, oci, runtimes
@@ -38,7 +38,7 @@ def test_cgroup_layouts_of_plain_containerd_and_podman_cgroupfs() -> None:
 
 
 def test_stat_with_a_hostile_comm() -> None:
-    assert procfs.parse_stat(b"42 (a) b (c) S 7 42 42 0 -1") == (7, "a) b (c")
+    assert monitors.parse_stat(b"42 (a) b (c) S 7 42 42 0 -1") == (7, "a) b (c")
 
 
 # conmon's arguments as podman 4.3 started it on this machine (trimmed), and as CRI-O starts it.
@@ -58,12 +58,12 @@ CRIO_CONMON = [
 
 
 def test_conmon_arguments() -> None:
-    assert procfs.conmon_level(PODMAN_CONMON, "") == (
+    assert monitors.conmon_level(PODMAN_CONMON, "") == (
         "podman", "", A, f"/var/lib/containers/storage/overlay-containers/{A}/userdata", "web",
     )  # fmt: skip
-    runtime, _, ident, bundle, name = procfs.conmon_level(CRIO_CONMON, "/proc/9/root") or ("", "", "", "", "")
+    runtime, _, ident, bundle, name = monitors.conmon_level(CRIO_CONMON, "/proc/9/root") or ("", "", "", "", "")
     assert (runtime, ident, bundle, name) == ("cri-o", A, "/proc/9/root" + "USERDATA", f"k8s_agent_web-7f_shop_{UID}_0")
-    assert procfs.conmon_level(["/usr/bin/conmon", "--version"], "") is None
+    assert monitors.conmon_level(["/usr/bin/conmon", "--version"], "") is None
 
 
 def test_cri_annotations_name_the_pod() -> None:
@@ -253,3 +253,12 @@ def test_crio_pods_without_an_api_server(crio_node: Path, monkeypatch: pytest.Mo
         kubernetes.resolve("deploy/web", ctx)
     with pytest.raises(UsageError, match=r"not in the pod \(it has agent\)"):
         kubernetes.resolve("pod/web-7f", ctx._replace(k8s=K8sOptions(container="sidecar")))
+
+
+def test_a_file_that_is_not_bbolt_is_no_database(tmp_path: Path) -> None:
+    from ctrace.resolvers import bolt
+
+    for data in (b"", b"x" * 10000, (0xED0CDAED).to_bytes(4, "little") * 2048):
+        (tmp_path / "meta.db").write_bytes(data)
+        assert bolt.open_bolt(str(tmp_path / "meta.db")) is None
+    assert bolt.open_bolt(str(tmp_path / "missing.db")) is None

@@ -12,18 +12,21 @@ their bundle (containerd's shim Command sets the working directory).
 
 A container's name here is its ID (``ctr run IMAGE ID``); a CRI container is
 also named by its container name and its pod's name from the annotations. The
-image is known only from CRI's ``image-name`` annotation: containerd keeps it in
-its metadata database, which ctrace does not read.
+image and the labels (a CRI sandbox's are its pod's) are in containerd's
+metadata database, read with ``bolt.py``; its root is where the task's rootfs
+overlay has its layers (the mount's ``upperdir``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import struct
 
-from ctrace import procfs
 from ctrace.model import Container
+from ctrace.monitors import SHIM, Tree
 from ctrace.record import TYPE_CHECKING
-from ctrace.resolvers import oci
+from ctrace.resolvers import bolt, oci
 from ctrace.resolvers.base import Context, Hit, Monitors
 
 if TYPE_CHECKING:
@@ -38,10 +41,10 @@ MIN_ID_PREFIX = 4  # as docker: shorter hex is a process name far more often tha
 
 def roots(ctx: Context, monitors: Monitors) -> list[str]:
     """Every task directory on this host: the usual two, and those the running shims are in."""
-    tree = procfs.Tree.of(ctx.proc_root)
+    tree = Tree.of(ctx.proc_root)
     found = [r for r in ROOTS if os.path.isdir(r)]
     for shim in monitors.shims:
-        where = tree.level(shim, procfs.SHIM, [])
+        where = tree.level(shim, SHIM, [])
         if where is None or where.bundle is None or where.runtime == "docker":
             continue
         root = os.path.dirname(os.path.dirname(where.bundle))
@@ -97,6 +100,10 @@ def _hit(bundle: str, namespace: str, ident: str, target: str, raw: bytes | None
     found = container(bundle, namespace, ident, spec)
     pod = oci.pod(spec.annotations, oci.node_name())
     hit = Hit(found, pod, group=spec.annotations.get(oci.CRI + "sandbox-id", ""))
+    if oci.is_sandbox(spec.annotations):  # the CRI plugin gives a sandbox its pod's labels
+        labels = metadata(bundle, namespace, ident)[1]
+        own = sorted((k, v) for k, v in labels.items() if not k.startswith(("io.kubernetes.", "io.cri-containerd.")))
+        hit = hit._replace(labels=tuple(own))
     if ident == target or found.name == target:
         return hit
     if pod is not None and pod.name == target and pod.container != "POD":
@@ -108,12 +115,62 @@ def _hit(bundle: str, namespace: str, ident: str, target: str, raw: bytes | None
     return None
 
 
+_VIEW = re.compile(r"(/.+?/\d+)/root(/.*)\Z")
+_MOUNTS: dict[str, list[tuple[str, str]]] = {}  # mountinfo path -> (mount point, options)
+_DBS: dict[str, bolt.Bolt | None] = {}
+
+
+def metadata(bundle: str, namespace: str, ident: str) -> tuple[str, dict[str, str]]:
+    """(image, labels) of a container from containerd's metadata database; ("", {}) when unknown."""
+    m = _VIEW.match(bundle)  # PROC/PID/root...: a runtime in another mount namespace
+    prefix, inside = (m.group(1) + "/root", m.group(2)) if m else ("", bundle)
+    info = f"{m.group(1)}/mountinfo" if m else "/proc/self/mountinfo"
+    root = _snapshot_root(info, f"{inside}/rootfs")
+    if root is None:
+        return "", {}
+    path = f"{prefix}{root}/io.containerd.metadata.v1.bolt/meta.db"
+    if path not in _DBS:
+        _DBS[path] = bolt.open_bolt(path)
+    db = _DBS[path]
+    if db is None:
+        return "", {}
+    try:
+        keys = db.get(b"v1", namespace.encode(), b"containers", ident.encode())
+        labels = db.get(b"v1", namespace.encode(), b"containers", ident.encode(), b"labels")
+    except (ValueError, IndexError, struct.error):  # a page torn by a write: what the bundle says stands
+        return "", {}
+    return _text(keys.get(b"image")), {_text(k): _text(v) for k, v in labels.items()}
+
+
+def _text(raw: bytes | None) -> str:
+    return raw.decode("utf-8", "replace") if raw else ""
+
+
+def _snapshot_root(mountinfo: str, mount_point: str) -> str | None:
+    if mountinfo not in _MOUNTS:
+        raw = oci.read_bytes(mountinfo) or b""
+        rows = []
+        for line in raw.decode("utf-8", "replace").splitlines():
+            fields = line.split(" ")
+            if len(fields) > 4 and " - " in line:
+                rows.append((fields[4], line.rpartition(" ")[2]))
+        _MOUNTS[mountinfo] = rows
+    for point, options in _MOUNTS[mountinfo]:
+        if point == mount_point:
+            for opt in options.split(","):
+                key, _, value = opt.partition("=")
+                if key in ("upperdir", "lowerdir") and "/io.containerd.snapshotter." in value:
+                    return value.split(":")[0].partition("/io.containerd.snapshotter.")[0]
+    return None
+
+
 def container(bundle: str, namespace: str, ident: str, spec: oci.Spec) -> Container:
     name = oci.container_name(spec.annotations) or ident
+    image = oci.image(spec.annotations) or metadata(bundle, namespace, ident)[0]
     return Container(
         id=ident,
         name=name,
-        image=oci.image(spec.annotations),
+        image=image,
         runtime=NAME,
         init_pid=_init_pid(bundle),
         namespace=namespace,

@@ -65,21 +65,29 @@ def _processes(api: Api, pod: pods.PodJSON, ctx: Context) -> list[Process]:
             proc = host.process(pid, ctx)
         except CtraceError:
             continue  # exited, or a kernel thread
-        procs.append(
-            Process(
-                proc.pid,
-                proc.nspid,
-                proc.comm,
-                proc.exe,
-                proc.deleted,
-                "k8s",
-                container,
-                info,
-                proc.nspid[-1] == 1,
-                notes=notes,
-            )
-        )
+        procs.append(_agreed(proc._replace(notes=(*proc.notes, *notes)), container, info, ctx))
     return procs
+
+
+def _agreed(proc: Process, container: Container, info: Pod, ctx: Context) -> Process:
+    """The API's pod, with what the runtime itself says about the container (its root filesystem,
+    namespace, the node container it runs in), and a note where the two disagree on the pod."""
+    from ctrace.resolvers import runtimes
+
+    try:
+        (local,) = runtimes.annotate([proc], ctx, {proc.pid: procfs.placement(proc.pid, ctx.proc_root)})
+    except CtraceError:
+        local = proc  # exited while we looked: the API's word alone
+    found, notes = container, proc.notes
+    if local.container is not None and local.container.id == container.id:
+        found = local.container._replace(name=container.name, image=container.image or local.container.image)
+    said = local.pod
+    if said is not None and (said.namespace, said.name) != (info.namespace, info.name):
+        notes = (*notes, f"the API server says pod {info.namespace}/{info.name}; "
+                 f"the runtime's CRI metadata says {said.namespace}/{said.name}")  # fmt: skip
+    return Process(
+        proc.pid, proc.nspid, proc.comm, proc.exe, proc.deleted, "k8s", found, info, proc.nspid[-1] == 1, notes=notes
+    )
 
 
 def container_pids(container_id: str, proc_root: str) -> list[int]:

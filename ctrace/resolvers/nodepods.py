@@ -7,9 +7,8 @@ containers whose annotations name it; its sandbox (pause) is never traced.
 
 Without ``-n`` a pod name is looked up in every namespace (kubectl would use
 ``default``; on a node the namespace is rarely known): a name in several is an
-error listing them. Labels for ``-l`` are where the runtime keeps them on disk:
-CRI-O's sandbox ``Labels`` annotation; containerd keeps them in its metadata
-database, which ctrace does not read, so ``-l`` there says so.
+error listing them. Labels for ``-l`` are a pod's sandbox's: CRI-O's ``Labels``
+annotation, containerd's metadata database (``bolt.py``).
 """
 
 from __future__ import annotations
@@ -67,11 +66,6 @@ def by_selector(hits: list[Hit], selector: str, ctx: Context) -> list[Hit]:
     test = parse_selector(selector)
     sandboxes = [h for h in hits if h.pod is not None and h.pod.container == "POD"]
     labelled = [h for h in sandboxes if h.labels]
-    if sandboxes and not labelled:
-        raise EnvironmentProblem(
-            "-l needs pod labels, which this node's runtime keeps only in its metadata database (containerd)",
-            f"name the pod (pod/NAME), or {HINT}",
-        )
     uids = {h.pod.uid for h in labelled if h.pod is not None and test(dict(h.labels))}
     if not ctx.k8s.all_namespaces and ctx.k8s.namespace is not None:
         uids = {h.pod.uid for h in labelled if h.pod is not None and h.pod.namespace == ctx.k8s.namespace} & uids

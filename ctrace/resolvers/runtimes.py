@@ -13,7 +13,8 @@ import os
 
 from ctrace import procfs
 from ctrace.errors import CtraceError, EnvironmentProblem
-from ctrace.model import Container, Pod, Process
+from ctrace.model import Container, Process
+from ctrace.monitors import CONMON, SHIM, Tree
 from ctrace.record import TYPE_CHECKING, Record
 from ctrace.resolvers import host
 from ctrace.resolvers.base import Context, Hit, Monitors, Runtime
@@ -43,9 +44,9 @@ def scan(name: str | None, ctx: Context) -> Scan:
         comm = host._read(f"{ctx.proc_root}/{pid}/comm")
         if comm is None:
             continue  # exited while we looked
-        if comm.startswith(procfs.SHIM.encode()):
+        if comm.startswith(SHIM.encode()):
             shims.append(pid)
-        elif comm == procfs.CONMON.encode() + b"\n":
+        elif comm == CONMON.encode() + b"\n":
             conmons.append(pid)
         if name and pid != ctx.self_pid and host.named(pid, name, want, comm, ctx.proc_root):
             named.append(pid)
@@ -121,7 +122,7 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: M
     Only processes below the containers' own shims or conmons are placed (one
     stat read each to know); where no monitor is seen, those whose cgroup names an ID.
     """
-    tree = procfs.Tree.of(ctx.proc_root)
+    tree = Tree.of(ctx.proc_root)
     ids = {h.container.id for h in hits}
     where: dict[int, Placement] = {}
     if hits:
@@ -154,21 +155,21 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: M
     return out
 
 
-def _placed(pid: int, ctx: Context, tree: procfs.Tree) -> Placement | None:
+def _placed(pid: int, ctx: Context, tree: Tree) -> Placement | None:
     try:
         return procfs.placement(pid, ctx.proc_root, tree)
     except CtraceError:
         return None
 
 
-def _serves(tree: procfs.Tree, monitor: int, ids: set[str]) -> bool:
+def _serves(tree: Tree, monitor: int, ids: set[str]) -> bool:
     """Whether a shim or conmon runs in the bundle of one of these containers (or of their pod's sandbox)."""
     _, comm = tree.parent(monitor)
     level = tree.level(monitor, comm, [])
     return level is not None and level.container_id in ids
 
 
-def _below(tree: procfs.Tree, pid: int, monitors: set[int]) -> bool:
+def _below(tree: Tree, pid: int, monitors: set[int]) -> bool:
     seen = set()
     while pid > 1 and pid not in seen:
         seen.add(pid)
@@ -176,10 +177,6 @@ def _below(tree: procfs.Tree, pid: int, monitors: set[int]) -> bool:
         if pid in monitors:
             return True
     return False
-
-
-def pod_of(hit: Hit) -> Pod | None:
-    return hit.pod
 
 
 def label(hit: Hit) -> str:

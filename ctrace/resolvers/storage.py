@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from ctrace import procfs
+from ctrace.monitors import CONMON, Tree
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import oci
 from ctrace.resolvers.base import Context, Monitors
@@ -27,10 +27,10 @@ if TYPE_CHECKING:
 
 def running(runtime: str, ctx: Context, monitors: Monitors) -> list[Placement]:
     """The containers conmon monitors for ``runtime`` ("podman" or "cri-o")."""
-    tree = procfs.Tree.of(ctx.proc_root)
+    tree = Tree.of(ctx.proc_root)
     out = []
     for pid in monitors.conmons:
-        where = tree.level(pid, procfs.CONMON, [])
+        where = tree.level(pid, CONMON, [])
         if where is not None and where.runtime == runtime:
             out.append(where)
     return out
