@@ -149,6 +149,8 @@ def test_a_child_forked_after_attach_is_named_after_it_exited(paths_binary: Path
         out, err = proc.communicate(timeout=30)
     finally:
         os.kill(first, signal.SIGKILL)
+        parent.kill()  # this file's other tests find the fixture by name: leave none running
+        parent.wait()
     assert proc.returncode == 0, err
     (block,) = [b for b in out.split("\n\n") if "via_late_child" in b]
     head, *frames = block.splitlines()
