@@ -493,8 +493,8 @@ def _details(procs: Sequence[Process], ctx: Context) -> dict[int, dict[str, obje
             proc = psutil.Process(p.pid)
             with proc.oneshot():
                 out[p.pid] = {"user": proc.username(), "started": proc.create_time(), "rss": proc.memory_info().rss}
-        except psutil.Error:
-            continue  # exited meanwhile
+        except (psutil.Error, OSError, ValueError, IndexError):
+            continue  # exited meanwhile, or a --proc-root psutil cannot parse: the table goes without
     return out
 
 
