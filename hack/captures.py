@@ -34,7 +34,10 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="ctrace-captures-"))
     hello = work / "hello"
-    subprocess.run(["gcc", "-O0", "-static", "-o", hello, ROOT / "tests/fixtures/src/hello.c"], check=True)
+    subprocess.run(
+        ["gcc", "-O0", "-static", "-fno-omit-frame-pointer", "-o", hello, ROOT / "tests/fixtures/src/hello.c"],
+        check=True,
+    )
     proc = subprocess.Popen([hello], stdout=subprocess.DEVNULL)
     container = start_container(hello, work)
     try:
