@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 
 from ctrace import actions, binding, elf, emit, locate, match, procfs, sites
@@ -375,7 +376,8 @@ def _debuginfod(item: Loaded, ctx: Context) -> Loaded | None:
 
 def _no_match(item: Loaded, missing: list[str]) -> NotFound:
     near = match.closest(item.info.symbols, missing[0])
-    hint = f"closest names: {', '.join(near)}" if near else f"list them with 'ctrace symbols {item.binary.host_path}'"
+    listing = shlex.join(["ctrace", "symbols", item.binary.host_path])  # a path may hold spaces or quotes
+    hint = f"closest names: {', '.join(near)}" if near else f"list them with '{listing}'"
     hint = locate.elsewhere(item, missing[0]) or hint
     if item.info.stripped:
         found = ", ".join(item.info.sources()) or "none of them"
