@@ -16,6 +16,8 @@ a binding, the same on every bpftrace version (measured on 0.17, 0.23, 0.27):
   ``sched_process_exit`` prunes, so a PID reused later is not admitted.
 - a container whose mount namespace cannot tell it apart (no BTF, or it is the
   host's) is bound as the set of its processes.
+- a program on one process (or on a container through its init) stops when that
+  process exits, as ``bpftrace -p`` did.
 
 ``-p PID`` is no binding: bpftrace 0.17 ignores it for uprobes, and from 0.20
 (bpftrace PR #2830) it limits them to PID's own threads, leaving out every child
