@@ -275,6 +275,11 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
+        if not request.dialect.known:
+            item.warnings.append(
+                f"{request.dialect.program} was not found: the commands are written for bpftrace "
+                f"{request.dialect.name}, the oldest ctrace knows; --bpftrace PATH names another"
+            )
         out.append(Target(item.process, item.binary, tuple(found), tuple(item.warnings)))
     if not out and failures:
         raise _no_match(*failures[0])

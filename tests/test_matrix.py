@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 
 from ctrace import cli
+from ctrace.dialect import EXIT_DEFECTS
 from tests.conftest import SRC, Bpftrace, Built, Processes, Session, ctrace, need, program_warnings, run
 
 pytestmark = pytest.mark.bpftrace
@@ -38,7 +40,6 @@ PROBES = ("uprobe", "uretprobe", "return")
 # A name bpftrace cannot be given (a quote), so ctrace attaches by address; C++ instead
 # has two functions of one name, the way such a name comes about.
 ADDRESSED = 'wo"rk'
-TEARDOWN = re.compile(r"failed to close perf event FDs|failed to look up stack id .*: -9|Error loading program: END")
 SLEEP_BUCKET = "[16K, 32K)"  # every fixture's function sleeps ~20 ms: its latency in microseconds
 
 
@@ -225,6 +226,7 @@ def markdown(data: dict[str, dict[str, Any]]) -> str:
         ("warnings seen (not the machine's)", "warnings"),
         ("unsafe cells (their one warning allowed)", "unsafe"),
         ("groups run again (a map or END failed to load: 0.17, a busy machine)", "retries"),
+        ("bpftrace's own errors at exit (dialect.EXIT_DEFECTS: 0.17)", "exit_defects"),
         ("Go latency median, matrix (8 goroutines, 20 ms sleep)", "go_latency"),
         ("C latency median, matrix (20 ms sleep)", "c_latency"),
         ("Go latency median, printed program (32 goroutines, GOMAXPROCS 4)", "go_latency_printed"),
@@ -252,27 +254,29 @@ def test_every_cell_is_valid_or_refused(
     for c in valid:  # a RET is a number on a bpftrace that cannot check sym+offset
         assert c.probe_json["attach"] == c.subject.attach or c.probe == "return", (c.key, c.probe_json["shell"])
     warnings: list[str] = []
+    defects: list[str] = []
     retries: list[str] = []
-    # One bpftrace per binary (0.17 loses events, maps and stack ids when one program
-    # names many processes' stacks), and what needs --unsafe apart: its warning is allowed
-    # only there.
-    for s in SUBJECTS:
-        for unsafe in (False, True):
-            group = [
-                (n, c) for n, c in enumerate(valid) if c.subject == s and ("--unsafe" in c.probe_json["argv"]) is unsafe
-            ]
-            if not group:
-                continue
+    # One bpftrace per binary, its stacks apart (0.17 loses maps and stack ids when one
+    # program names many stacks: dialect.EXIT_DEFECTS), and what needs --unsafe apart: its
+    # warning is allowed only there.
+    for s, unsafe, stacks in itertools.product(SUBJECTS, (False, True), (False, True)):
+        group = [
+            (n, c)
+            for n, c in enumerate(valid)
+            if c.subject == s and ("--unsafe" in c.probe_json["argv"]) is unsafe and (c.action == "stack") is stacks
+        ]
+        if group:
             for attempt in range(3):
                 found = fire_group(group, running, bpftrace, unsafe)
-                if not any(TEARDOWN.search(w) for w in found) and all(c.fired for _, c in group):
+                if all(c.fired for _, c in group):
                     break
-                # Seen with 0.17 only, now and then, while other bpftrace sessions run on the
-                # machine: a map or its END program fails to load, and lookups on it fail
-                # (EBADF). Again; the run that counts must be right and clean.
+                # Seen with 0.17 only, now and then, while other bpftrace sessions run: a
+                # map or its END program fails to load (dialect.EXIT_DEFECTS). Again; the run
+                # that counts must be right.
                 if attempt < 2:
-                    retries.append(f"{s.name}{' --unsafe' if unsafe else ''}")
-            warnings += found
+                    retries.append(f"{s.name}{' --unsafe' if unsafe else ''}{' stacks' if stacks else ''}")
+            warnings += found[0]
+            defects += found[1]
     wrong = [f"{c.key}: {c.detail or 'did not fire'}" for c in valid if not c.fired]
     REPORT.setdefault(bpftrace.version, {}).update(
         {
@@ -282,6 +286,7 @@ def test_every_cell_is_valid_or_refused(
             "warnings": len(warnings),
             "unsafe": sum("--unsafe" in c.probe_json["argv"] for c in valid),
             "retries": len(retries),
+            "exit_defects": len(defects),
             "retried": retries,
             "go_latency": _detail(valid, "latency/uprobe/go"),
             "c_latency": _detail(valid, "latency/uprobe/c"),
@@ -314,7 +319,10 @@ def _hint_leads_somewhere(cell: Cell, cells: list[Cell]) -> bool:
     return any(same.get(p) == 0 for p in probes) or bool(re.search(r"bpftrace .*\d+\.\d+", hint))
 
 
-def fire_group(group: list[tuple[int, Cell]], running: dict[str, int], bt: Bpftrace, unsafe: bool) -> list[str]:
+def fire_group(
+    group: list[tuple[int, Cell]], running: dict[str, int], bt: Bpftrace, unsafe: bool
+) -> tuple[list[str], list[str]]:
+    """Run the group's programs as one; (warnings, bpftrace's own errors at exit)."""
     argv = [bt.path, *(["--unsafe"] if unsafe else []), "-e", merge([(n, c) for n, c in group])]
     session = Session(argv)
     if not session.wait_attached(timeout=120):
@@ -333,10 +341,11 @@ def fire_group(group: list[tuple[int, Cell]], running: dict[str, int], bt: Bpftr
             os.kill(pid, signal.SIGCONT)
     if os.environ.get("CTRACE_MATRIX_DEBUG"):
         debug = Path(os.environ["CTRACE_MATRIX_DEBUG"] + f".{bt.version}.{group[0][1].subject.name}.{int(unsafe)}")
-        debug.write_text(f"{argv}\n{out}\n{err}")
+        with debug.open("a") as f:
+            f.write(f"{argv}\n{out}\n{err}\n=====\n")
     for n, cell in group:
         check_fired(n, cell, out, running[cell.subject.name])
-    return program_warnings(err, argv)
+    return program_warnings(err, argv), [ln for ln in err.splitlines() if EXIT_DEFECTS.search(ln)]
 
 
 def latency_median(argv: list[str], seconds: float = 2.0) -> tuple[str, str]:

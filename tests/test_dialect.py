@@ -1,0 +1,73 @@
+"""The dialect: read from the bpftrace that will run the program, once per binary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ctrace import dialect
+from tests.conftest import Bpftrace, Built, Processes, ctrace
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("bpftrace v0.23.2\n", (0, 23, 2)), ("bpftrace 0.17.0-1\n", (0, 17, 0)), ("v0.27\n", (0, 27, 0)), ("", None)],
+)
+def test_parse_version(text: str, version: tuple[int, int, int] | None) -> None:
+    assert dialect.parse_version(text) == version
+
+
+def fake(tmp_path: Path, version: str) -> Path:
+    """An executable that answers --version as a bpftrace of that version would."""
+    path = tmp_path / "bpftrace"
+    path.write_text(f"#!/bin/sh\necho 'bpftrace v{version}'\necho ran >> {tmp_path}/runs\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_version_read_once_per_binary(tmp_path: Path) -> None:
+    path = fake(tmp_path, "0.23.2")
+    cache = tmp_path / "cache"
+    first = dialect.of(str(path), str(cache))
+    assert (first.version, first.program, first.known) == ((0, 23, 2), str(path), True)
+    assert dialect.of(str(path), str(cache)).version == (0, 23, 2)
+    assert (tmp_path / "runs").read_text().count("ran") == 1  # the second came from the cache
+    path.write_text(path.read_text().replace("0.23.2", "0.27.1"))  # a new binary at that path
+    os.utime(path, ns=(1, 1))
+    assert dialect.of(str(path), str(cache)).version == (0, 27, 1)
+
+
+def test_facts_follow_the_version() -> None:
+    old, mid, new = dialect.Dialect((0, 17, 0)), dialect.Dialect((0, 23, 2)), dialect.Dialect((0, 27, 1))
+    assert not old.offset_probes and mid.offset_probes and new.offset_probes
+    assert not old.pid_filters_uprobes and mid.pid_filters_uprobes
+    assert old.delete("@s[tid]") == mid.delete("@s[tid]") == "delete(@s[tid]);"
+    assert new.delete("@s[tid]") == "$gone = delete(@s[tid]);"
+
+
+def test_bad_bpftrace_paths(built: Built, processes: Processes, tmp_path: Path) -> None:
+    proc = processes.start(built["hello"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "--bpftrace", str(tmp_path / "nope"))
+    assert res.code == 3 and res.out == "" and "hint: give the path of a bpftrace binary" in res.err
+    (tmp_path / "notbt").write_text("#!/bin/sh\necho hello\n")
+    (tmp_path / "notbt").chmod(0o755)
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "--bpftrace", str(tmp_path / "notbt"))
+    assert res.code == 3 and "did not print a bpftrace version" in res.err and res.err.count("\n") == 2
+
+
+def test_printed_command_uses_the_given_bpftrace(built: Built, processes: Processes, bpftrace: Bpftrace) -> None:
+    proc = processes.start(built["hello"])
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-q", *bpftrace.args)
+    assert res.code == 0, res.err
+    assert res.out.startswith(f"{bpftrace.path} -e ")
+
+
+def test_without_bpftrace_the_oldest_form_and_a_warning(built: Built, processes: Processes, tmp_path: Path) -> None:
+    proc = processes.start(built["hello"])
+    env = {**os.environ, "PATH": str(tmp_path)}  # no bpftrace on it
+    res = ctrace("target", f"pid:{proc.pid}", "--func", "hello", "-o", "json", env=env)
+    assert res.code == 0, res.err
+    (t,) = res.json()["targets"]
+    assert any("bpftrace was not found" in w and "0.17.0" in w for w in t["warnings"]), t["warnings"]
