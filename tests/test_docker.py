@@ -146,8 +146,11 @@ def bound_to(argv: list[str]) -> int | None:
     if pids:
         return int(pids[0])
     spaces = {int(n) for n in re.findall(r"@ctrace_mntns\[(\d+)\] = 1;", argv[-1])}
-    # The PID in its paths, or the one whose exit ends the program (binding: one process).
-    for pid in map(int, re.findall(r"(?:/proc/|/tid == )(\d+)/", argv[-1])):
+    # The PID in its paths, or the one whose exit ends the program (a container's init),
+    # else any process in that mount namespace (a worker's program names no PID).
+    named = [int(p) for p in re.findall(r"(?:/proc/|/tid == )(\d+)/", argv[-1])]
+    others = [int(p) for p in os.listdir("/proc") if p.isdigit()] if spaces else []
+    for pid in [*named, *others]:
         try:
             if os.stat(f"/proc/{pid}/ns/mnt").st_ino in spaces:
                 return pid
