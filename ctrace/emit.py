@@ -188,8 +188,20 @@ _LABEL_DROP = re.compile(r"[^A-Za-z0-9_.:~<>()*&,+\[\]-]")
 def label(name: str) -> str:
     """The function's short name as it may stand inside a bpftrace string literal (and a
     printf format): its last component, without quotes, backslashes or '%'."""
-    kept = _LABEL_DROP.sub("_", last_component(name) or name)[:48]
+    kept = _LABEL_DROP.sub("_", last_component(_without_arguments(name)) or name)[:48]
     return kept or "f"
+
+
+def _without_arguments(name: str) -> str:
+    """A demangled C++ name without its final argument list: ``ns::f(long, long)`` -> ``ns::f``."""
+    if "::" not in name or not name.endswith(")"):
+        return name
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        depth += {")": 1, "(": -1}.get(name[i], 0)
+        if depth == 0:
+            return name[:i] if i > 0 else name
+    return name
 
 
 def command(

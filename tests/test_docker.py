@@ -164,7 +164,8 @@ def fire_all(scenario: str, probe: dict[str, Any], shown: str) -> list[str]:
     forms = []
     for cmd in [probe, *probe["alternatives"]]:
         argv = cmd["argv"]
-        assert bound_to(argv) is not None, f"not PID-bound: {argv}"
+        # Bound to a PID, or to a container's mount namespace (a container of several processes).
+        assert bound_to(argv) is not None or "@ctrace_mntns[" in argv[-1], f"not bound: {argv}"
         result = fire(argv, shown)
         assert result.fired, f"{scenario}: {cmd['form']} did not fire: {argv}\n{result.stderr}"
         forms.append(cmd["form"])

@@ -71,7 +71,16 @@ def test_address_story() -> None:
     assert emit.describe(rets) == "file offsets 0x10, 0x20 (vaddrs 0x400010, 0x400020)"
 
 
-@pytest.mark.parametrize(("name", "label"), [("func_c", "func_c"), (REGEN, "regenerate"), ('a"b%n\\x', "a_b_n_x")])
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("func_c", "func_c"),
+        (REGEN, "regenerate"),
+        ('a"b%n\\x', "a_b_n_x"),
+        ("(anonymous namespace)::work(long, long)", "work"),
+        ("acme::net::Conn::handshake(int)", "handshake"),
+    ],
+)
 def test_label_is_safe_in_a_string(name: str, label: str) -> None:
     assert emit.label(name) == label
 
