@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 
 from ctrace.errors import CtraceError, NotFound, NotTraceable, UsageError
@@ -179,7 +180,7 @@ def _run(result: Plan, args: argparse.Namespace, request: Request, ctx: Context,
                 "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
             )
         return runner.run(chosen.argv, args.duration)
-    legend(result, out)
+    legend(result, sys.stderr)  # beside ctrace's warnings: stdout is the trace's own
     if request.action == "stacks":
         names = naming(result, args, ctx.proc_root)
         return run_traced(result, args, lambda: runner.run_stacks(chosen.argv, args.duration, names, out))
@@ -306,7 +307,7 @@ def legend(result: Plan, out: TextIO) -> None:
         out.write(f"ctrace: {line}\n")
     for statement in dict.fromkeys(p.bound for t in result.targets for p in t.probes if p.bound):
         out.write(f"ctrace: {statement}\n")
-    out.flush()  # before bpftrace writes to the same stream
+    out.flush()  # before bpftrace writes to the terminal
 
 
 def chosen_command(result: Plan, everything: bool, request: Request, ctx: Context) -> Command:

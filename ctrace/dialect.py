@@ -60,9 +60,10 @@ class Dialect(Record):
     @property
     def pid_filters_uprobes(self) -> bool:
         """Whether ``-p PID`` restricts uprobes to that process: not in 0.17 (a replica of
-        the same file fired), yes in 0.23 and 0.27. The emitter binds with a predicate on
-        every version; this says whether -p alone would have been enough."""
-        return self.version >= (0, 23, 0)
+        the same file fired; measured), yes in 0.23 and 0.27 (measured). bpftrace PR #2830
+        ("pid targeting for shared libs", released in 0.20) passes the PID to the attach.
+        The emitter binds with a predicate on every version; this says what -p adds."""
+        return self.version >= (0, 20, 0)
 
     @property
     def offset_probes(self) -> bool:

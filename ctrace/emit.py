@@ -210,7 +210,7 @@ def command(
     """``bpftrace [--unsafe] [-p PID] -e PROGRAM``.
 
     The program binds to its processes itself (its predicate): -p restricts uprobes
-    only from bpftrace 0.23 (dialect.pid_filters_uprobes). ``with_p`` adds -p, which
+    only from bpftrace 0.20 (dialect.pid_filters_uprobes). ``with_p`` adds -p, which
     makes bpftrace exit with the process, where the path allows it: for a process in
     another mount namespace bpftrace reads every path given with ``-p`` as inside that
     namespace (it prefixes ``/proc/PID/root``, utils.cpp path_for_pid_mountns), so a

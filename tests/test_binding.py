@@ -211,10 +211,10 @@ def test_child_forked_after_attach(bpftrace: Bpftrace, prefork: Prefork, started
     assert seen == Counter({worker: CALLS}), (t.out, t.err)
     assert not warnings(t)
     # The legend before the events: who each PID is, and what the program admits.
-    assert f"ctrace: PID {parent.pid} = host process\n" in t.out
+    assert f"ctrace: PID {parent.pid} = host process\n" in t.err
     assert (
         f"ctrace: bound to PID {parent.pid} and the children it forks later; it stops when PID {parent.pid} exits\n"
-        in t.out
+        in t.err
     )
 
 
@@ -247,7 +247,7 @@ def test_event_printed_once(bpftrace: Bpftrace, prefork: Prefork, started: Start
 
     what = (prefork.dynamic.name, "--func", "serve")
     at = b.pid, breakpoint_at(b.pid, (f"pid:{b.pid}", *what[1:]))
-    t = trace([*ctrace_run(bpftrace, *what), "--all"], poke, at, settle=1.5)
+    t = trace([*ctrace_run(bpftrace, *what), "--all", "--action", "stack"], poke, at, settle=1.5)
     stacks = len(re.findall(r"^\s*serve\+\d+$", t.out, re.M))
     by_pid = Counter(int(p) for p in re.findall(r"^pid=(\d+)$", t.out, re.M))  # each event's header
     report("event printed once", minor(bpftrace), f"{stacks} stacks for {2 * CALLS} calls")
@@ -296,8 +296,8 @@ def test_replica_decoy(bpftrace: Bpftrace, replicas: tuple[str, str]) -> None:
     assert from_b == 0, (t.out, t.err)
     assert seen[pid_a] == CALLS and list(workers.values()) == [CALLS], (t.out, t.err)
     assert not warnings(t)
-    assert f"ctrace: PID {pid_a} = docker container {a}\n" in t.out
-    assert f"ctrace: bound to every process of docker container {a} (mount namespace " in t.out
+    assert f"ctrace: PID {pid_a} = docker container {a}\n" in t.err
+    assert f"ctrace: bound to every process of docker container {a} (mount namespace " in t.err
 
 
 def test_binding_program_shape() -> None:

@@ -43,6 +43,7 @@ def test_facts_follow_the_version() -> None:
     old, mid, new = dialect.Dialect((0, 17, 0)), dialect.Dialect((0, 23, 2)), dialect.Dialect((0, 27, 1))
     assert not old.offset_probes and mid.offset_probes and new.offset_probes
     assert not old.pid_filters_uprobes and mid.pid_filters_uprobes
+    assert not dialect.Dialect((0, 19, 0)).pid_filters_uprobes and dialect.Dialect((0, 20, 0)).pid_filters_uprobes
     assert old.delete("@s[tid]") == mid.delete("@s[tid]") == "delete(@s[tid]);"
     assert new.delete("@s[tid]") == "$gone = delete(@s[tid]);"
 
