@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import SRC, Built, ctrace, fire, need, run
+from tests.conftest import SRC, Bpftrace, Built, ctrace, fire, need, run
 
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
@@ -81,10 +82,25 @@ def one_probe(*args: str) -> dict[str, Any]:
     return dict(probe)
 
 
-def every_command_fires(probe: dict[str, Any], top: str) -> None:
-    for argv in [probe["argv"], *(a["argv"] for a in probe["alternatives"])]:
-        result = fire(argv, top)
-        assert result.fired, f"{argv} did not fire: {result.stderr}"
+def every_command_fires(probe: dict[str, Any], top: str, pid: int, bt: Bpftrace) -> list[str]:
+    """Run the recommended command and every alternative, printed for ``bt``: each fires, only
+    in ``pid``, without a warning. Returns the forms."""
+    forms = []
+    for cmd in [probe, *probe["alternatives"]]:
+        argv = cmd["argv"]
+        assert argv[0] == bt.path, argv  # --bpftrace names the binary the line runs
+        result = fire(argv, top, want=2)
+        assert result.fired, f"{bt.version}: {argv} did not fire: {result.stderr}"
+        assert result.pids == {pid}, (bt.version, cmd["form"], result.pids)
+        assert not result.warnings, (bt.version, cmd["form"], result.warnings)
+        forms.append(cmd["form"])
+    return forms
+
+
+def every_version_fires(bts: Sequence[Bpftrace], top: str, pid: int, *args: str) -> None:
+    """Ask ctrace for the program with each bpftrace's --bpftrace and run every command it prints."""
+    for bt in bts:
+        every_command_fires(one_probe(*args, *bt.args), top, pid, bt)
 
 
 def load_base(pid: int, path: Path) -> int:

@@ -23,7 +23,7 @@ import pytest
 
 from ctrace.elf import debuginfo
 from ctrace.elf.reader import open_elf
-from tests.conftest import SRC, Processes, ctrace, fire, need, need_bpftrace, run
+from tests.conftest import SRC, Bpftrace, Processes, ctrace, fire, need, run
 from tests.symfix import load_base
 
 FUNC = "helper_only_in_debug"
@@ -121,9 +121,8 @@ def test_debian_package_named(processes: Processes, tmp_path: Path) -> None:
 
 
 def test_fetched_from_debuginfod_and_the_probe_fires(
-    split: Path, server: str, processes: Processes, tmp_path: Path
+    split: Path, server: str, processes: Processes, tmp_path: Path, bpftraces: list[Bpftrace]
 ) -> None:
-    need_bpftrace()
     proc = processes.start(split / "counted-split", "loop")
     res = ctrace("target", f"pid:{proc.pid}", "--func", FUNC, "-o", "json", env=env(tmp_path, server))
     assert res.code == 0, res.err
@@ -137,8 +136,14 @@ def test_fetched_from_debuginfod_and_the_probe_fires(
     assert probe["symbol"] == FUNC and probe["address"] == symbols[FUNC]
     # bcc does not read ctrace's cache: a stripped file, so a file offset with --unsafe
     assert probe["attach"] == "address" and "--unsafe" in probe["argv"]
-    seen = fire(probe["argv"], hex(load_base(proc.pid, split / "counted-split") + probe["address"]))
-    assert seen.fired, seen.stderr
+    top = hex(load_base(proc.pid, split / "counted-split") + probe["address"])
+    for bt in bpftraces:  # from the cache now; each version's line, run by that version
+        printed = ctrace("target", f"pid:{proc.pid}", "--func", FUNC, "-o", "json", *bt.args, env=env(tmp_path, None))
+        argv = printed.json()["targets"][0]["probes"][0]["argv"]
+        assert argv[0] == bt.path and "--unsafe" in argv, argv
+        seen = fire(argv, top, want=2)
+        assert seen.fired, (bt.version, seen.stderr)
+        assert seen.pids == {proc.pid} and not seen.warnings, (bt.version, seen.pids, seen.warnings)
     # Later runs find it in the cache, with no server at all.
     again = ctrace("target", f"pid:{proc.pid}", "--func", FUNC, "-o", "json", env=env(tmp_path, None))
     assert again.code == 0 and again.json()["targets"][0]["probes"][0]["address"] == symbols[FUNC], again.err

@@ -2,7 +2,8 @@
 
 Images have no base (there is no registry): the demo's Dockerfile FROM scratch,
 or a root filesystem tarball given to ``docker import``. Names start with
-``ctrace-t4-`` so they cannot collide; all are removed at the end of the session.
+``ctrace-t4-PID-`` and tags end in ``:PID`` (the session's) so sessions run side by side on
+one dockerd cannot remove each other's; all are removed at the end of the session.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import Any
 import pytest
 
 from ctrace.resolvers import docker, engine
-from tests.conftest import ROOT, Built, Processes, ctrace, fire, need, need_bpftrace, run
+from tests.conftest import ROOT, Bpftrace, Built, Processes, ctrace, fire, need, need_bpftrace, run
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpftrace]
-P = "ctrace-t4-"
+P = f"ctrace-t4-{os.getpid()}-"
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
 DECOY = Path("/opt/agent/bin/agent-1.2")
 FORMS: dict[str, list[str]] = {}  # scenario -> forms that fired, printed at the end
@@ -109,7 +110,7 @@ def cilium_image(dk: Docker, built: Built) -> str:
     context.mkdir()
     shutil.copy(ROOT / "demo" / "cilium-agent" / "Dockerfile", context)
     shutil.copy(built["cilium-agent"], context)
-    return dk.build("ctrace-t4/cilium-agent:test", context)
+    return dk.build(f"ctrace-t4/cilium-agent:{os.getpid()}", context)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +118,7 @@ def agent_image(dk: Docker, built: Built) -> str:
     """A static C program behind an absolute symlink, and busybox as /bin/sh."""
     files = {"/opt/agent/bin/agent-1.2": built["hello"], "/bin/busybox": Path("/bin/busybox")}
     links = {"/usr/bin/agent": "/opt/agent/bin/agent-1.2", "/bin/sh": "/bin/busybox"}
-    return dk.rootfs("ctrace-t4/agent:test", files, links, ["/usr/bin/agent"])
+    return dk.rootfs(f"ctrace-t4/agent:{os.getpid()}", files, links, ["/usr/bin/agent"])
 
 
 @pytest.fixture(scope="session")
@@ -159,18 +160,47 @@ def bound_to(argv: list[str]) -> int | None:
     return None
 
 
-def fire_all(scenario: str, probe: dict[str, Any], shown: str) -> list[str]:
-    """Run the recommended command and every alternative; each must fire. Returns the forms."""
-    forms = []
-    for cmd in [probe, *probe["alternatives"]]:
-        argv = cmd["argv"]
-        # Bound to a PID, or to a container's mount namespace (a container of several processes).
-        assert bound_to(argv) is not None or "@ctrace_mntns[" in argv[-1], f"not bound: {argv}"
-        result = fire(argv, shown)
-        assert result.fired, f"{scenario}: {cmd['form']} did not fire: {argv}\n{result.stderr}"
-        forms.append(cmd["form"])
+def fire_all(
+    scenario: str, bts: Sequence[Bpftrace], args: Sequence[str], shown: str, pid: int | None = None
+) -> list[str]:
+    """Ask ctrace for the target's program with each bpftrace's --bpftrace (-p and path handling
+    differ by version) and run the recommended command and every alternative: each must fire,
+    only in the target (or, bound to a mount namespace, only in that container). Returns the
+    forms, the same under every version."""
+    every: dict[str, list[str]] = {}
+    for bt in bts:
+        found = targets(*args, *bt.args)
+        (t,) = [t for t in found if pid in (None, t["pid"])]
+        probe = t["probes"][0]
+        forms = []
+        for cmd in [probe, *probe["alternatives"]]:
+            argv = cmd["argv"]
+            assert argv[0] == bt.path, argv  # the line runs the bpftrace it was printed for
+            # Bound to a PID, or to a container's mount namespace (a container of several processes).
+            assert bound_to(argv) is not None or "@ctrace_mntns[" in argv[-1], f"not bound: {argv}"
+            result = fire(argv, shown, want=2)
+            where = f"{scenario}: {cmd['form']} under bpftrace {bt.version}"
+            assert result.fired, f"{where} did not fire: {argv}\n{result.stderr}"
+            allowed = {t["pid"]} if "@ctrace_mntns[" not in argv[-1] else same_mntns(t["pid"])
+            assert result.pids and result.pids <= allowed, (where, result.pids, allowed)
+            assert not result.warnings, (where, result.warnings)
+            forms.append(cmd["form"])
+        every[bt.version] = forms
+    assert len({tuple(f) for f in every.values()}) == 1, every
     FORMS[scenario] = forms
     return forms
+
+
+def same_mntns(pid: int) -> set[int]:
+    ino = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    found = set()
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{p}/ns/mnt").st_ino == ino:
+                found.add(int(p))
+        except OSError:
+            continue
+    return found
 
 
 def build_id(path: Path | str) -> str:
@@ -178,7 +208,7 @@ def build_id(path: Path | str) -> str:
     return out.split("Build ID:")[1].split()[0]
 
 
-def test_cilium_agent_container(dk: Docker, cilium_image: str) -> None:
+def test_cilium_agent_container(dk: Docker, cilium_image: str, bpftraces: list[Bpftrace]) -> None:
     pid = dk.start(f"{P}cilium-agent", cilium_image)
     (t,) = targets(f"{P}cilium-agent", "--func", "regenerate")
     c = t["container"]
@@ -190,13 +220,18 @@ def test_cilium_agent_container(dk: Docker, cilium_image: str) -> None:
     assert b["merged_path"] == c["merged_dir"] + "/usr/bin/cilium-agent"
     (probe,) = t["probes"]
     assert probe["symbol"] == REGEN
-    assert fire_all("cilium-agent (Go, overlay2)", probe, REGEN) == ["proc-root", "merged", "pid-path", "exe"]
+    assert fire_all("cilium-agent (Go, overlay2)", bpftraces, (f"{P}cilium-agent", "--func", "regenerate"), REGEN) == [
+        "proc-root",
+        "merged",
+        "pid-path",
+        "exe",
+    ]
     # a short ID names the same container, and gives the same one target
     assert [x["pid"] for x in targets(c["id"][:12], "--func", "regenerate")] == [pid]
 
 
 def test_absolute_symlink_resolves_inside_the_container(
-    dk: Docker, agent_image: str, decoy: Path, built: Built
+    dk: Docker, agent_image: str, decoy: Path, built: Built, bpftraces: list[Bpftrace]
 ) -> None:
     pid = dk.start(f"{P}symlink", agent_image)
     (t,) = targets(f"{P}symlink", "--func", "hello")
@@ -204,11 +239,13 @@ def test_absolute_symlink_resolves_inside_the_container(
     assert b["path"] == str(DECOY)
     assert b["host_path"] == f"/proc/{pid}/root{DECOY}"
     assert b["build_id"] == build_id(built["hello"]) != build_id(DECOY)
-    forms = fire_all("absolute symlink (static C)", t["probes"][0], "hello")
+    forms = fire_all("absolute symlink (static C)", bpftraces, (f"{P}symlink", "--func", "hello"), "hello")
     assert forms == ["proc-root", "merged", "pid-path", "exe"]
 
 
-def test_bind_mounted_binary_has_no_merged_path(dk: Docker, agent_image: str, built: Built, tmp_path: Path) -> None:
+def test_bind_mounted_binary_has_no_merged_path(
+    dk: Docker, agent_image: str, built: Built, tmp_path: Path, bpftraces: list[Bpftrace]
+) -> None:
     # The container and its process share a name: still one target.
     name = f"{P}bind"
     (tmp_path / name).write_bytes(built["hello"].read_bytes())
@@ -217,7 +254,7 @@ def test_bind_mounted_binary_has_no_merged_path(dk: Docker, agent_image: str, bu
     (t,) = targets(name, "--func", "hello")
     assert (t["pid"], t["container"]["name"]) == (pid, name)
     assert t["binary"]["path"] == f"/mnt/bin/{name}" and t["binary"]["merged_path"] is None
-    assert fire_all("bind mount", t["probes"][0], "hello") == ["proc-root", "pid-path", "exe"]
+    assert fire_all("bind mount", bpftraces, (name, "--func", "hello"), "hello") == ["proc-root", "pid-path", "exe"]
 
 
 @pytest.fixture(scope="session")
@@ -228,17 +265,17 @@ def dyn_pid(dk: Docker, built: Built) -> int:
         "/lib64/ld-linux-x86-64.so.2": Path("/lib64/ld-linux-x86-64.so.2"),
         "/lib/x86_64-linux-gnu/libc.so.6": Path("/lib/x86_64-linux-gnu/libc.so.6"),
     }
-    image = dk.rootfs("ctrace-t4/dyn:test", files, {}, ["/usr/bin/hello-dyn"])
+    image = dk.rootfs(f"ctrace-t4/dyn:{os.getpid()}", files, {}, ["/usr/bin/hello-dyn"])
     return dk.start(f"{P}dyn", image)
 
 
-def test_dynamic_program_in_container(dyn_pid: int) -> None:
+def test_dynamic_program_in_container(dyn_pid: int, bpftraces: list[Bpftrace]) -> None:
     (t,) = targets(f"{P}dyn", "--func", "hello")
     assert t["binary"]["path"] == "/usr/bin/hello-dyn"
-    fire_all("dynamic executable", t["probes"][0], "hello")
+    fire_all("dynamic executable", bpftraces, (f"{P}dyn", "--func", "hello"), "hello")
 
 
-def test_lib_probes_the_containers_libc(dyn_pid: int) -> None:
+def test_lib_probes_the_containers_libc(dyn_pid: int, bpftraces: list[Bpftrace]) -> None:
     (t,) = targets(f"{P}dyn", "--lib", "libc", "--func", "usleep")
     b = t["binary"]
     assert b["path"] == "/lib/x86_64-linux-gnu/libc.so.6"
@@ -247,7 +284,11 @@ def test_lib_probes_the_containers_libc(dyn_pid: int) -> None:
     assert os.stat(b["host_path"]).st_ino != os.stat("/lib/x86_64-linux-gnu/libc.so.6").st_ino
     (probe,) = t["probes"]
     assert probe["symbol"] == "usleep"
-    assert fire_all("--lib libc (own libc)", probe, "usleep") == ["proc-root", "merged", "pid-path"]
+    assert fire_all("--lib libc (own libc)", bpftraces, (f"{P}dyn", "--lib", "libc", "--func", "usleep"), "usleep") == [
+        "proc-root",
+        "merged",
+        "pid-path",
+    ]
 
 
 def test_lib_errors(dyn_pid: int) -> None:
@@ -257,7 +298,7 @@ def test_lib_errors(dyn_pid: int) -> None:
     assert res.code == 2 and "matches 2 files" in res.err, res.err
 
 
-def test_replicas_prefix_needs_all_and_warns_shared(dk: Docker, cilium_image: str) -> None:
+def test_replicas_prefix_needs_all_and_warns_shared(dk: Docker, cilium_image: str, bpftraces: list[Bpftrace]) -> None:
     pids = [dk.start(f"{P}rep-{n}", cilium_image) for n in (1, 2)]
     res = ctrace("target", f"{P}rep", "--func", "regenerate")
     assert res.code == 2, res.err
@@ -269,10 +310,11 @@ def test_replicas_prefix_needs_all_and_warns_shared(dk: Docker, cilium_image: st
         assert any("same file" in w and str(other) in w for w in t["warnings"]), t["warnings"]
         probe = t["probes"][0]
         assert all(bound_to(c["argv"]) == t["pid"] for c in [probe, *probe["alternatives"]])
-        fire_all(f"replica {t['container']['name']}", probe, REGEN)
+        args = (f"{P}rep", "--all", "--func", "regenerate")
+        fire_all(f"replica {t['container']['name']}", bpftraces, args, REGEN, t["pid"])
 
 
-def test_multi_process_container(dk: Docker, agent_image: str) -> None:
+def test_multi_process_container(dk: Docker, agent_image: str, bpftraces: list[Bpftrace]) -> None:
     name = f"{P}multi"
     # busybox sh starts one agent in the background, then becomes the other (the init process)
     init = dk.start(name, agent_image, "--entrypoint", "/bin/sh", cmd=["-c", "/usr/bin/agent & exec /usr/bin/agent"])
@@ -281,7 +323,8 @@ def test_multi_process_container(dk: Docker, agent_image: str) -> None:
     assert sorted(t["init"] for t in found) == [False, True]
     assert next(t["pid"] for t in found if t["init"]) == init
     for t in found:
-        fire_all(f"multi-process ({'init' if t['init'] else 'child'})", t["probes"][0], "hello")
+        scenario = f"multi-process ({'init' if t['init'] else 'child'})"
+        fire_all(scenario, bpftraces, (name, "--func", "hello"), "hello", t["pid"])
     res = ctrace("ps", "--container", name, "-o", "json")
     assert res.code == 0, res.err
     rows = res.json()["processes"]
@@ -289,7 +332,7 @@ def test_multi_process_container(dk: Docker, agent_image: str) -> None:
     assert {r["pid"] for r in rows} == {t["pid"] for t in found}
 
 
-def test_deleted_binary_in_container(dk: Docker, cilium_image: str) -> None:
+def test_deleted_binary_in_container(dk: Docker, cilium_image: str, bpftraces: list[Bpftrace]) -> None:
     name = f"{P}deleted"
     pid = dk.start(name, cilium_image)
     merged = run(["docker", "inspect", "-f", "{{.GraphDriver.Data.MergedDir}}", name]).stdout.strip()
@@ -300,7 +343,7 @@ def test_deleted_binary_in_container(dk: Docker, cilium_image: str) -> None:
     assert any("deleted" in w for w in t["warnings"])
     # bpftrace 0.17 cannot open the deleted path to name frames: the stack starts at the bare address
     probe = t["probes"][0]
-    assert fire_all("deleted in container", probe, hex(probe["address"])) == ["exe"]
+    assert fire_all("deleted in container", bpftraces, (name, "--func", "regenerate"), hex(probe["address"])) == ["exe"]
 
 
 def test_ps_shows_containers(dk: Docker, cilium_image: str) -> None:
@@ -330,13 +373,14 @@ def test_no_daemon_falls_back_to_host(built: Built, processes: Processes, tmp_pa
     assert "\nhint: " in res.err and "Traceback" not in res.err
 
 
-def test_lib_on_a_host_process(built: Built, processes: Processes) -> None:
+def test_lib_on_a_host_process(built: Built, processes: Processes, bpftraces: list[Bpftrace]) -> None:
     proc = processes.start(built["hello-dyn"])
     (t,) = targets(f"pid:{proc.pid}", "--lib", "libc.so", "--func", "usleep")
     b = t["binary"]
     assert b["path"].endswith("/libc.so.6") and b["host_path"] == f"/proc/{proc.pid}/root{b['path']}"
     assert any("same file" in w for w in t["warnings"])  # the host's libc: every process maps it
-    assert fire_all("--lib libc (host process)", t["probes"][0], "usleep") == ["proc-root"]
+    args = (f"pid:{proc.pid}", "--lib", "libc.so", "--func", "usleep")
+    assert fire_all("--lib libc (host process)", bpftraces, args, "usleep") == ["proc-root"]
 
 
 def test_local_socket_imports_no_http_library(dk: Docker, cilium_image: str) -> None:

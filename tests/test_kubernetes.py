@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Built, Result, ctrace, fire, need, need_bpftrace, run
+from tests.conftest import Bpftrace, Built, Result, ctrace, fire, need, run
 from tests.k8s_api import ApiServer, pod, workload
 
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
@@ -107,8 +107,16 @@ def targets_of(res: Result) -> list[dict[str, Any]]:
     return found
 
 
-def test_pod_to_firing_command(kubeconfig: Path, containers: Containers) -> None:
-    need_bpftrace()
+def fires_only_in(argv: list[str], pid: int, bt: Bpftrace) -> None:
+    """The printed line runs ``bt`` and fires in the pod's process only: pod B runs the same
+    image, so the same file, and a program not bound to its target would count B too."""
+    assert argv[0] == bt.path, argv
+    result = fire(argv, REGEN, want=2)
+    assert result.fired, (bt.version, result.stderr)
+    assert result.pids == {pid} and not result.warnings, (bt.version, result.pids, result.warnings)
+
+
+def test_pod_to_firing_command(kubeconfig: Path, containers: Containers, bpftraces: list[Bpftrace]) -> None:
     res = k(kubeconfig, "target", "pod/cilium-x7k2p", "--func", "regenerate", "-o", "json")
     (t,) = targets_of(res)
     assert t["runtime"] == "k8s"
@@ -124,19 +132,25 @@ def test_pod_to_firing_command(kubeconfig: Path, containers: Containers) -> None
     host_pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", containers.agent_a]).stdout)
     assert t["pid"] == host_pid and t["nspid"] == [host_pid, 1]
     assert t["binary"]["path"] == "/usr/bin/cilium-agent"
-    (probe,) = t["probes"]
-    result = fire(probe["argv"], REGEN)
-    assert result.fired, result.stderr
+    for bt in bpftraces:
+        (t,) = targets_of(k(kubeconfig, "target", "pod/cilium-x7k2p", "--func", "regenerate", "-o", "json", *bt.args))
+        (probe,) = t["probes"]
+        for cmd in [probe, *probe["alternatives"]]:
+            fires_only_in(cmd["argv"], host_pid, bt)
 
 
-def test_three_pid_namespaces_deep_reports_the_host_pid(kubeconfig: Path, containers: Containers) -> None:
-    need_bpftrace()
+def test_three_pid_namespaces_deep_reports_the_host_pid(
+    kubeconfig: Path, containers: Containers, bpftraces: list[Bpftrace]
+) -> None:
     (t,) = targets_of(k(kubeconfig, "target", "pod/kind-like", "--func", "regenerate", "-o", "json"))
     assert len(t["nspid"]) == 3 and t["nspid"][-1] == 1
     assert t["pid"] == t["nspid"][0] and t["pid"] != t["nspid"][1]
     assert os.path.exists(f"/proc/{t['pid']}") and Path(f"/proc/{t['pid']}/comm").read_text().strip() == "cilium-agent"
-    result = fire(t["probes"][0]["argv"], REGEN)
-    assert result.fired, result.stderr
+    for bt in bpftraces:
+        (t,) = targets_of(k(kubeconfig, "target", "pod/kind-like", "--func", "regenerate", "-o", "json", *bt.args))
+        probe = t["probes"][0]
+        for cmd in [probe, *probe["alternatives"]]:
+            fires_only_in(cmd["argv"], t["pid"], bt)
 
 
 def test_daemonset_gives_a_command_per_replica(kubeconfig: Path, containers: Containers) -> None:
@@ -200,8 +214,9 @@ def test_missing_kubeconfig(tmp_path: Path) -> None:
     assert res.code == 3 and "kubeconfig" in res.err and "Traceback" not in res.err
 
 
-def test_real_kubectl_finds_and_runs_the_plugin(kubeconfig: Path, containers: Containers) -> None:
-    need_bpftrace()
+def test_real_kubectl_finds_and_runs_the_plugin(
+    kubeconfig: Path, containers: Containers, bpftraces: list[Bpftrace]
+) -> None:
     need(shutil.which("kubectl") is not None, "kubectl is not installed (make test installs it)")
     bindir = Path(sys.executable).parent
     need((bindir / "kubectl-ctrace").exists(), "kubectl-ctrace is not installed in the venv")
@@ -210,18 +225,21 @@ def test_real_kubectl_finds_and_runs_the_plugin(kubeconfig: Path, containers: Co
     assert str(bindir / "kubectl-ctrace") in listed.stdout
     helped = subprocess.run(["kubectl", "ctrace", "--help"], capture_output=True, text=True, env=env)
     assert helped.stdout.startswith("usage: kubectl ctrace ")
-    # Under kubectl a bare NAME is a pod, as with `kubectl logs NAME`.
-    out = subprocess.run(
-        ["kubectl", "ctrace", "target", "cilium-x7k2p", "-n", NS, "--func", "regenerate", "-o", "json"],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert out.returncode == 0, out.stderr
-    (t,) = Result(out.returncode, out.stdout, out.stderr).json()["targets"]
-    assert t["pod"]["name"] == "cilium-x7k2p"
-    result = fire(t["probes"][0]["argv"], REGEN)
-    assert result.fired, result.stderr
+    # Under kubectl a bare NAME is a pod, as with `kubectl logs NAME`; --bpftrace passes through.
+    # The program is test_pod_to_firing_command's (the same pod through the same plan), which
+    # fires every form under every version: here the newest runs, the others' argv[0] is checked.
+    host_pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", containers.agent_a]).stdout)
+    for bt in bpftraces:
+        out = subprocess.run(
+            ["kubectl", "ctrace", "target", "cilium-x7k2p", "-n", NS, "--func", "regenerate", "-o", "json", *bt.args],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        (t,) = Result(out.returncode, out.stdout, out.stderr).json()["targets"]
+        assert t["pod"]["name"] == "cilium-x7k2p" and t["probes"][0]["argv"][0] == bt.path
+    fires_only_in(t["probes"][0]["argv"], host_pid, bt)
 
 
 def test_ps_and_ns_show_the_pod_of_a_host_pid(kubeconfig: Path, containers: Containers) -> None:

@@ -14,7 +14,7 @@ import pytest
 from ctrace import elf
 from ctrace.elf import code, pclntab
 from ctrace.elf.reader import open_elf
-from tests.conftest import ROOT, Built, Processes, fire, need, need_bpftrace, run
+from tests.conftest import ROOT, Bpftrace, Built, Processes, need, run
 from tests.symfix import (
     REGEN,
     every_command_fires,
@@ -70,19 +70,18 @@ def test_pclntab_is_found(path: str, how: str) -> None:
 
 
 @pytest.mark.bpftrace
-def test_stripped_go_regenerate_fires(built: Built, processes: Processes) -> None:
-    need_bpftrace()
+def test_stripped_go_regenerate_fires(built: Built, processes: Processes, bpftraces: list[Bpftrace]) -> None:
     proc = processes.start(built["cilium-agent-stripped"])
-    probe = one_probe(f"pid:{proc.pid}", "--func", "regenerate")
-    assert probe["symbol"] == REGEN and probe["attach"] == "address"
-    assert "--unsafe" in probe["argv"]
-    # the printed number is the entry's file offset inside an executable PT_LOAD
     f = open_elf(str(built["cilium-agent-stripped"]))
-    offset = hex(code.code_offset(f, probe["address"]) or -1)
-    assert (
-        f":{offset} " in probe["argv"][-1] and probe["where"] == f"file offset {offset} (vaddr {hex(probe['address'])})"
-    )
-    every_command_fires(probe, hex(probe["address"]))
+    for bt in bpftraces:
+        probe = one_probe(f"pid:{proc.pid}", "--func", "regenerate", *bt.args)
+        assert probe["symbol"] == REGEN and probe["attach"] == "address"
+        assert "--unsafe" in probe["argv"]
+        # the printed number is the entry's file offset inside an executable PT_LOAD
+        offset = hex(code.code_offset(f, probe["address"]) or -1)
+        where = f"file offset {offset} (vaddr {hex(probe['address'])})"
+        assert f":{offset} " in probe["argv"][-1] and probe["where"] == where
+        every_command_fires(probe, hex(probe["address"]), proc.pid, bt)
 
 
 @pytest.fixture(scope="module")
@@ -105,17 +104,12 @@ def stripped_container(built: Built, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.docker
 @pytest.mark.bpftrace
-def test_stripped_go_container_regenerate_fires(stripped_container: int) -> None:
-    need_bpftrace()
-    probe = one_probe(f"pid:{stripped_container}", "--func", "regenerate")
-    assert probe["symbol"] == REGEN and "--unsafe" in probe["argv"]
-    assert f"/proc/{stripped_container}/root/usr/bin/cilium-agent:" in probe["argv"][-1]
-    result = fire(probe["argv"], hex(probe["address"]))
-    assert result.fired, result.stderr
-    # Every other form (MergedDir, -p with the in-container path, /proc/PID/exe bound by a
-    # pid filter rather than -p, see emit.command) fires too.
-    forms = {alt["form"] for alt in probe["alternatives"]}
-    assert forms == {"merged", "pid-path", "exe"}
-    for alt in probe["alternatives"]:
-        late = fire(alt["argv"], hex(probe["address"]))
-        assert late.fired, (alt["form"], late.stderr)
+def test_stripped_go_container_regenerate_fires(stripped_container: int, bpftraces: list[Bpftrace]) -> None:
+    for bt in bpftraces:
+        probe = one_probe(f"pid:{stripped_container}", "--func", "regenerate", *bt.args)
+        assert probe["symbol"] == REGEN and "--unsafe" in probe["argv"]
+        assert f"/proc/{stripped_container}/root/usr/bin/cilium-agent:" in probe["argv"][-1]
+        # Every other form (MergedDir, -p with the in-container path, /proc/PID/exe bound by a
+        # pid filter rather than -p, see emit.command) fires too, and -p and paths differ by version.
+        forms = every_command_fires(probe, hex(probe["address"]), stripped_container, bt)
+        assert forms == ["proc-root", "merged", "pid-path", "exe"], (bt.version, forms)

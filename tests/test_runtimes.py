@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Built, Processes, ctrace, fire, need, need_bpftrace, run
+from tests.conftest import Bpftrace, Built, Processes, ctrace, fire, need, need_bpftrace, run
 from tests.runtime_report import record
 
 pytestmark = [pytest.mark.docker, pytest.mark.bpftrace]
@@ -295,26 +295,37 @@ def bound(argv: Sequence[str]) -> bool:
     return re.search(r"\bu(?:ret)?probe:[^{]*/[^{]*\b(pid|tid|cgroup|mntns)\b[^{]*/\s*\{", program) is not None
 
 
-def forms_fired(target: dict[str, Any], row: str) -> list[str]:
-    """Every printed form must fire on the target's PID; one bound by a predicate on it alone
-    (the pod's sandbox runs the same file: the decoy)."""
-    fired, leaked = [], []
-    for cmd in commands(target):
-        result = fire(cmd["argv"], "hello")
-        assert result.fired, (cmd["form"], result.stderr)
-        got = set(pids_fired(cmd["argv"]))
-        assert target["pid"] in got, cmd["form"]
-        if bound(cmd["argv"]):
-            assert got == {target["pid"]}, (cmd["form"], got)
-        elif got != {target["pid"]}:
-            leaked.append(cmd["form"])
-        fired.append(cmd["form"])
-    note = f"; also fired in a decoy (-p only, no predicate): {', '.join(leaked)}" if leaked else ""
-    record(row, "fired from the host", "yes: " + ", ".join(fired) + note)
+def forms_fired(target: dict[str, Any], row: str, bts: Sequence[Bpftrace], *args: str) -> list[str]:
+    """Ask ctrace for ``args``'s program with each bpftrace's --bpftrace (-p and path handling
+    differ by version): every printed form must fire on the target's PID; one bound by a
+    predicate on it alone (the pod's sandbox runs the same file: the decoy)."""
+    every: dict[str, list[str]] = {}
+    leaked: set[str] = set()
+    for bt in bts:
+        seen = only_target(*args, *bt.args)
+        assert seen["pid"] == target["pid"]
+        fired = []
+        for cmd in commands(seen):
+            assert cmd["argv"][0] == bt.path, cmd["argv"]  # the line runs the bpftrace it was printed for
+            result = fire(cmd["argv"], "hello")
+            where = (bt.version, cmd["form"])
+            assert result.fired, (*where, result.stderr)
+            assert not result.warnings, (*where, result.warnings)
+            got = set(pids_fired(cmd["argv"]))
+            assert target["pid"] in got, where
+            if bound(cmd["argv"]):
+                assert got == {target["pid"]}, (*where, got)
+            elif got != {target["pid"]}:
+                leaked.add(f"{cmd['form']} ({bt.version})")
+            fired.append(cmd["form"])
+        every[bt.version] = fired
+    assert len({tuple(f) for f in every.values()}) == 1, every
+    note = f"; also fired in a decoy (-p only, no predicate): {', '.join(sorted(leaked))}" if leaked else ""
+    record(row, "fired from the host", "yes: " + ", ".join(fired) + f" (bpftrace {', '.join(every)})" + note)
     return fired
 
 
-def test_containerd_plain(node: Node, plain: Running, cri: Running) -> None:
+def test_containerd_plain(node: Node, plain: Running, cri: Running, bpftraces: list[Bpftrace]) -> None:
     row = "containerd plain"
     t = only_target(plain.name)
     c = t["container"]
@@ -339,11 +350,11 @@ def test_containerd_plain(node: Node, plain: Running, cri: Running) -> None:
     rootfs = t["binary"]["merged_path"]
     assert rootfs == str(node.tmp / "state" / "io.containerd.runtime.v2.task" / NS / plain.name / "rootfs" / "hello")
     record(row, "root filesystem path", "task rootfs")
-    assert "rootfs" in forms_fired(t, row)
+    assert "rootfs" in forms_fired(t, row, bpftraces, plain.name)
     record(row, "fired inside the node", "n/a")
 
 
-def test_containerd_cri(node: Node, cri: Running, plain: Running) -> None:
+def test_containerd_cri(node: Node, cri: Running, plain: Running, bpftraces: list[Bpftrace]) -> None:
     row = "containerd CRI"
     t = only_target(API, "--runtime", "containerd")
     assert t["pid"] == cri.pid and t["container"]["id"] == cri.name and t["container"]["namespace"] == "k8s.io"
@@ -360,7 +371,7 @@ def test_containerd_cri(node: Node, cri: Running, plain: Running) -> None:
     record(row, "identity", "runtime, namespace, name, ID, image (meta.db)")
     assert t["binary"]["merged_path"].endswith(f"/k8s.io/{cri.name}/rootfs/hello")
     record(row, "root filesystem path", "task rootfs")
-    assert "rootfs" in forms_fired(t, row)
+    assert "rootfs" in forms_fired(t, row, bpftraces, API, "--runtime", "containerd")
     record(row, "fired inside the node", "n/a")
 
 
@@ -418,7 +429,7 @@ def test_ns_and_ps_text_show_container_and_pod(cri: Running) -> None:
     assert f"shop/{P}-web" in lines[1] and "containerd" in lines[1]
 
 
-def test_podman(node: Node, plain: Running) -> None:
+def test_podman(node: Node, plain: Running, bpftraces: list[Bpftrace]) -> None:
     row = "podman"
     loaded = run(["podman", "load", "-i", str(node.image_tar)], timeout=300).stdout
     node.podman_image = loaded.strip().splitlines()[-1].split("Loaded image:")[-1].strip()
@@ -434,11 +445,11 @@ def test_podman(node: Node, plain: Running) -> None:
     record(row, "pod", "none (correct)")
     assert t["binary"]["merged_path"].startswith("/var/lib/containers/storage/overlay/")
     record(row, "root filesystem path", "overlay merged mount (config.json root.path)")
-    assert "rootfs" in forms_fired(t, row)
+    assert "rootfs" in forms_fired(t, row, bpftraces, f"{P}-pm")
     record(row, "fired inside the node", "n/a")
 
 
-def test_docker(node: Node, plain: Running) -> None:
+def test_docker(node: Node, plain: Running, bpftraces: list[Bpftrace]) -> None:
     row = "docker"
     pid = node.docker_run(f"{P}-dk")
     t = only_target(f"{P}-dk")
@@ -450,7 +461,7 @@ def test_docker(node: Node, plain: Running) -> None:
     record(row, "pod", "none (correct)")
     assert t["container"]["merged_dir"] and t["binary"]["merged_path"].startswith(t["container"]["merged_dir"])
     record(row, "root filesystem path", "MergedDir")
-    assert "merged" in forms_fired(t, row)
+    assert "merged" in forms_fired(t, row, bpftraces, f"{P}-dk")
     record(row, "fired inside the node", "n/a")
 
 
@@ -560,7 +571,7 @@ def _nested(kind_node: tuple[str, int], ident: str, *flags: str) -> int:
     raise AssertionError(f"no host PID for {ident}")
 
 
-def test_kind_like_nested_node(kind_node: tuple[str, int]) -> None:
+def test_kind_like_nested_node(kind_node: tuple[str, int], bpftraces: list[Bpftrace]) -> None:
     row = "kind-like nested"
     name, node_pid = kind_node
     inner = f"{P}-inner"  # an ID that is not 64 hex: once labelled as the node container
@@ -590,7 +601,7 @@ def test_kind_like_nested_node(kind_node: tuple[str, int]) -> None:
         f"/run/containerd/io.containerd.runtime.v2.task/k8s.io/{inner}/rootfs/hello"
     )
     record(row, "root filesystem path", "/proc/<shim>/root + the node's task rootfs")
-    forms_fired(t, row)
+    forms_fired(t, row, bpftraces, AGENT)
     # Inside the node's PID namespace (a node agent with hostPID on kind): ctrace sees the node's /proc.
     inside = ["nsenter", "-t", str(node_pid), "-p", "--", "unshare", "-m", "--mount-proc"]
     res = subprocess.run([*inside, sys.executable, "-m", "ctrace", "target", AGENT, "--func", "hello", "-o", "json"],
