@@ -96,7 +96,11 @@ def static_parts(elf: ElfFile, symbols: Sequence[Symbol]) -> tuple[list[int], li
     # continuations of functions (gcc's .text.unlikely, placed first), never entries.
     after = min((s.address for s in symbols if s.name == "frame_dummy"), default=0)
     entries = sorted({s.address for s in symbols if s.size >= MIN_BODY and s.name not in CRT and ".cold" not in s.name})
-    own = [a for a in entries if after < a < start]
+    # libc.a's members come in archive order, not pull order: libc-start.o's static helpers
+    # (call_fini, the cache-info probes) stand before __libc_start_main. The program's own
+    # objects end with the one holding main, when main lies in the program's part.
+    end = max((s.address for s in symbols if s.name == "main" and after < s.address < start), default=start - 1)
+    own = [a for a in entries if after < a <= end]
     return own, _spread([a for a in entries if a >= start], SAMPLE)
 
 
