@@ -83,6 +83,24 @@ class Dialect(Record):
         it ``$x = delete(...)`` is an error."""
         return self.version >= (0, 24, 0)
 
+    @property
+    def resolves_stack_paths(self) -> bool:
+        """Whether bpftrace looks up the processes running a probed file, to cache its symbols
+        for ``ustack``, through the file's host path: 0.27 warns "Unable to get pids for
+        /proc/PID/root/...: Unable to canonicalize" for a file that exists only inside a
+        container (the probe still attaches; measured). 0.23 does not (measured); releases
+        between are taken to warn. ``config = { cache_user_symbols = "NONE" }`` skips the
+        lookup, and 0.23 and 0.27 accept it; 0.17 has no config block."""
+        return self.version >= (0, 24, 0)
+
+    def configured(self, program: str) -> str:
+        """``program`` with the config block this release needs to compile it without warnings."""
+        if self.resolves_stack_paths and "ustack" in program:
+            # ctrace names the frames of --run's stacks itself; only the per-call stack
+            # printing loses bpftrace's symbol cache.
+            return f'config = {{ cache_user_symbols = "NONE" }} {program}'
+        return program
+
     def delete(self, element: str) -> str:
         """A statement that deletes a map element without a warning on this release."""
         return f"$gone = delete({element});" if self.delete_returns else f"delete({element});"

@@ -192,7 +192,7 @@ def _command(
         exit_kind,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
-    text = binding.program(bound, row.program(block))
+    text = request.dialect.configured(binding.program(bound, row.program(block)))
     cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
     attach = "name" if where[0].kind.startswith("name") else "address"
     return Made(cmd, attach, block.points, emit.describe(where), why, bound.statement, form.path)
@@ -235,8 +235,10 @@ def combined(result: Plan, request: Request, ctx: Context) -> Command:
     bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
     parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
     block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
-    text = binding.program(
-        bound, actions.stack(block) if request.action == "stack" else _per_function(parts, result, block)
+    text = request.dialect.configured(
+        binding.program(
+            bound, actions.stack(block) if request.action == "stack" else _per_function(parts, result, block)
+        )
     )
     return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -120,16 +119,6 @@ def bpftraces() -> list[Bpftrace]:
     return found
 
 
-# bpftrace 0.27 lists the processes running a probed file (for ustack's symbols) by resolving
-# its path through the magic link: /proc/PID/root/usr/bin/x becomes the host's /usr/bin/x, and
-# /proc/PID/exe the in-container path, which the host may not have. Measured: the probe still
-# attaches, fires only in the target and names its frames (test_docker checks the top frame).
-# Open: ctrace prints a container program that 0.27 warns about; allowed here, and only this.
-CONTAINER_PATH_WARNING = re.compile(
-    r"WARNING: Unable to get pids for (/proc/\d+/(?:root/\S+|exe)): Unable to canonicalize '\1' \(No such file"
-)
-
-
 def program_warnings(stderr: str, argv: Sequence[str]) -> list[str]:
     """What bpftrace said about the program: every warning or error line but those about the
     machine (dialect.MACHINE_WARNINGS), bpftrace's own at exit (dialect.EXIT_DEFECTS) and, for
@@ -143,8 +132,6 @@ def program_warnings(stderr: str, argv: Sequence[str]) -> list[str]:
         if any(rx.search(line) for rx in MACHINE_WARNINGS) or EXIT_DEFECTS.search(line):
             continue  # the machine's, or bpftrace 0.17's own at exit (counted by test_matrix)
         if "--unsafe" in argv and UNSAFE_WARNING.search(line):
-            continue
-        if CONTAINER_PATH_WARNING.search(line):
             continue
         found.append(line.strip())
     return found

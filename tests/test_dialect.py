@@ -72,3 +72,14 @@ def test_without_bpftrace_the_oldest_form_and_a_warning(built: Built, processes:
     assert res.code == 0, res.err
     (t,) = res.json()["targets"]
     assert any("bpftrace was not found" in w and "0.17.0" in w for w in t["warnings"]), t["warnings"]
+
+
+def test_a_stack_program_skips_the_symbol_cache_where_its_lookup_warns() -> None:
+    """0.27 warns when it cannot canonicalize a container's /proc/PID/root path for ustack's
+    symbol cache; the config block that turns the cache off is given to those releases only."""
+    stack = 'uprobe:/proc/1/root/x:f { printf("%s\\n", ustack); }'
+    count = "uprobe:/proc/1/root/x:f { @c[pid] = count(); }"
+    old, mid, new = dialect.Dialect((0, 17, 0)), dialect.Dialect((0, 23, 2)), dialect.Dialect((0, 27, 1))
+    assert old.configured(stack) == mid.configured(stack) == stack  # 0.17 has no config block
+    assert new.configured(stack) == f'config = {{ cache_user_symbols = "NONE" }} {stack}'
+    assert new.configured(count) == count
