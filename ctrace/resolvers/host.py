@@ -66,7 +66,7 @@ def matching_pids(name: str, ctx: Context) -> list[int]:
     for pid in procfs.pids(ctx.proc_root):
         if pid == ctx.self_pid:
             continue
-        comm = _read(f"{ctx.proc_root}/{pid}/comm")
+        comm = procfs.read_bytes(f"{ctx.proc_root}/{pid}/comm", 4096)
         if comm is None:
             continue  # exited while we looked
         if named(pid, name, want, comm, ctx.proc_root):
@@ -79,19 +79,6 @@ def named(pid: int, name: str, want: bytes, comm: bytes, proc_root: str) -> bool
     return comm == want or _other_names_match(pid, name, proc_root)
 
 
-def _read(path: str, size: int = 4096) -> bytes | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, size)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def _other_names_match(pid: int, name: str, proc_root: str) -> bool:
     # comm is cut to 15 bytes, and a symlinked or renamed program has another
     # comm, so the exe and argv[0] basenames are checked too.
@@ -101,7 +88,7 @@ def _other_names_match(pid: int, name: str, proc_root: str) -> bool:
         return False  # kernel thread or gone
     if os.path.basename(exe.removesuffix(procfs.DELETED)) == name:
         return True
-    cmdline = _read(f"{proc_root}/{pid}/cmdline")
+    cmdline = procfs.read_bytes(f"{proc_root}/{pid}/cmdline", 4096)
     if cmdline is None:
         return False
     if b"\0" in cmdline or len(cmdline) < 4096:

@@ -41,7 +41,7 @@ def scan(name: str | None, ctx: Context) -> Scan:
     want = os.fsencode(name) + b"\n" if name else b""
     named, shims, conmons = [], [], []
     for pid in procfs.pids(ctx.proc_root):
-        comm = host._read(f"{ctx.proc_root}/{pid}/comm")
+        comm = procfs.read_bytes(f"{ctx.proc_root}/{pid}/comm", 4096)
         if comm is None:
             continue  # exited while we looked
         if comm.startswith(SHIM.encode()):
