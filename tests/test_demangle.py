@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ctrace import elf
-from tests.conftest import Built, Processes, ctrace, need, need_bpftrace, run
+from tests.conftest import Bpftrace, Built, Processes, ctrace, need, need_bpftrace, run
 from tests.symfix import every_command_fires, one_probe
 
 
@@ -24,14 +24,14 @@ def test_cpp_demangled_for_matching_and_display(built: Built) -> None:
 
 
 @pytest.mark.bpftrace
-def test_cpp_probe_shows_both_names_and_fires(built: Built, processes: Processes) -> None:
+def test_cpp_probe_shows_both_names_and_fires(built: Built, processes: Processes, bpftrace: Bpftrace) -> None:
     need_bpftrace()
     proc = processes.start(built["acme"])
-    probe = one_probe(f"pid:{proc.pid}", "--func", "handshake")
+    probe = one_probe(f"pid:{proc.pid}", "--func", "handshake", *bpftrace.args)
     assert probe["symbol"] == "_ZN4acme3net4Conn9handshakeEi"
     assert probe["demangled"] == "acme::net::Conn::handshake(int)"
     assert "_ZN4acme3net4Conn9handshakeEi" in probe["shell"]  # bpftrace 0.17 has no cpp: probes
-    every_command_fires(probe, "acme::net::Conn::handshake(int)")
+    every_command_fires(probe, "acme::net::Conn::handshake(int)", proc.pid, bpftrace)
 
 
 RUST = """

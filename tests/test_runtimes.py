@@ -232,7 +232,7 @@ def cri(node: Node) -> Running:
     """A CRI container in namespace k8s.io, in kubelet's cgroupfs layout, with its pod's sandbox beside it."""
     ident = secrets.token_hex(32)
     node.cgroups.append(f"/kubepods/besteffort/pod{UID}")
-    sandbox = [*cri_flags("POD", f"{P}-web", "shop", UID, kind="sandbox"), "--label=app=web", "--label=tier=api"]
+    sandbox = [*cri_flags("POD", f"{P}-web", "shop", UID, kind="sandbox"), f"--label=app={P}-web", "--label=tier=api"]
     node.ctr_run(secrets.token_hex(32), *sandbox, ns="k8s.io")
     flags = [*cri_flags(API, f"{P}-web", "shop", UID), f"--cgroup=/kubepods/besteffort/pod{UID}/{ident}"]
     return Running(node.ctr_run(ident, *flags, ns="k8s.io"), ident)
@@ -385,7 +385,7 @@ def test_pods_on_the_node_without_an_api_server(cri: Running, tmp_path: Path) ->
     res = ctrace("target", f"pod/{P}-web", "-n", "other", "--func", "hello", env=env)
     assert res.code == 1 and "no kubeconfig or in-cluster config" in res.err
     # labels: the sandbox's, in containerd's metadata database
-    res = ctrace("target", "-l", "app=web,tier!=db", "-n", "shop", "--func", "hello", "-o", "json", env=env)
+    res = ctrace("target", "-l", f"app={P}-web,tier!=db", "-n", "shop", "--func", "hello", "-o", "json", env=env)
     assert res.code == 0, res.err
     assert [t["pid"] for t in res.json()["targets"]] == [cri.pid]
     res = ctrace("target", "-l", "app=db", "--func", "hello", env=env)
