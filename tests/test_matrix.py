@@ -149,6 +149,7 @@ def merge(cells: list[tuple[int, Cell]]) -> str:
     begin: dict[str, None] = {}
     end: dict[str, None] = {}
     shared: dict[str, None] = {}
+    config: dict[str, None] = {}  # the dialect's config block: once, first, as bpftrace wants it
     own: list[str] = []
     for n, cell in cells:
         for head, body in blocks(cell.probe_json["argv"][-1]):
@@ -156,14 +157,16 @@ def merge(cells: list[tuple[int, Cell]]) -> str:
                 body = re.sub(rf"{m}\b", f"{m}_c{n}", body)
                 head = re.sub(rf"{m}\b", f"{m}_c{n}", head)
             body = body.replace('printf("', f'printf("c{n} ')
-            if head in ("BEGIN", "END"):
+            if head.startswith("config"):
+                config[f"{head} {{ {body} }}"] = None
+            elif head in ("BEGIN", "END"):
                 for stmt in re.findall(r"[^;]+;", body):
                     (begin if head == "BEGIN" else end)[stmt.strip()] = None
             elif head.startswith("tracepoint:"):
                 shared[f"{head} {{ {body} }}"] = None
             else:
                 own.append(f"{head} {{ {body} }}")
-    parts = [f"BEGIN {{ {' '.join(begin)} }}", *shared, *own, f"END {{ {' '.join(end)} }}"]
+    parts = [*config, f"BEGIN {{ {' '.join(begin)} }}", *shared, *own, f"END {{ {' '.join(end)} }}"]
     return " ".join(parts)
 
 
