@@ -50,7 +50,7 @@ def test_choices_complete(words: list[str], want: list[str]) -> None:
 
 
 def test_action_choices_are_the_parsers() -> None:
-    from ctrace.cli import build_parser
+    from ctrace.cli.parser import build_parser
 
     parser = build_parser("ctrace", ["target"])
     (sub,) = [a for a in parser._actions if a.dest == "command"]

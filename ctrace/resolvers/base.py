@@ -7,8 +7,8 @@ from ctrace.record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from ctrace.cgroups import Placement
     from ctrace.model import Container, Pod, Process
+    from ctrace.proc.cgroups import Placement
 else:
     Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ctrace import procfs
 from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Process
+from ctrace.proc import procfs
 from ctrace.resolvers.base import Context
 
 NAME = "host"

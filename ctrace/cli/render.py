@@ -7,16 +7,17 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 
+from ctrace.cli.text import chain
+from ctrace.errors import NotTraceable
 from ctrace.model import Binary, Container, Probe, Process, Remote, Symbol, Target
 from ctrace.record import TYPE_CHECKING
-from ctrace.text import chain
 
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from ctrace.elf import ElfInfo
-    from ctrace.plan import Plan
-    from ctrace.procfs import Status
+    from ctrace.plan.request import Plan
+    from ctrace.proc.procfs import Status
 
 DebugFiles = Sequence[tuple[str, str]]
 
@@ -329,3 +330,110 @@ def size(n: int) -> str:
             return f"{n_units:.0f}{unit}" if n_units >= 10 else f"{n_units:.1f}{unit}"
         n = int(n_units)
     return str(n)
+
+
+def show(
+    fmt: str,
+    out: TextIO,
+    doc: Callable[[], Any],
+    text: Callable[[TextIO], None],
+    wide: Callable[[TextIO], None] | None = None,
+    stream: Callable[[TextIO], None] | None = None,
+) -> None:
+    """The one place ``-o`` is read: json and yaml dump ``doc()`` (json through ``stream``
+    where a command writes it as it goes), wide is the command's wide table where it has
+    one, text otherwise. A new format is a branch here."""
+    if fmt == "json" and stream is not None:
+        stream(out)
+    elif fmt in ("json", "yaml"):
+        data(doc(), fmt, out)
+    elif fmt == "wide" and wide is not None:
+        wide(out)
+    else:
+        text(out)
+
+
+def wants_details(fmt: str) -> bool:
+    """Whether the format shows more than the text table (ps: user, start time, memory)."""
+    return fmt != "text"
+
+
+def listable(fmt: str) -> bool:
+    """Formats ``file_listing`` writes straight from the cached listing."""
+    return fmt in ("json", "text")
+
+
+def owner_dict(proc: Process | None) -> dict[str, Any]:
+    """The container and pod of a PID, for ``ns``."""
+    if proc is None:
+        return {"container": None, "pod": None}
+    d = process_dict(proc)
+    return {"container": d["container"], "pod": d["pod"]}
+
+
+def ps_dict(p: Process, details: dict[str, object] | None) -> dict[str, object]:
+    d = process_dict(p)
+    d["exe"] = p.exe
+    d["deleted"] = p.deleted
+    d["init"] = p.init
+    d["container_pid"] = p.nspid[-1]  # the PID `docker top` does not show: the one inside the container
+    d.update(details or {"user": None, "started": None, "rss": None})
+    return d
+
+
+def unreachable(remotes: Sequence[Remote]) -> None:
+    """-q prints commands only: a pod with none to print is an error, not an empty line."""
+    missing = [r for r in remotes if r.command is None]
+    if missing:
+        pod = missing[0].pod
+        raise NotTraceable(
+            f"pod {pod.namespace}/{pod.name} runs on node {pod.node}, and no ctrace node agent runs there: "
+            "no command to print",
+            f"run ctrace on node {pod.node}, or drop -q to see what was found",
+        )
+
+
+def plan(result: Plan, fmt: str, quiet: bool, out: TextIO) -> None:
+    """``ctrace target``'s answer: with -q the command lines only, else the plan in ``fmt``."""
+    from ctrace.cli import text
+
+    if quiet:
+        text.quiet(result.targets, result.remote, out)
+        unreachable(result.remote)
+        return
+    show(
+        fmt,
+        out,
+        lambda: plan_dict(result),
+        lambda o: text.plan(result.targets, result.remote, o),
+        wide=lambda o: text.plan(result.targets, result.remote, o, wide=True),
+    )
+
+
+def symbols(binary: Binary, info: ElfInfo, chosen: Sequence[Symbol], fmt: str, out: TextIO) -> None:
+    """``ctrace symbols``: json streamed, yaml as data, wide with each function's attach columns."""
+
+    def wide(o: TextIO) -> None:
+        from ctrace.bpftrace.sites import attach_columns
+
+        symbols_wide(binary, info, chosen, attach_columns(binary.host_path, info, chosen), o)
+
+    show(
+        fmt,
+        out,
+        lambda: symbols_dict(binary, info, chosen),
+        lambda o: symbols_text(binary, info, chosen, o),
+        wide=wide,
+        stream=lambda o: symbols_json(binary, info, chosen, o),
+    )
+
+
+def ps(procs: Sequence[Process], details: dict[int, dict[str, object]], fmt: str, out: TextIO) -> None:
+    """``ctrace ps``: the table (with ``details`` when wide), or every process as data."""
+    show(
+        fmt,
+        out,
+        lambda: {"processes": [ps_dict(p, details.get(p.pid)) for p in procs]},
+        lambda o: ps_text(procs, o),
+        wide=lambda o: ps_text(procs, o, details),
+    )
