@@ -189,7 +189,7 @@ def ns(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:
     status = procfs.read_status(pid, ctx.proc_root)
     data = render.ns_dict(pid, status, procfs.namespaces(pid, ctx.proc_root))
     data.update(render.owner_dict(listing.owner(pid, ctx)))
-    render.show(args.output, out, lambda: data, lambda o: render.ns_text(data, o))
+    render.ns(data, args.output, out)
 
 
 def ps(args: argparse.Namespace, ctx: Context, out: TextIO) -> None:

@@ -218,9 +218,9 @@ def _value(
     if dest == "lib" and target:
         return _starting(current, list(libraries(target, ctx))), NO_FILES
     if dest == "runtime":
-        from ctrace.resolvers import resolvers
+        from ctrace.resolvers.registry import names
 
-        return _starting(current, list(resolvers())), NO_FILES
+        return _starting(current, list(names())), NO_FILES
     if dest == "container" and command == "ps":
         return _starting(current, containers(ctx, current)), NO_FILES
     if dest in ("proc_root", "kubeconfig"):

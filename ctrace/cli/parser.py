@@ -145,7 +145,7 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--func", action="append", metavar="PATTERN", help="(required) name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
+    _runtime(p)
     p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
@@ -183,10 +183,17 @@ def _target(p: Parser) -> None:
     )
 
 
+def _runtime(p: Parser) -> None:
+    """``--runtime``: its names and its check are the registry's (resolvers.names), as completion's."""
+    from ctrace.resolvers.registry import check_runtime, names
+
+    p.add_argument("--runtime", type=check_runtime, help=f"where to look: {', '.join(names())}")
+
+
 def _symbols(p: Parser) -> None:
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
+    _runtime(p)
 
 
 def _ns(p: Parser) -> None:

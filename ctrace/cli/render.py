@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 
-from ctrace.cli.text import chain
+from ctrace.cli.text import ns_text, ps_text, table
 from ctrace.errors import NotTraceable
 from ctrace.model import Binary, Container, Probe, Process, Remote, Symbol, Target
 from ctrace.record import TYPE_CHECKING
@@ -101,16 +101,6 @@ def data(obj: Any, fmt: str, out: TextIO) -> None:
 def dump(obj: Any, out: TextIO) -> None:
     json.dump(obj, out, indent=2)
     out.write("\n")
-
-
-def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    """Left-aligned columns; the last column is not padded."""
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
-        out.write("  ".join(cells).rstrip() + "\n")
 
 
 def symbols_text(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
@@ -275,63 +265,6 @@ def ns_dict(pid: int, status: Status, namespaces: dict[str, int]) -> dict[str, A
     }
 
 
-def ns_text(d: dict[str, Any], out: TextIO) -> None:
-    for key in ("pid", "nspid", "nstgid", "nspgid", "nssid"):
-        value = d[key]
-        out.write(f"{key:<10}{chain(value) if isinstance(value, list) else value}\n")
-    c, pod = d.get("container"), d.get("pod")
-    while c:  # innermost first, then the node container it runs in
-        space = f" namespace {c['namespace']}" if c.get("namespace") else ""
-        out.write(f"{'container':<10}{c['runtime']} {c['name'] or '-'} {c['id'][:12]}{space}\n")
-        c = c.get("node")
-    if pod:
-        out.write(f"{'pod':<10}{pod['namespace']}/{pod['name']} container {pod['container']} uid {pod['uid']}\n")
-    out.write(f"{'child pid namespace':<10} {'yes' if d['in_child_pid_namespace'] else 'no'}\n")
-    table([[name, str(ident)] for name, ident in d["namespaces"].items()], out)
-
-
-def ps_text(procs: Sequence[Process], out: TextIO, details: Mapping[int, Mapping[str, Any]] | None = None) -> None:
-    """The process table; with ``details`` (-o wide) also user, start time and resident memory."""
-    head = ["PID", "NSPID", "CPID", "COMM", "RUNTIME", "CONTAINER", "CONTAINER ID", "POD"]
-    rows = [[*head, *(("USER", "START", "RSS") if details is not None else ()), "EXE"]]
-    for p in procs:
-        c = p.container
-        name = (c.name or "-") + ("*" if p.init else "") if c else "-"
-        exe = p.exe + (" (deleted)" if p.deleted else "")
-        pod = f"{p.pod.namespace}/{p.pod.name}" if p.pod else "-"
-        runtime = c.runtime if c else "-"
-        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, runtime, name, c.id[:12] if c else "-", pod]
-        if details is not None:
-            row += _wide(details.get(p.pid))
-        rows.append([*row, exe])
-    table(rows, out)
-
-
-def _wide(d: Mapping[str, Any] | None) -> list[str]:
-    if d is None:
-        return ["-", "-", "-"]
-    return [str(d["user"]), started(d["started"]), size(d["rss"])]
-
-
-def started(when: float, now: float | None = None) -> str:
-    """As ps(1) shows START: the time of day for today, else the month and day."""
-    import time
-
-    now = time.time() if now is None else now
-    moment = time.localtime(when)
-    return time.strftime("%H:%M" if now - when < 86400 else "%b%d", moment)
-
-
-def size(n: int) -> str:
-    """A byte count in KiB, MiB or GiB, as kubectl top shows memory."""
-    for unit in ("Ki", "Mi", "Gi"):
-        n_units = n / 1024
-        if n_units < 1024 or unit == "Gi":
-            return f"{n_units:.0f}{unit}" if n_units >= 10 else f"{n_units:.1f}{unit}"
-        n = int(n_units)
-    return str(n)
-
-
 def show(
     fmt: str,
     out: TextIO,
@@ -437,3 +370,8 @@ def ps(procs: Sequence[Process], details: dict[int, dict[str, object]], fmt: str
         lambda o: ps_text(procs, o),
         wide=lambda o: ps_text(procs, o, details),
     )
+
+
+def ns(data: dict[str, Any], fmt: str, out: TextIO) -> None:
+    """``ctrace ns``: the PID chain, container, pod and namespaces."""
+    show(fmt, out, lambda: data, lambda o: ns_text(data, o))

@@ -70,7 +70,7 @@ class Monitors(Record):
 
 
 class Runtime(Protocol):
-    """A container runtime: one module in ``ctrace/resolvers``, one line in ``runtimes.runtimes()``.
+    """A container runtime: one module in ``ctrace/resolvers``, one line in ``registry.RUNTIMES``.
 
     Its root filesystem path is ``Container.rootfs`` (or docker's ``merged_dir``),
     filled by ``find`` and ``describe``.

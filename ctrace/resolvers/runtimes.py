@@ -2,7 +2,7 @@
 
 A runtime is a module behind ``base.Runtime`` (``find`` by name, ``describe``
 by placement, the root filesystem in ``Container.rootfs``), listed once in
-``runtimes()``; nothing else imports a runtime's module. The order of the list
+``registry.RUNTIMES`` and imported by ``runtimes()``; nothing else imports a runtime's module. The order of the list
 is the order hits are kept in when two runtimes report one container: docker
 before containerd, whose ``moby`` namespace holds docker's containers.
 """
@@ -24,10 +24,13 @@ if TYPE_CHECKING:
 
 
 def runtimes() -> dict[str, Runtime]:
-    """The registry, in the order hits are kept."""
-    from ctrace.resolvers import containerd, crio, docker, podman
+    """The registry's modules (registry.RUNTIMES), in the order hits are kept."""
+    from importlib import import_module
 
-    return {"docker": docker, "containerd": containerd, "podman": podman, "cri-o": crio}
+    from ctrace.resolvers.registry import RUNTIMES
+
+    # A module is a Runtime by its names (base.Runtime); tests/test_layout.py checks each of the registry.
+    return {name: import_module(f"ctrace.resolvers.{module}") for name, module in RUNTIMES.items()}
 
 
 class Scan(Record):
