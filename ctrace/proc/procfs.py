@@ -250,3 +250,27 @@ def read_maps(pid: int, proc_root: str = PROC) -> str:
             return f.read().decode("utf-8", "surrogateescape")
     except OSError:
         return ""
+
+
+def read_link(pid: int, name: str, proc_root: str = PROC) -> str | None:
+    """Where /proc/PID/NAME points (exe, cwd); None for a kernel thread or a process gone."""
+    try:
+        return os.readlink(f"{proc_root}/{pid}/{name}")
+    except OSError:
+        return None
+
+
+def open_root(pid: int, proc_root: str = PROC) -> str | None:
+    """An open directory fd of the process's root, as a path (/proc/self/fd/N), so files
+    inside it stay reachable after the process exits; None when it cannot be opened."""
+    try:
+        fd = os.open(f"{proc_root}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    return f"/proc/self/fd/{fd}"
+
+
+def aslr() -> bool:
+    """Whether the kernel places each exec anew (/proc/sys/kernel/randomize_va_space is not 0)."""
+    raw = read_bytes("/proc/sys/kernel/randomize_va_space", 64)
+    return raw is not None and raw.strip() != b"0"

@@ -163,11 +163,7 @@ class Maps:
 
     def _root(self, pid: int) -> str | None:
         """An open directory fd of the process's root, so debug files inside it stay reachable."""
-        try:
-            fd = os.open(f"{self.proc_root}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return None
-        return f"/proc/self/fd/{fd}"
+        return procfs.open_root(pid, self.proc_root)
 
     def region(self, pid: int, address: int) -> Region | None:
         regions = self.regions.get(pid)
@@ -218,11 +214,7 @@ ET_DYN = 3  # a PIE executable or a shared library: placed anew by each exec und
 
 
 def _randomized() -> bool:
-    try:
-        with open("/proc/sys/kernel/randomize_va_space") as f:
-            return f.read().strip() != "0"
-    except OSError:
-        return False
+    return procfs.aslr()
 
 
 class Frame(Record):
