@@ -20,7 +20,7 @@ def program_name(argv0: str) -> str:
     name = os.path.basename(argv0) or "ctrace"
     if name.startswith("kubectl-"):
         return "kubectl " + name[len("kubectl-") :].replace("_", "-")
-    return name if name not in ("__main__.py", "cli.py", "-c") else "ctrace"
+    return name if name not in ("__main__.py", "main.py", "-c") else "ctrace"
 
 
 HIDDEN = "__complete"  # what the completion scripts call; handled before argparse (words may start with '-')
