@@ -1,3 +1,3 @@
-from ctrace.cli import run
+from ctrace.cli.main import run
 
 run()

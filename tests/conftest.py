@@ -79,7 +79,7 @@ class Bpftrace:
 
 
 def find_bpftrace(suite: str) -> Bpftrace | None:
-    from ctrace.dialect import parse_version
+    from ctrace.bpftrace.dialect import parse_version
 
     if suite in ("host", HOST_SUITE):
         path = shutil.which("bpftrace")
@@ -123,7 +123,7 @@ def program_warnings(stderr: str, argv: Sequence[str]) -> list[str]:
     """What bpftrace said about the program: every warning or error line but those about the
     machine (dialect.MACHINE_WARNINGS), bpftrace's own at exit (dialect.EXIT_DEFECTS) and, for
     a command with --unsafe, the one that comes with it."""
-    from ctrace.dialect import EXIT_DEFECTS, MACHINE_WARNINGS, UNSAFE_WARNING
+    from ctrace.bpftrace.dialect import EXIT_DEFECTS, MACHINE_WARNINGS, UNSAFE_WARNING
 
     found = []
     for line in stderr.splitlines():
@@ -253,7 +253,7 @@ class Session:
             t.start()
 
     def _read(self, stream: Any, lines: list[str]) -> None:
-        from ctrace.dialect import ATTACHED
+        from ctrace.bpftrace.dialect import ATTACHED
 
         for line in stream:
             lines.append(line)

@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ctrace import elf, render
+from ctrace import elf
+from ctrace.cli import render
 from ctrace.elf import listing, speedups
 from ctrace.elf.listing import Listing
 from ctrace.errors import CtraceError

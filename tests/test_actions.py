@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from ctrace import actions
-from ctrace.dialect import Dialect
+from ctrace.bpftrace import actions
+from ctrace.bpftrace.dialect import Dialect
 from tests.conftest import Bpftrace, Built, Processes, ctrace, program_warnings
 
 pytestmark = pytest.mark.bpftrace

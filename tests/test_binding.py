@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import binding
-from ctrace.dialect import EXIT_DEFECTS
+from ctrace.bpftrace import binding
+from ctrace.bpftrace.dialect import EXIT_DEFECTS
+from ctrace.proc import procfs
 from tests.conftest import SRC, Bpftrace, Session, ctrace, need, program_warnings, run
 from tests.test_docker import Docker, docker_answers
 
@@ -346,8 +347,8 @@ def test_scopes_from_mount_namespaces(prefork: Prefork, started: Started) -> Non
     def proc(pid: int, cid: str) -> Process:
         return Process(pid, (pid,), "pf", str(prefork.dynamic), container=Container(cid, cid, "img", "docker"))
 
-    ns = binding.mount_ns(own.pid)
-    assert ns is not None and ns != binding.mount_ns(host.pid)
+    ns = procfs.mount_ns(own.pid)
+    assert ns is not None and ns != procfs.mount_ns(host.pid)
     got = binding.scopes([proc(own.pid, "c1"), proc(host.pid, "c2")], ["c1", "c2"], btf=True)
     assert [(s.kind, s.mnt_ns) for s in got] == [(binding.CONTAINER, (ns,)), (binding.CONTAINER, ())]
     assert binding.scopes([proc(own.pid, "c1")], [], btf=True)[0].kind == binding.PROCESSES

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ctrace.cgroups import Placement, placement
-from ctrace.procfs import parse_cgroup
+from ctrace.proc.cgroups import Placement, placement
+from ctrace.proc.procfs import parse_cgroup
 
 A = "e09f75739d59aee280f65d972865a239c10e37d72266d17f47637c818f1d7323"
 B = "872ae883e81e57f6a5989929e3d61229b95156b5490e1e71fbf42e6c34f1f5f4"

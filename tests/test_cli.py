@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrace.cli import program_name
+from ctrace.cli.main import program_name
 from tests.conftest import ROOT, Built, Processes, ctrace, need
 
 

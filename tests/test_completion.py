@@ -50,13 +50,34 @@ def test_choices_complete(words: list[str], want: list[str]) -> None:
 
 
 def test_action_choices_are_the_parsers() -> None:
-    from ctrace.cli import build_parser
+    from ctrace.cli.parser import build_parser
 
     parser = build_parser("ctrace", ["target"])
     (sub,) = [a for a in parser._actions if a.dest == "command"]
     (action,) = [a for a in sub.choices["target"]._actions if a.dest == "action"]  # type: ignore[attr-defined]
     found = candidates("target", "x", "--action", "")[0]
     assert found == list(action.choices) and {"stack", "count", "args", "latency"} <= set(found)
+
+
+@pytest.mark.parametrize("command", ["target", "symbols"])
+def test_runtime_offers_only_what_the_parser_accepts(command: str) -> None:
+    """--runtime completes to the registry's names (resolvers.RUNTIMES and the resolvers a
+    target may name): each one offered parses, and a value the parser refuses is never offered
+    (completion once offered 'container', which --runtime refuses)."""
+    from ctrace.cli.parser import parse
+    from ctrace.errors import UsageError
+
+    found, directive = candidates(command, "x", "--runtime", "")
+    assert directive == ":4"
+    assert {"docker", "containerd", "podman", "cri-o", "host", "k8s"} <= set(found)
+    for value in found:
+        args = parse("ctrace", [command, "x", "--func", "f", "--runtime", value])
+        assert args.runtime == value
+    for refused in ("container", "lxc", "rkt"):
+        assert refused not in found
+        with pytest.raises(UsageError, match="unknown runtime"):
+            parse("ctrace", [command, "x", "--func", "f", "--runtime", refused])
+    assert candidates(command, "x", "--runtime", "c")[0] == [v for v in found if v.startswith("c")]
 
 
 def test_flags_complete_from_the_parser() -> None:

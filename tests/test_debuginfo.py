@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import dialect, elf, plan
+from ctrace import elf
+from ctrace.bpftrace import dialect
 from ctrace.model import Binary
+from ctrace.plan import locate, probes
+from ctrace.plan.request import Request
 from ctrace.resolvers import Context, host
 from tests.conftest import Bpftrace, Built, Processes, ctrace, fire, need, need_bpftrace, run
 from tests.symfix import (
@@ -90,10 +93,10 @@ def test_libc_debug_only_function_fires(built: Built, processes: Processes, bpft
     ctx = Context(proc_root="/proc", self_pid=os.getpid())
     host_path = f"/proc/{proc.pid}/root{LIBC}"
     binary = Binary(LIBC, host_path, None, info.build_id, info.stripped, info.language)
-    loaded = plan.Loaded(host.process(proc.pid, ctx), binary, info, [])
+    loaded = locate.Loaded(host.process(proc.pid, ctx), binary, info, [])
     for bt in bpftraces:
-        request = plan.Request(f"pid:{proc.pid}", ("new_do_write",), dialect=dialect.of(bt.path))
-        (probe,) = plan.probes(loaded, [target], ctx, request)
+        request = Request(f"pid:{proc.pid}", ("new_do_write",), dialect=dialect.of(bt.path))
+        (probe,) = probes.probes(loaded, [target], ctx, request)
         # bcc reads the same build-id file, so bpftrace takes the virtual address
         argv = probe.commands[0].argv
         assert probe.attach == "address" and hex(target.address) in argv[-1] and argv[0] == bt.path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import dialect
+from ctrace.bpftrace import dialect
 from tests.conftest import Bpftrace, Built, Processes, ctrace
 
 

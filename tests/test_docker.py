@@ -141,7 +141,7 @@ def targets(*args: str) -> list[dict[str, Any]]:
 
 
 def bound_to(argv: list[str]) -> int | None:
-    """The PID a command is bound to (ctrace/binding.py): the PID it seeds, or the PID of
+    """The PID a command is bound to (ctrace/bpftrace/binding.py): the PID it seeds, or the PID of
     the mount namespace it seeds (a container target)."""
     pids = re.findall(r"@ctrace_pids\[(\d+)\] = 1;", argv[-1])
     if pids:

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from ctrace import emit
+from ctrace.bpftrace import emit
 from ctrace.errors import UsageError
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import docker

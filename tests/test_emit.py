@@ -6,16 +6,16 @@ import shlex
 
 import pytest
 
-from ctrace import actions, emit
+from ctrace.bpftrace import actions, emit, sites
 from ctrace.model import Symbol
 
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
 
 
-def name_of(name: str, others: tuple[str, ...] = ()) -> emit.Site | None:
+def name_of(name: str, others: tuple[str, ...] = ()) -> sites.Site | None:
     sym = Symbol(name, 0x401655, 37, "symtab")
-    index = emit.NameIndex([sym, *(Symbol(o, 0x500000 + i, 1, "symtab") for i, o in enumerate(others))])
-    return emit.name_site(sym, index)
+    index = sites.NameIndex([sym, *(Symbol(o, 0x500000 + i, 1, "symtab") for i, o in enumerate(others))])
+    return sites.name_site(sym, index)
 
 
 def stack_program(path: str, where: str, pid: int) -> str:
@@ -58,17 +58,17 @@ def test_duplicate_name_is_not_a_name() -> None:
 
 def test_name_offset_site() -> None:
     sym = Symbol(REGEN, 0x401655, 37, "symtab")
-    where = emit.name_offset_site(sym, emit.NameIndex([sym]), 0x401655 + 43)
+    where = sites.name_offset_site(sym, sites.NameIndex([sym]), 0x401655 + 43)
     assert where is not None and where.text == f'"{REGEN}"+43'
     assert where.describe() == f'"{REGEN}"+43 (vaddr 0x401680)'
 
 
 def test_address_story() -> None:
     """The header shows the number in the command and, where it differs, the vaddr."""
-    assert emit.offset_site(0x20DCA0, "why", 0x60DCA0).describe() == "file offset 0x20dca0 (vaddr 0x60dca0)"
-    assert emit.Site("0x401655", "address", vaddr=0x401655).describe() == "vaddr 0x401655"
-    rets = [emit.offset_site(0x10, "why", 0x400010), emit.offset_site(0x20, "why", 0x400020)]
-    assert emit.describe(rets) == "file offsets 0x10, 0x20 (vaddrs 0x400010, 0x400020)"
+    assert sites.offset_site(0x20DCA0, "why", 0x60DCA0).describe() == "file offset 0x20dca0 (vaddr 0x60dca0)"
+    assert sites.Site("0x401655", "address", vaddr=0x401655).describe() == "vaddr 0x401655"
+    rets = [sites.offset_site(0x10, "why", 0x400010), sites.offset_site(0x20, "why", 0x400020)]
+    assert sites.describe(rets) == "file offsets 0x10, 0x20 (vaddrs 0x400010, 0x400020)"
 
 
 @pytest.mark.parametrize(
@@ -122,7 +122,7 @@ def test_path_with_space_is_quoted() -> None:
 
 def test_name_index_glob_hits() -> None:
     syms = [Symbol(n, i + 1, 1, "symtab") for i, n in enumerate(["a(*T).m", "a(*UT).m", "a(*T).mm", "b"])]
-    index = emit.NameIndex(syms)
+    index = sites.NameIndex(syms)
     assert index.glob_hits("a(*T).m") == 2
     assert index.glob_hits("b") == 1
     assert not index.unique("a(*T).m")

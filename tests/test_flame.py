@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import flame
+from ctrace.run import flame
 from tests.conftest import need
 
 NS = {"s": "http://www.w3.org/2000/svg"}

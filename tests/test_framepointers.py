@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import elf, framepointers, perf
+from ctrace import elf
 from ctrace.elf.reader import open_elf
+from ctrace.plan import framepointers
+from ctrace.run import perf
 from tests.conftest import SRC, Built, Processes, ctrace, fire, need, need_bpftrace, run
 
 NESTED = ("render_response", "route_request", "parse_request", "handle_conn", "serve", "main")
@@ -219,7 +221,7 @@ def test_frames_perf_cannot_name_are_named_from_ctrace_tables(built: Built) -> N
 
 
 def test_perf_stacks_fold_and_draw(tmp_path: Path) -> None:
-    """--folded and --flamegraph take perf's stacks the way they take bpftrace's (ctrace/flame.py)."""
+    """--folded and --flamegraph take perf's stacks the way they take bpftrace's (ctrace/run/flame.py)."""
     (sample,) = perf.parse(PERF_SCRIPT)
     folded, svg = tmp_path / "out.folded", tmp_path / "out.svg"
     perf.write_flames([sample, sample], "parse_request in pid 4242", str(folded), str(svg))

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctrace import emit
-from ctrace import match as matching
+from ctrace.bpftrace import sites
 from ctrace.elf import columns
 from ctrace.errors import UsageError
-from ctrace.match import closest, last_component, match
 from ctrace.model import Symbol
+from ctrace.plan import match as matching
+from ctrace.plan.match import closest, last_component, match
 
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
 SYMS = [
@@ -119,4 +119,4 @@ def test_match_on_cached_columns_is_match_on_symbols(names: list[str], pattern: 
     symbols = tuple(Symbol(n, 0x1000 + 8 * i, 8, "symtab") for i, n in enumerate(names))
     cols = columns.unpack(columns.pack(symbols))
     assert matching.match(cols, pattern) == matching.match(symbols, pattern)
-    assert emit.NameIndex(cols).of(pattern) == names.count(pattern)
+    assert sites.NameIndex(cols).of(pattern) == names.count(pattern)

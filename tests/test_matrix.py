@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from ctrace import cli
-from ctrace.dialect import EXIT_DEFECTS
+from ctrace.bpftrace.dialect import EXIT_DEFECTS
 from tests.conftest import SRC, Bpftrace, Built, Processes, Session, ctrace, need, program_warnings, run
 
 pytestmark = pytest.mark.bpftrace

@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ctrace import emit
+from ctrace.bpftrace import sites
 from ctrace.elf import columns, names
 from ctrace.model import Symbol
 
@@ -33,11 +33,11 @@ def test_columns_and_tuples_agree(raw: list[str], probe: str) -> None:
 @given(NAMES, st.text(alphabet="ab(). T", max_size=10))
 def test_glob_is_a_regular_expression(pattern: str, name: str) -> None:
     rx = re.compile(".*".join(re.escape(p) for p in pattern.split("*")) + r"\Z", re.S)
-    assert emit._globbed(pattern.split("*"), name) == bool(rx.match(name))
+    assert sites._globbed(pattern.split("*"), name) == bool(rx.match(name))
 
 
 @given(st.lists(NAMES.filter(bool), max_size=12), NAMES.filter(bool))
 def test_glob_hits_counts_what_bpftrace_expands(raw: list[str], pattern: str) -> None:
     rx = re.compile(".*".join(re.escape(p) for p in pattern.split("*")) + r"\Z", re.S)
-    index = emit.NameIndex(symbols(raw))
+    index = sites.NameIndex(symbols(raw))
     assert index.glob_hits(pattern) == sum(1 for n in raw if rx.match(n))

@@ -38,7 +38,7 @@ def test_wheel_has_both_console_scripts(tmp_path: Path) -> None:
         entry_points = zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "ctrace = ctrace.cli:run" in entry_points
     assert "kubectl-ctrace = ctrace.cli:run" in entry_points
-    assert "kubectl_complete-ctrace = ctrace.completion:kubectl_main" in entry_points  # kubectl ctrace <TAB>
+    assert "kubectl_complete-ctrace = ctrace.cli.completion:kubectl_main" in entry_points  # kubectl ctrace <TAB>
     assert "ctrace/elf/reader.py" in names and "ctrace/resolvers/kubernetes.py" in names
     assert not any(n.startswith("tests/") for n in names)
     with zipfile.ZipFile(wheel) as zf:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctrace.errors import NotFound, NotTraceable
-from ctrace.paths import resolve_in_root, same_file
+from ctrace.proc.paths import resolve_in_root, same_file
 from tests.conftest import need
 
 
@@ -65,7 +65,7 @@ def test_same_file(root: Path) -> None:
 
 
 def test_kernel_agrees_with_the_walk(root: Path) -> None:
-    from ctrace.paths import RESOLVE_IN_ROOT, openat2
+    from ctrace.proc.paths import RESOLVE_IN_ROOT, openat2
 
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY)
     try:
@@ -79,7 +79,7 @@ def test_kernel_agrees_with_the_walk(root: Path) -> None:
 
 
 def test_swapped_tree_is_caught(root: Path) -> None:
-    from ctrace.paths import verify_in_root
+    from ctrace.proc.paths import verify_in_root
 
     # As if /opt/agent/bin/agent-1.2 had been replaced by a symlink after the walk.
     (root / "opt/agent/bin/agent-1.2").unlink()

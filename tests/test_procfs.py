@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from ctrace import procfs
 from ctrace.errors import NotFound, NotTraceable
+from ctrace.proc import procfs
 from tests.conftest import need
 
 HOST_STATUS = """Name:\tbash

@@ -9,8 +9,9 @@ import time
 import uuid
 from pathlib import Path
 
-from ctrace import plan
 from ctrace.errors import CtraceError
+from ctrace.plan import targets
+from ctrace.plan.request import Request
 from ctrace.resolvers import Context
 from tests.conftest import Built
 
@@ -42,7 +43,7 @@ def test_short_lived_processes(built: Built, tmp_path: Path) -> None:
     try:
         for _ in range(200):
             try:
-                result = plan.plan(plan.Request(name, ("hello",)), ctx)
+                result = targets.plan(Request(name, ("hello",)), ctx)
             except CtraceError as err:
                 assert err.hint, err.message
                 counts["clean error"] += 1

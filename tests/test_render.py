@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from ctrace import elf, render
+from ctrace import elf
+from ctrace.cli import render
 from ctrace.model import Binary, Symbol
 from tests.conftest import HOSTILE, STAR_T, Built
 

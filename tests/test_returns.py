@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from ctrace import actions, elf, emit
-from ctrace.dialect import OFFSET_PROBES_SINCE, parse_version
+from ctrace import elf
+from ctrace.bpftrace import actions, emit, sites
+from ctrace.bpftrace.dialect import OFFSET_PROBES_SINCE, parse_version
 from ctrace.elf import code
 from ctrace.elf.reader import open_elf
 from tests.conftest import Bpftrace, Built, Processes, Session, ctrace, program_warnings, run
@@ -113,8 +114,8 @@ def test_ret_addresses_match_objdump(sym: Built) -> None:
 
 
 def test_return_program_lists_every_site() -> None:
-    sites = [emit.offset_site(0x10, "why"), emit.offset_site(0x20, "why")]
-    block = actions.Block(tuple(emit.points("/proc/7/exe", sites)), "pid == 7", "f", "go", "return")
+    rets = [sites.offset_site(0x10, "why"), sites.offset_site(0x20, "why")]
+    block = actions.Block(tuple(sites.points("/proc/7/exe", rets)), "pid == 7", "f", "go", "return")
     cmd = emit.command("exe", 7, actions.stack(block), unsafe=True)
     assert cmd.argv == (
         "bpftrace",
@@ -128,8 +129,8 @@ def test_return_program_lists_every_site() -> None:
 
 
 def test_spans_cover_and_entries() -> None:
+    from ctrace.bpftrace.sites import Spans
     from ctrace.model import Symbol
-    from ctrace.sites import Spans
 
     spans = Spans(
         [Symbol("a", 0x100, 0x80, "symtab"), Symbol("b", 0x120, 0x10, "symtab"), Symbol("z", 0x400, 0, "dynsym")]
@@ -140,8 +141,8 @@ def test_spans_cover_and_entries() -> None:
 
 
 def test_spans_see_only_the_sources_bcc_reads() -> None:
+    from ctrace.bpftrace.sites import Spans
     from ctrace.model import Symbol
-    from ctrace.sites import Spans
 
     symbols = [Symbol("a", 0x100, 0x80, "symtab"), Symbol("g", 0x200, 0x40, "pclntab")]
     spans = Spans(symbols, frozenset({"symtab", "dynsym"}))

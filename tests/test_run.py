@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrace.dialect import ATTACHED
+from ctrace.bpftrace.dialect import ATTACHED
 from tests.conftest import ROOT, Bpftrace, Built, Processes, ctrace
 
 pytestmark = pytest.mark.bpftrace

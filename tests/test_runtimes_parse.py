@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import cgroups, monitors, procfs
 from ctrace.errors import EnvironmentProblem, UsageError
 from ctrace.model import Container, Pod
+from ctrace.proc import cgroups, monitors, placement, procfs
 from ctrace.resolvers import containers, oci, runtimes
 from ctrace.resolvers.base import Context, Hit
 from tests.conftest import ctrace
@@ -177,7 +177,7 @@ def crio_node(tmp_path: Path) -> Path:
 
 def test_crio_placement_and_identity(crio_node: Path) -> None:
     ctx = Context(proc_root=str(crio_node))
-    where = procfs.placement(101, str(crio_node))
+    where = placement.placement(101, str(crio_node))
     assert (where.runtime, where.container_id, where.pod_uid) == ("cri-o", A, UID)
     (proc,) = runtimes.annotate([containers_process(ctx, 101)], ctx)
     c, pod = proc.container, proc.pod

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import flame, runner
+from ctrace.run import flame, runner
+from ctrace.run import stacks as named
 from tests.conftest import (
     HOSTILE,
     PWNED,
@@ -269,10 +270,10 @@ DUMP = """Attaching 1 probe...
 
 
 def test_parse_stacks_reads_raw_addresses_and_inserts_the_caller() -> None:
-    stacks = runner.parse_stacks(DUMP.splitlines())
-    assert stacks == [
-        runner.Stack("uprobe:/tmp/a b/x:f", 25381, (0x564784E42159, 94000000000017, 0x564784E4223C), 3),
-        runner.Stack("uprobe:/tmp/x:0x1139", 7, (0x10,), 1),
+    parsed = named.parse_stacks(DUMP.splitlines())
+    assert parsed == [
+        named.Stack("uprobe:/tmp/a b/x:f", 25381, (0x564784E42159, 94000000000017, 0x564784E4223C), 3),
+        named.Stack("uprobe:/tmp/x:0x1139", 7, (0x10,), 1),
     ]
 
 
@@ -307,7 +308,7 @@ def test_a_process_gone_unseen_is_named_through_a_fork_relative() -> None:
     that process's layout (only fork copies it): its frames are named from that process."""
     import ctypes
 
-    from ctrace import symbolize
+    from ctrace.run import symbolize
 
     libc = ctypes.CDLL(None)
     address = ctypes.cast(libc.getpid, ctypes.c_void_p).value
@@ -325,7 +326,7 @@ def test_a_process_gone_unseen_is_named_through_a_fork_relative() -> None:
 def test_a_fixed_address_is_no_evidence_of_a_fork(built: Built, processes: Processes) -> None:
     """A non-PIE binary sits at the same address in every process running it: that says
     nothing of where an unseen process's libraries were, so nothing is named through it."""
-    from ctrace import symbolize
+    from ctrace.run import symbolize
 
     proc = processes.start(built["stack-unwind"])  # static, ET_EXEC at 0x400000
     maps = symbolize.Maps()
@@ -355,11 +356,11 @@ def test_many_functions_print_a_summary_not_a_line_each(built: Built, processes:
 
 def test_a_program_too_long_for_one_argument_goes_to_a_file() -> None:
     program = "uprobe:/x:f { @[probe] = count(); } " * 3000  # > 64 KiB
-    with runner._spilled(["bpftrace", "--unsafe", "-e", program]) as argv:
+    with runner.spilled(["bpftrace", "--unsafe", "-e", program]) as argv:
         assert argv[:2] == ["bpftrace", "--unsafe"] and len(argv) == 3
         assert Path(argv[2]).read_text() == program + "\n"
     assert not Path(argv[2]).exists()
-    with runner._spilled(["bpftrace", "-e", "BEGIN { exit(); }"]) as argv:
+    with runner.spilled(["bpftrace", "-e", "BEGIN { exit(); }"]) as argv:
         assert argv == ["bpftrace", "-e", "BEGIN { exit(); }"]
 
 
@@ -463,9 +464,9 @@ def test_cpp_frames_demangled_and_only_theirs(
     built: Built, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Naming a C++ frame demangles that frame's name, not every name of the file."""
-    from ctrace import symbolize
     from ctrace.elf import demangle
     from ctrace.elf.reader import open_elf
+    from ctrace.run import symbolize
 
     proc = processes.start(built["acme"])
     elf = open_elf(str(built["acme"]))

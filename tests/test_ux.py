@@ -123,7 +123,7 @@ def test_lib_libc_means_libc_so_6(built: Built, processes: Processes) -> None:
 
 
 def test_lib_prefers_stem_over_prefix() -> None:
-    from ctrace import mapped
+    from ctrace.proc import mapped
 
     assert mapped.stem("/usr/lib/x86_64-linux-gnu/libc.so.6") == "libc"
     assert mapped.stem("/lib/libc-2.31.so") == "libc"

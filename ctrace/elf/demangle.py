@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
-from ctrace.elf import kinds
+from ctrace.elf.mangling import kinds
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from json.encoder import encode_basestring_ascii
 
 from ctrace.elf import ElfInfo, cache, debuginfo, speedups
-from ctrace.elf import kinds as elf_kinds
+from ctrace.elf.mangling import kinds as elf_kinds
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.elf.symtab import NATIVE
 from ctrace.errors import CtraceError

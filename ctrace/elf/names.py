@@ -6,6 +6,7 @@ Callers see four questions and never the storage."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import contains, countOf
@@ -14,7 +15,9 @@ from ctrace.elf.columns import Columns
 from ctrace.elf.symtab import names_of as names
 from ctrace.model import Symbol
 
-__all__ = ["containing", "count", "exact", "names"]
+__all__ = ["containing", "count", "exact", "last_component", "names"]
+
+_SPLIT = re.compile(r"::|[./]")
 
 
 def count(symbols: Sequence[Symbol], name: str) -> int:
@@ -38,3 +41,10 @@ def containing(symbols: Sequence[Symbol], part: str) -> list[Symbol]:
         return [symbols.symbol(i, name) for i, name in symbols.containing(part)]
     every = names(symbols)
     return [symbols[i] for i in compress(range(len(every)), map(contains, every, repeat(part)))]
+
+
+def last_component(name: str) -> str:
+    """The final element of a Go, C++ or Rust path: 'a/b.(*T).m' -> 'm'."""
+    if name.endswith(")") and "(" in name and not name.endswith(").") and "::" in name:
+        name = name[: name.index("(")]  # a demangled C++ argument list
+    return _SPLIT.split(name)[-1]

@@ -1,7 +1,11 @@
 """All resolvers, and the one place that picks which resolves a target.
 
+The one list of ``--runtime`` names is ``registry.py`` (``RUNTIMES``, ``names()``):
+the parser's check and help, completion and the errors all read it, and importing
+it costs no runtime module (``ctrace --help`` stays fast).
+
 Order (STYLE.md habit 2): an explicit ``--runtime`` (a resolver, or one
-container runtime of ``runtimes.py``), then target syntax (``pid:``,
+container runtime of ``RUNTIMES``), then target syntax (``pid:``,
 ``pod/``), then each resolver's cheap claim; a plain name goes to
 ``containers``, which matches process names, containers of every runtime and
 pods on this node, with the precedence stated there.
@@ -11,8 +15,7 @@ from __future__ import annotations
 
 from ctrace.errors import UsageError
 from ctrace.resolvers.base import Context, Resolver
-
-ALIASES = {"kubernetes": "k8s", "crio": "cri-o"}
+from ctrace.resolvers.registry import ALIASES, RUNTIMES, check_runtime, names
 
 
 def resolvers() -> dict[str, Resolver]:
@@ -33,15 +36,10 @@ def resolvers() -> dict[str, Resolver]:
 def choose(target: str, ctx: Context, runtime: str | None = None) -> Resolver:
     known = resolvers()
     if runtime is not None:
-        from ctrace.resolvers import containers, runtimes
+        from ctrace.resolvers import containers
 
-        name = ALIASES.get(runtime, runtime)
-        if name in runtimes.runtimes():
-            return containers.Only(name)
-        if name in known and name != "container":
-            return known[name]
-        choices = ["host", "k8s", *runtimes.runtimes()]
-        raise UsageError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(choices)}")
+        name = ALIASES.get(check_runtime(runtime), runtime)
+        return containers.Only(name) if name in RUNTIMES else known[name]
     if not target.strip() and ctx.k8s.selector is None:
         raise UsageError("the target is empty", "give a process name, pid:N or a container name")
     for resolver in known.values():
@@ -50,4 +48,4 @@ def choose(target: str, ctx: Context, runtime: str | None = None) -> Resolver:
     return known["host"]
 
 
-__all__ = ["Context", "Resolver", "choose", "resolvers"]
+__all__ = ["ALIASES", "RUNTIMES", "Context", "Resolver", "check_runtime", "choose", "names", "resolvers"]

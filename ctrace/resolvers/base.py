@@ -7,8 +7,8 @@ from ctrace.record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from ctrace.cgroups import Placement
     from ctrace.model import Container, Pod, Process
+    from ctrace.proc.cgroups import Placement
 else:
     Protocol = object  # subclassed for mypy's sake (ctrace/record.py)
 
@@ -70,7 +70,7 @@ class Monitors(Record):
 
 
 class Runtime(Protocol):
-    """A container runtime: one module in ``ctrace/resolvers``, one line in ``runtimes.runtimes()``.
+    """A container runtime: one module in ``ctrace/resolvers``, one line in ``registry.RUNTIMES``.
 
     Its root filesystem path is ``Container.rootfs`` (or docker's ``merged_dir``),
     filled by ``find`` and ``describe``.

@@ -24,13 +24,13 @@ import re
 import struct
 
 from ctrace.model import Container
-from ctrace.monitors import SHIM, Tree
+from ctrace.proc.monitors import SHIM, Tree
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import bolt, oci
 from ctrace.resolvers.base import Context, Hit, Monitors
 
 if TYPE_CHECKING:
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
 
 NAME = "containerd"
 LIST = "ctr -n NAMESPACE tasks ls"

@@ -12,7 +12,7 @@ from ctrace.resolvers import oci, storage
 from ctrace.resolvers.base import Context, Hit, Monitors
 
 if TYPE_CHECKING:
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
 
 NAME = "cri-o"
 LIST = "crictl ps"

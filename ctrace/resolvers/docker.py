@@ -24,7 +24,7 @@ from ctrace.resolvers.base import Context, Hit, Monitors
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
     from ctrace.resolvers.engine import Summary
 else:
     Protocol = object  # subclassed for mypy's sake (ctrace/record.py)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from ctrace import procfs
 from ctrace.errors import NotFound, NotTraceable, UsageError
 from ctrace.model import Process
+from ctrace.proc import procfs
 from ctrace.resolvers.base import Context
 
 NAME = "host"
@@ -82,9 +82,8 @@ def named(pid: int, name: str, want: bytes, comm: bytes, proc_root: str) -> bool
 def _other_names_match(pid: int, name: str, proc_root: str) -> bool:
     # comm is cut to 15 bytes, and a symlinked or renamed program has another
     # comm, so the exe and argv[0] basenames are checked too.
-    try:
-        exe = os.readlink(f"{proc_root}/{pid}/exe")
-    except OSError:
+    exe = procfs.read_link(pid, "exe", proc_root)
+    if exe is None:
         return False  # kernel thread or gone
     if os.path.basename(exe.removesuffix(procfs.DELETED)) == name:
         return True

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from ctrace import cgroups, procfs
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
 from ctrace.model import AGENT_NAMESPACE, Container, Pod, Process
+from ctrace.proc import cgroups, placement
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import host, pods
 from ctrace.resolvers.base import Context, K8sOptions
@@ -75,7 +75,7 @@ def _agreed(proc: Process, container: Container, info: Pod, ctx: Context) -> Pro
     from ctrace.resolvers import runtimes
 
     try:
-        (local,) = runtimes.annotate([proc], ctx, {proc.pid: procfs.placement(proc.pid, ctx.proc_root)})
+        (local,) = runtimes.annotate([proc], ctx, {proc.pid: placement.placement(proc.pid, ctx.proc_root)})
     except CtraceError:
         local = proc  # exited while we looked: the API's word alone
     found, notes = container, proc.notes
@@ -92,7 +92,7 @@ def _agreed(proc: Process, container: Container, info: Pod, ctx: Context) -> Pro
 
 def container_pids(container_id: str, proc_root: str) -> list[int]:
     """Host PIDs of a container, by the id in their cgroup paths (any runtime, kind's nesting too)."""
-    return sorted(pid for pid, p in procfs.placements(proc_root).items() if p.container_id == container_id)
+    return sorted(pid for pid, p in placement.placements(proc_root).items() if p.container_id == container_id)
 
 
 def configured(opts: K8sOptions) -> bool:

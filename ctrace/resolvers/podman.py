@@ -13,7 +13,7 @@ from ctrace.resolvers import oci, storage
 from ctrace.resolvers.base import Context, Hit, Monitors
 
 if TYPE_CHECKING:
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
 
 NAME = "podman"
 LIST = "podman ps"

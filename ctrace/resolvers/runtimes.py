@@ -2,7 +2,7 @@
 
 A runtime is a module behind ``base.Runtime`` (``find`` by name, ``describe``
 by placement, the root filesystem in ``Container.rootfs``), listed once in
-``runtimes()``; nothing else imports a runtime's module. The order of the list
+``registry.RUNTIMES`` and imported by ``runtimes()``; nothing else imports a runtime's module. The order of the list
 is the order hits are kept in when two runtimes report one container: docker
 before containerd, whose ``moby`` namespace holds docker's containers.
 """
@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import os
 
-from ctrace import procfs
 from ctrace.errors import CtraceError, EnvironmentProblem
 from ctrace.model import Container, Process
-from ctrace.monitors import CONMON, SHIM, Tree
+from ctrace.proc import placement, procfs
+from ctrace.proc.monitors import CONMON, SHIM, Tree
 from ctrace.record import TYPE_CHECKING, Record
 from ctrace.resolvers import host
 from ctrace.resolvers.base import Context, Hit, Monitors, Runtime
 
 if TYPE_CHECKING:
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
 
 
 def runtimes() -> dict[str, Runtime]:
-    """The registry, in the order hits are kept."""
-    from ctrace.resolvers import containerd, crio, docker, podman
+    """The registry's modules (registry.RUNTIMES), in the order hits are kept."""
+    from importlib import import_module
 
-    return {"docker": docker, "containerd": containerd, "podman": podman, "cri-o": crio}
+    from ctrace.resolvers.registry import RUNTIMES
+
+    # A module is a Runtime by its names (base.Runtime); tests/test_layout.py checks each of the registry.
+    return {name: import_module(f"ctrace.resolvers.{module}") for name, module in RUNTIMES.items()}
 
 
 class Scan(Record):
@@ -111,7 +114,7 @@ class Describer:
 
 def annotate(procs: list[Process], ctx: Context, where: dict[int, Placement] | None = None) -> list[Process]:
     """``ps``, ``ns`` and targets found by PID: each process with its container and pod."""
-    where = procfs.placements(ctx.proc_root) if where is None else where
+    where = placement.placements(ctx.proc_root) if where is None else where
     describer = Describer(ctx)
     return [describer.process(p, where.get(p.pid)) for p in procs]
 
@@ -135,7 +138,7 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: M
             candidates = sorted(below)
             where = {pid: p for pid in candidates if (p := _placed(pid, ctx, tree)) is not None}
         else:
-            where = procfs.placements(ctx.proc_root, tuple(i.encode() for i in ids))
+            where = placement.placements(ctx.proc_root, tuple(i.encode() for i in ids))
         where = {
             pid: p for pid, p in where.items() if p.container_id in ids or any(o.container_id in ids for o in p.outer)
         }
@@ -157,7 +160,7 @@ def processes(hits: list[Hit], extra: tuple[int, ...], ctx: Context, monitors: M
 
 def _placed(pid: int, ctx: Context, tree: Tree) -> Placement | None:
     try:
-        return procfs.placement(pid, ctx.proc_root, tree)
+        return placement.placement(pid, ctx.proc_root, tree)
     except CtraceError:
         return None
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 
-from ctrace.monitors import CONMON, Tree
+from ctrace.proc.monitors import CONMON, Tree
 from ctrace.record import TYPE_CHECKING
 from ctrace.resolvers import oci
 from ctrace.resolvers.base import Context, Monitors
@@ -22,7 +22,7 @@ from ctrace.resolvers.base import Context, Monitors
 if TYPE_CHECKING:
     from typing import Any
 
-    from ctrace.cgroups import Placement
+    from ctrace.proc.cgroups import Placement
 
 
 def running(runtime: str, ctx: Context, monitors: Monitors) -> list[Placement]:

@@ -4,18 +4,20 @@ languages it takes. A new action is one more row in ACTIONS.
 Each program carries the PID in what it prints and in every aggregation key, names the
 function by a short label instead of bpftrace's ``probe`` (the whole attach point,
 path included), and compiles without warnings on every bpftrace ctrace knows
-(ctrace/dialect.py).
+(ctrace/bpftrace/dialect.py).
 """
 
 from __future__ import annotations
 
-from ctrace.dialect import Dialect
+from ctrace.bpftrace.dialect import Dialect
 from ctrace.errors import UsageError
 from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+WHOLE = "whole"  # --run --all: one block over every distinct attach point
+EACH = "each"  # --run --all: one block per function, each keyed by its own label
 PROBES = ("uprobe", "uretprobe", "return")  # --probe: the entry, a uretprobe, a uprobe on each RET
 LANGUAGES = ("c", "c++", "rust", "go")
 
@@ -41,6 +43,8 @@ class Action(Record):
     languages: tuple[str, ...] = LANGUAGES
     exits: bool = False  # the program also needs where the function returns
     refused_hint: str = ""  # the way out for a --probe it does not take
+    combines: str = ""  # how --run --all makes one program of it (WHOLE or EACH); "" refuses
+    named: bool = False  # ctrace reads its output and names the stacks (run/stacks.py), so --folded, --flamegraph
 
 
 def when(*conditions: str) -> str:
@@ -115,8 +119,14 @@ def latency(b: Block) -> str:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("stack", "the user stack (ustack) printed per call, the default without --run", stack),
-        Action("stacks", "stacks counted per function and PID, named by ctrace; the default with --run", stacks),
+        Action("stack", "the user stack (ustack) printed per call, the default without --run", stack, combines=WHOLE),
+        Action(
+            "stacks",
+            "stacks counted per function and PID, named by ctrace; the default with --run",
+            stacks,
+            combines=EACH,
+            named=True,
+        ),
         Action("count", "calls per PID", count),
         Action("args", "arg0..arg5 at the entry (Go's registers for Go), the return value at a return", args),
         Action(
@@ -129,6 +139,10 @@ ACTIONS: dict[str, Action] = {
         ),
     )
 }
+
+
+DEFAULT = "stack"  # printed commands: a program that shows something per call
+DEFAULT_RUN = "stacks"  # --run: counted in the kernel (a perf-buffer write per call costs the traced process)
 
 
 def check(action: str, probe: str) -> Action:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 
-from ctrace.procfs import PROC, read_bytes
+from ctrace.proc.procfs import PROC, mount_ns, read_bytes
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ctrace import cgroups
+    from ctrace.proc import cgroups
 
 SHIM = "containerd-shim"  # comm of containerd-shim-runc-v2 (and -v1), cut to 15 bytes
 CONMON = "conmon"  # podman's and CRI-O's monitor
@@ -33,7 +33,7 @@ class Tree:
         self._stat: dict[int, tuple[int, str]] = {}
         self._dirs: dict[str, frozenset[str]] = {}
         self._monitors: dict[int, tuple[str, str, str, str, str] | None] = {}
-        self._self_mnt: str | None = None
+        self._self_mnt: int | None = None
 
     @classmethod
     def of(cls, proc_root: str = PROC) -> Tree:
@@ -87,7 +87,7 @@ class Tree:
         return out
 
     def level(self, pid: int, comm: str, paths: list[str]) -> cgroups.Placement | None:
-        from ctrace import cgroups
+        from ctrace.proc import cgroups
 
         if comm != CONMON and not comm.startswith(SHIM):
             return None
@@ -115,13 +115,10 @@ class Tree:
 
     def view(self, pid: int) -> str:
         """The prefix that makes a path of ``pid``'s mount namespace a path ctrace can open."""
-        try:
-            if self._self_mnt is None:
-                self._self_mnt = os.readlink(f"{self.proc_root}/self/ns/mnt")
-            if os.readlink(f"{self.proc_root}/{pid}/ns/mnt") == self._self_mnt:
-                return ""
-        except OSError:
-            pass
+        if self._self_mnt is None:
+            self._self_mnt = mount_ns("self", self.proc_root)
+        if self._self_mnt is not None and mount_ns(pid, self.proc_root) == self._self_mnt:
+            return ""
         return f"{self.proc_root}/{pid}/root"
 
     def _sibling(self, ident: str, bundle: str, paths: list[str]) -> tuple[str, str]:

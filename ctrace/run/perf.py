@@ -1,7 +1,7 @@
 """``--tool perf --run``: the DWARF stack of the tracing-basics post's section 4.1.2, run and named.
 
 bpftrace's ustack follows frame pointers, which most distribution builds omit
-(ctrace/framepointers.py says so before the run). ``perf record --call-graph
+(ctrace/plan/framepointers.py says so before the run). ``perf record --call-graph
 dwarf`` copies 8 KiB of the user stack with each sample and unwinds it from
 .eh_frame afterwards, so it walks through such code. ctrace adds the uprobe
 event (``perf probe -x FILE --add EVENT=OFFSET``), records the PID, reads
@@ -17,7 +17,6 @@ unwinder: they share their caller's real frame).
 
 from __future__ import annotations
 
-import bisect
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ from ctrace.record import TYPE_CHECKING, Record
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ctrace.plan import Plan
+    from ctrace.plan.request import Plan
 
 FIELDS = "comm,pid,tid,ip,sym,symoff,dso"
 GRACE = 30.0  # seconds perf record gets to write its file after SIGINT
@@ -52,7 +51,9 @@ class Frame(Record):
         """``sym+0xOFF``, or ``[file+0xADDR]`` as perf writes a frame it cannot name."""
         if self.symbol:
             return f"{self.symbol}+0x{self.offset:x}"
-        return f"[{os.path.basename(self.dso) or 'unknown'}+0x{self.address:x}]"
+        from ctrace.run.symbolize import in_file
+
+        return in_file(self.dso or "unknown", self.address)
 
     def folded(self) -> str:
         return self.symbol or self.label()
@@ -124,75 +125,34 @@ def _symbol(text: str) -> tuple[str, int]:
 
 
 def name(samples: Sequence[Sample], pid: int, proc_root: str = "/proc") -> list[Sample]:
-    """Frames perf left unnamed, named from ctrace's tables of their file (Go's function
-    table of a stripped binary, debug files); the file is read in the process's root."""
-    tables: dict[str, _Table | None] = {}
-    out = []
+    """Frames perf left unnamed, named as bpftrace's stacks are (symbolize.Table: Go's function
+    table of a stripped binary, debug files); the file is read in the process's root. Only the
+    names found are demangled: a cold demangle of every name of a big C++ library (libLLVM: 30k)
+    is not paid to name a few frames."""
+    from ctrace.run import symbolize
+
+    tables: dict[str, symbolize.Table | None] = {}
+    named = []
     for s in samples:
         frames = []
         for f in s.frames:
             if not f.symbol and f.dso:
                 if f.dso not in tables:
-                    tables[f.dso] = _Table.load(f.dso, pid, proc_root)
+                    tables[f.dso] = symbolize.file_table(f.dso, f"{proc_root}/{pid}/root")
                 table = tables[f.dso]
-                found = table.lookup(f.address) if table is not None else None
+                found = table.at_offset(f.address) if table is not None else None
                 if found is not None:
                     f = f._replace(symbol=found[0], offset=found[1], named_by="ctrace")
             frames.append(f)
-        out.append(s._replace(frames=tuple(frames)))
-    return out
+        named.append(s._replace(frames=tuple(frames)))
+    readable = symbolize.demangled({f.symbol for s in named for f in s.frames if f.named_by == "ctrace"})
+    if not readable:
+        return named
+    return [s._replace(frames=tuple(_readable(f, readable) for f in s.frames)) for s in named]
 
 
-class _Table:
-    """One file's functions, by address. Names are demangled one at a time as frames need
-    them: a cold demangle of every name of a big C++ library (libLLVM: 30k) is not paid
-    to name a few frames."""
-
-    def __init__(
-        self, names: list[str], starts: list[int], ends: list[int], language: str, loads: list[tuple[int, int, int]]
-    ) -> None:
-        self.names, self.starts, self.ends, self.language = names, starts, ends, language
-        self.loads = loads  # (file offset, size, vaddr) of each PT_LOAD
-        self._shown: dict[str, str] = {}
-
-    @classmethod
-    def load(cls, dso: str, pid: int, proc_root: str) -> _Table | None:
-        from ctrace import elf
-        from ctrace.elf.reader import PT_LOAD, open_elf
-        from ctrace.errors import CtraceError
-
-        root = f"{proc_root}/{pid}/root"
-        for path in (root + dso, dso):
-            try:
-                binary = open_elf(path)
-                own = tuple(binary.symbols())
-                lang = elf.language(binary, own)
-                extra, _ = elf.extra_sources(binary, own, lang, root, os.path.dirname(dso))
-            except (CtraceError, OSError):
-                continue
-            syms = sorted((s.address, s.size, s.name) for s in elf.merge(own, extra))
-            loads = [(g.offset, g.filesz, g.vaddr) for g in binary.segments if g.type == PT_LOAD]
-            starts, ends = [a for a, _, _ in syms], [a + max(z, 1) for a, z, _ in syms]
-            return cls([n for _, _, n in syms], starts, ends, lang, loads)
-        return None
-
-    def lookup(self, offset: int) -> tuple[str, int] | None:
-        """The function at a file offset (perf prints a frame's ip relative to the file's mapping,
-        which is the file offset: 0x828e0 for a non-PIE Go binary's 0x4828e0)."""
-        address = next((v + offset - o for o, size, v in self.loads if o <= offset < o + size), None)
-        if address is None:
-            return None
-        i = bisect.bisect_right(self.starts, address) - 1
-        if i < 0 or address >= self.ends[i]:
-            return None
-        return self.shown(self.names[i]), address - self.starts[i]
-
-    def shown(self, name: str) -> str:
-        if name not in self._shown:
-            from ctrace import elf
-
-            self._shown[name] = elf.demangled(self.language, [name]).get(name, name)
-        return self._shown[name]
+def _readable(f: Frame, readable: dict[str, str]) -> Frame:
+    return f._replace(symbol=readable.get(f.symbol, f.symbol))
 
 
 def counts(samples: Iterable[Sample]) -> Counter[tuple[str, ...]]:
@@ -238,7 +198,7 @@ def run(
     flamegraph: str | None = None,
 ) -> int:
     """Add the event, record until Ctrl-C or ``duration``, show the named stacks, remove the event;
-    ``folded`` and ``flamegraph`` are files for the same stacks as ctrace/flame.py writes them."""
+    ``folded`` and ``flamegraph`` are files for the same stacks as ctrace/run/flame.py writes them."""
     pid, symbol, steps = _chosen(result)
     if shutil.which("perf") is None:
         raise EnvironmentProblem("perf is not installed", "install it (Debian: apt-get install linux-perf)")
@@ -263,7 +223,7 @@ def run(
 def write_flames(samples: Sequence[Sample], title: str, folded: str | None, flamegraph: str | None) -> None:
     if not (folded or flamegraph):
         return
-    from ctrace import flame
+    from ctrace.run import flame
 
     stacks = counts(samples)
     try:
@@ -303,25 +263,12 @@ def _perf(argv: list[str], what: str, check: bool = True) -> str | None:
 
 def _record(argv: list[str], duration: float | None) -> bool:
     """Run perf record until ``duration`` or Ctrl-C (True); it writes its file on SIGINT either way."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # see runner.run
+    from ctrace.run import runner
+
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        interrupted = False
-        try:
-            proc.wait(timeout=duration)
-        except subprocess.TimeoutExpired:
-            pass
-        except KeyboardInterrupt:
-            interrupted = True
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=GRACE)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        if code not in (0, -signal.SIGINT, 130) and not interrupted:
+        code = runner.wait(runner.start(argv, stdout=subprocess.DEVNULL, stderr=err), duration, grace=GRACE)
+        if code not in (0, -signal.SIGINT, 130):
             err.seek(0)
             lines = err.read().decode(errors="replace").strip().splitlines() or ["(no message)"]
             raise EnvironmentProblem(f"perf record failed: {lines[-1]}", "perf needs root")
-    return interrupted
+    return code == 130

@@ -19,9 +19,9 @@ import bisect
 import os
 from collections.abc import Iterable, Sequence
 
-from ctrace import procfs
 from ctrace.elf.reader import PT_LOAD, ElfFile, open_elf
 from ctrace.errors import CtraceError
+from ctrace.proc import procfs
 from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
@@ -78,6 +78,11 @@ class Table:
             at -= 1
         return None
 
+    def at_offset(self, file_offset: int) -> tuple[str, int] | None:
+        """(function, offset into it) of a file offset (perf prints a frame's ip so)."""
+        vaddr = self.vaddr(file_offset)
+        return self.name(vaddr) if vaddr is not None else None
+
     def vaddr(self, file_offset: int) -> int | None:
         """The file's virtual address of a file offset, through the PT_LOAD holding it."""
         if self.elf is None:
@@ -86,6 +91,19 @@ class Table:
             if seg.type == PT_LOAD and seg.offset <= file_offset < seg.offset + seg.filesz:
                 return file_offset - seg.offset + seg.vaddr
         return None
+
+
+def file_table(path: str, root: str) -> Table | None:
+    """The table of a file a process maps (``path`` as it sees it), opened inside its
+    ``root``, else on the host; None when neither is an ELF file ctrace can read."""
+    for candidate in (root + path, path):
+        try:
+            table = Table(open_elf(candidate), path, root)
+            table.name(0)  # reads the symbols now, inside the try
+        except (CtraceError, OSError):
+            continue
+        return table
+    return None
 
 
 def _functions(elf: ElfFile, path: str, root: str | None) -> Sequence[Symbol]:
@@ -145,11 +163,7 @@ class Maps:
 
     def _root(self, pid: int) -> str | None:
         """An open directory fd of the process's root, so debug files inside it stay reachable."""
-        try:
-            fd = os.open(f"{self.proc_root}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return None
-        return f"/proc/self/fd/{fd}"
+        return procfs.open_root(pid, self.proc_root)
 
     def region(self, pid: int, address: int) -> Region | None:
         regions = self.regions.get(pid)
@@ -200,11 +214,7 @@ ET_DYN = 3  # a PIE executable or a shared library: placed anew by each exec und
 
 
 def _randomized() -> bool:
-    try:
-        with open("/proc/sys/kernel/randomize_va_space") as f:
-            return f.read().strip() != "0"
-    except OSError:
-        return False
+    return procfs.aslr()
 
 
 class Frame(Record):
@@ -251,5 +261,10 @@ def label(f: Frame, readable: dict[str, str]) -> str:
     if f.function is not None:
         return readable.get(f.function, f.function)
     if f.path is not None:
-        return f"[{os.path.basename(f.path)}+0x{f.offset:x}]"
+        return in_file(f.path, f.offset)
     return f"[unknown 0x{f.address:x}]"
+
+
+def in_file(path: str, offset: int) -> str:
+    """``[file+0xOFFSET]``, as perf writes a frame no function covers (bpftrace's and perf's stacks alike)."""
+    return f"[{os.path.basename(path)}+0x{offset:x}]"

@@ -33,13 +33,14 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ctrace.model import Process
+from ctrace.proc.procfs import mount_ns
 from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:
     from typing import Protocol
 
     class Facts(Protocol):
-        """What the binding asks of the bpftrace that runs it (ctrace/dialect.py's Dialect)."""
+        """What the binding asks of the bpftrace that runs it (ctrace/bpftrace/dialect.py's Dialect)."""
 
         @property
         def pid_filters_uprobes(self) -> bool: ...
@@ -87,13 +88,6 @@ class Binding(Record):
     statement: str  # one sentence saying what the program is bound to, for the output
     pid_option: int | None = None  # the PID for bpftrace -p, when -p may be given at all
     end: tuple[str, ...] = ()  # statements for the END block: clear the binding's maps
-
-
-def mount_ns(pid: int, proc_root: str = "/proc") -> int | None:
-    try:
-        return os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino
-    except OSError:
-        return None
 
 
 def label(proc: Process) -> str:

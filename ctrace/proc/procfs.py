@@ -11,11 +11,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ctrace.errors import CtraceError, EnvironmentProblem, NotFound, NotTraceable
-from ctrace.record import TYPE_CHECKING, Record
-
-if TYPE_CHECKING:
-    from ctrace import cgroups, monitors
+from ctrace.errors import EnvironmentProblem, NotFound, NotTraceable
+from ctrace.record import Record
 
 PROC = "/proc"
 DELETED = " (deleted)"
@@ -199,51 +196,6 @@ def pids(proc_root: str = PROC) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def placement(pid: int, proc_root: str = PROC, tree: monitors.Tree | None = None) -> cgroups.Placement:
-    """The container (and pod) a process is in: its runtime's monitor above it, else its cgroup path.
-
-    A containerd shim or a conmon is an ancestor of every process of a container
-    (the shim is a subreaper), so walking up the parents names the runtime, the
-    bundle and, for a runtime inside another container (a kind node), every level.
-    The cgroup path adds the pod UID, and is the answer when no monitor is seen.
-    """
-    from ctrace import cgroups  # its regular expressions are compiled at import: only when asked
-    from ctrace.monitors import Tree
-
-    paths = parse_cgroup(read_text(pid, "cgroup", proc_root))
-    guess = cgroups.placement(paths)
-    levels = (tree or Tree.of(proc_root)).levels(pid, paths)
-    if not levels:
-        return guess
-    inner = levels[-1]
-    pod = guess.pod_uid if guess.container_id in (None, inner.container_id) else None
-    return inner._replace(pod_uid=pod or guess.pod_uid, outer=tuple(levels[:-1]))
-
-
-def placements(proc_root: str = PROC, wanted: tuple[bytes, ...] | None = None) -> dict[int, cgroups.Placement]:
-    """Host PID -> container, for every process in a container (one pass over /proc).
-
-    ``wanted``: only processes whose cgroup file mentions one of these (container
-    IDs): a substring test is far cheaper than a placement of every process.
-    """
-    from ctrace.monitors import Tree
-
-    out = {}
-    tree = Tree.of(proc_root)
-    for pid in pids(proc_root):
-        if wanted is not None:
-            raw = read_bytes(f"{proc_root}/{pid}/cgroup")
-            if raw is None or not any(w in raw for w in wanted):
-                continue
-        try:
-            found = placement(pid, proc_root, tree)
-        except CtraceError:
-            continue
-        if found.container_id:
-            out[pid] = found
-    return out
-
-
 def read_bytes(path: str, size: int = 1 << 16) -> bytes | None:
     """A file's first ``size`` bytes with bare os calls; None when it is gone or unreadable."""
     try:
@@ -256,3 +208,69 @@ def read_bytes(path: str, size: int = 1 << 16) -> bytes | None:
         return None
     finally:
         os.close(fd)
+
+
+def mount_ns(pid: int | str, proc_root: str = PROC) -> int | None:
+    """The inode of /proc/PID/ns/mnt (what bpftrace's curtask->nsproxy->mnt_ns->ns.inum reads,
+    and ``lsns`` shows); ``pid`` may be "self". None when unreadable."""
+    try:
+        return os.stat(f"{proc_root}/{pid}/ns/mnt").st_ino
+    except OSError:
+        return None
+
+
+def shares_mount_ns(pid: int, proc_root: str = PROC) -> bool | None:
+    """Whether the process sees ctrace's own mount namespace; None when either is unreadable."""
+    mine, theirs = mount_ns("self", proc_root), mount_ns(pid, proc_root)
+    return None if mine is None or theirs is None else mine == theirs
+
+
+def start_time(pid: int, proc_root: str = PROC) -> str | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks): a PID reused by another process
+    differs. None for a process that is gone or a zombie (exited, not yet reaped)."""
+    raw = read_bytes(f"{proc_root}/{pid}/stat", 4096)
+    if raw is None:
+        return None
+    fields = raw.rpartition(b")")[2].split()
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+def read_comm(pid: int, proc_root: str = PROC) -> str | None:
+    """/proc/PID/comm without its newline; None when the process is gone or unreadable."""
+    raw = read_bytes(f"{proc_root}/{pid}/comm", 4096)
+    return None if raw is None else raw.decode("utf-8", "surrogateescape").strip()
+
+
+def read_maps(pid: int, proc_root: str = PROC) -> str:
+    """/proc/PID/maps as text; "" when the process is gone or unreadable."""
+    try:
+        with open(f"{proc_root}/{pid}/maps", "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return ""
+
+
+def read_link(pid: int, name: str, proc_root: str = PROC) -> str | None:
+    """Where /proc/PID/NAME points (exe, cwd); None for a kernel thread or a process gone."""
+    try:
+        return os.readlink(f"{proc_root}/{pid}/{name}")
+    except OSError:
+        return None
+
+
+def open_root(pid: int, proc_root: str = PROC) -> str | None:
+    """An open directory fd of the process's root, as a path (/proc/self/fd/N), so files
+    inside it stay reachable after the process exits; None when it cannot be opened."""
+    try:
+        fd = os.open(f"{proc_root}/{pid}/root", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
+    return f"/proc/self/fd/{fd}"
+
+
+def aslr() -> bool:
+    """Whether the kernel places each exec anew (/proc/sys/kernel/randomize_va_space is not 0)."""
+    raw = read_bytes("/proc/sys/kernel/randomize_va_space", 64)
+    return raw is not None and raw.strip() != b"0"

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import CtraceError
 from ctrace.model import Symbol
+from ctrace.proc import procfs
 from ctrace.record import Record
 
 PT_GNU_EH_FRAME = 0x6474E550
@@ -222,11 +223,7 @@ def warnings(main: Verdict, libraries: Iterable[Verdict]) -> list[str]:
 def target_warnings(exe_path: str, language: str, symbols: Sequence[Symbol], pid: int, proc_root: str) -> list[str]:
     """Frame-pointer warnings for a process's binary (``exe_path`` on the host) and its libraries."""
     main = verdict(exe_path, language, symbols)
-    try:
-        with open(f"{proc_root}/{pid}/maps", "rb") as f:
-            maps = f.read().decode("utf-8", "surrogateescape")
-    except OSError:
-        maps = ""
+    maps = procfs.read_maps(pid, proc_root)
     root = f"{proc_root}/{pid}/root"
     libs = [verdict(root + p) for p in executable_maps(maps) if _is_library(p) and root + p != exe_path]
     return warnings(main, [v._replace(path=v.path.removeprefix(root)) for v in libs])

@@ -1,18 +1,17 @@
-"""Argument parsing and the one error handler; the work is done elsewhere."""
+"""The command line: every subcommand and flag (COMMANDS), read by argparse and by completion."""
 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
 
-from ctrace.errors import CtraceError, UsageError
+from ctrace.errors import UsageError
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import NoReturn, TextIO
+    from typing import NoReturn
 
 
 class Parser(argparse.ArgumentParser):
@@ -26,18 +25,10 @@ class VersionAction(argparse.Action):
     """``--version``: the same lines as ``ctrace version``."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> NoReturn:
-        from ctrace import commands
+        from ctrace.cli import version
 
-        commands.version_text(sys.stdout)
+        version.version_text(sys.stdout)
         parser.exit()
-
-
-def program_name(argv0: str) -> str:
-    """'kubectl-ctrace' runs as the kubectl plugin and calls itself 'kubectl ctrace'."""
-    name = os.path.basename(argv0) or "ctrace"
-    if name.startswith("kubectl-"):
-        return "kubectl " + name[len("kubectl-") :].replace("_", "-")
-    return name if name not in ("__main__.py", "cli.py", "-c") else "ctrace"
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -114,6 +105,8 @@ def _globals(p: Parser, outer: bool, output: bool = True) -> None:
 
 
 OUTPUTS = ("text", "wide", "json", "yaml")
+
+
 EXAMPLES = """examples:
   ctrace ps                                  processes with their containers and pods
   ctrace target nginx --func ngx_http_process_request
@@ -152,7 +145,7 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--func", action="append", metavar="PATTERN", help="(required) name, last component, glob or substring"
     )
-    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
+    _runtime(p)
     p.add_argument("--lib", metavar="NAME", help="probe the mapped library whose file name starts with NAME")
     p.add_argument(
         "--max-funcs", type=int, default=100, metavar="N", help="refuse patterns matching more (default 100)"
@@ -168,7 +161,7 @@ def _target(p: Parser) -> None:
     p.add_argument(
         "--tool", choices=("bpftrace", "perf"), default="bpftrace", help="also print the perf probe/record path"
     )
-    from ctrace.actions import ACTIONS, PROBES
+    from ctrace.bpftrace.actions import ACTIONS, PROBES
 
     p.add_argument(
         "--action",
@@ -190,10 +183,17 @@ def _target(p: Parser) -> None:
     )
 
 
+def _runtime(p: Parser) -> None:
+    """``--runtime``: its names and its check are the registry's (resolvers.names), as completion's."""
+    from ctrace.resolvers.registry import check_runtime, names
+
+    p.add_argument("--runtime", type=check_runtime, help=f"where to look: {', '.join(names())}")
+
+
 def _symbols(p: Parser) -> None:
     p.add_argument("what", metavar="PATH|TARGET")
     p.add_argument("--func", action="append", metavar="PATTERN", help="only functions matching")
-    p.add_argument("--runtime", help="where to look: host, k8s, docker, containerd, podman, cri-o")
+    _runtime(p)
 
 
 def _ns(p: Parser) -> None:
@@ -214,6 +214,8 @@ def _version(p: Parser) -> None:
 
 
 Add = Callable[[Parser], None]
+
+
 COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
     ("target", "bpftrace commands for functions of a running target", (_output, _cluster, _pods), _target),
     ("symbols", "traceable functions of a binary or a target", (_output, _cluster, _pods), _symbols),
@@ -222,72 +224,6 @@ COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
     ("completion", "print a shell completion script (source <(ctrace completion bash))", (), _completion),
     ("version", "show ctrace, bpftrace and kernel versions", (_output,), _version),
 )
-HIDDEN = "__complete"  # what the completion scripts call; handled before argparse (words may start with '-')
-
-
-def run() -> NoReturn:
-    """The console scripts' entry: main(), then the process ends without the interpreter's
-    teardown, which frees every object a listing made one by one (a visible share of a
-    big listing's run: benchmarks/README.md) for memory the kernel takes back at once. Output is flushed first;
-    every file ctrace writes is closed by its own ``with`` before this point."""
-    code = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader left (| head): nothing more to say
-        pass
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """One run. The cyclic garbage collector is off meanwhile: a run makes 10^5 symbol
-    tuples and strings and no cycles worth collecting, and each collection walks them
-    all (a visible share of a cold listing of a big binary: benchmarks/README.md); it is
-    switched back on for in-process callers."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _main(argv, out)
-    finally:
-        if collecting:
-            gc.enable()
-
-
-def _main(argv: Sequence[str] | None, out: TextIO | None) -> int:
-    out = out or sys.stdout
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    prog = program_name(sys.argv[0])
-    debug = "--debug" in args_list
-    try:
-        if not args_list:  # as kubectl: a bare command is a request for help, not a mistake
-            build_parser(prog).print_help(out)
-            return 0
-        if args_list[0] == HIDDEN:
-            from ctrace import completion
-
-            return completion.serve(args_list[1:], prog, out)
-        args = parse(prog, args_list)
-        if args.command is None:
-            raise UsageError("no command given", f"see '{prog} --help'")
-        args.under_kubectl = prog.startswith("kubectl ")
-        args.argv = args_list
-        from ctrace import commands
-
-        return commands.run(args, out)
-    except CtraceError as err:
-        if debug:
-            raise
-        _report(prog, err.message, err.hint)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as err:  # a bug: one line unless --debug
-        if debug:
-            raise
-        _report(prog, f"internal error: {type(err).__name__}: {err}", "rerun with --debug and report the traceback")
-        return 1
 
 
 def parse(prog: str, argv: list[str]) -> argparse.Namespace:
@@ -339,11 +275,3 @@ def _near(word: str, choices: Sequence[str]) -> str | None:
 
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
     return found[0] if found else None
-
-
-def _report(prog: str, message: str, hint: str) -> None:
-    if prog != "ctrace":  # hints name commands as the user runs them: 'kubectl ctrace ps'
-        hint = hint.replace("'ctrace ", f"'{prog} ")
-    sys.stderr.write(f"{prog}: error: {message}\n")
-    if hint:
-        sys.stderr.write(f"hint: {hint}\n")

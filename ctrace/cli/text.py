@@ -1,4 +1,5 @@
-"""What a person reads: one block per target, the command to run at the left margin.
+"""What a person reads: one block per target, the command to run at the left margin;
+and the text tables of ``ps`` and ``ns``.
 
 Commands start at column 0 so a triple-click copies exactly the command (and a
 leading space would keep it out of bash's history under HISTCONTROL=ignorespace).
@@ -8,13 +9,13 @@ Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ctrace.model import Command, Probe, Process, Remote, Target
 from ctrace.record import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import TextIO
+    from typing import Any, TextIO
 
 FORMS = {
     "proc-root": "/proc/PID/root",
@@ -158,3 +159,70 @@ def _label(probe: Probe) -> str:
     """The function's name as one comment line: a newline in a symbol name must not end the comment."""
     name = probe.demangled or probe.symbol
     return name if name.isprintable() else ascii(name)
+
+
+def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    """Left-aligned columns; the last column is not padded."""
+    if not rows:
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
+        out.write("  ".join(cells).rstrip() + "\n")
+
+
+def ns_text(d: dict[str, Any], out: TextIO) -> None:
+    for key in ("pid", "nspid", "nstgid", "nspgid", "nssid"):
+        value = d[key]
+        out.write(f"{key:<10}{chain(value) if isinstance(value, list) else value}\n")
+    c, pod = d.get("container"), d.get("pod")
+    while c:  # innermost first, then the node container it runs in
+        space = f" namespace {c['namespace']}" if c.get("namespace") else ""
+        out.write(f"{'container':<10}{c['runtime']} {c['name'] or '-'} {c['id'][:12]}{space}\n")
+        c = c.get("node")
+    if pod:
+        out.write(f"{'pod':<10}{pod['namespace']}/{pod['name']} container {pod['container']} uid {pod['uid']}\n")
+    out.write(f"{'child pid namespace':<10} {'yes' if d['in_child_pid_namespace'] else 'no'}\n")
+    table([[name, str(ident)] for name, ident in d["namespaces"].items()], out)
+
+
+def ps_text(procs: Sequence[Process], out: TextIO, details: Mapping[int, Mapping[str, Any]] | None = None) -> None:
+    """The process table; with ``details`` (-o wide) also user, start time and resident memory."""
+    head = ["PID", "NSPID", "CPID", "COMM", "RUNTIME", "CONTAINER", "CONTAINER ID", "POD"]
+    rows = [[*head, *(("USER", "START", "RSS") if details is not None else ()), "EXE"]]
+    for p in procs:
+        c = p.container
+        name = (c.name or "-") + ("*" if p.init else "") if c else "-"
+        exe = p.exe + (" (deleted)" if p.deleted else "")
+        pod = f"{p.pod.namespace}/{p.pod.name}" if p.pod else "-"
+        runtime = c.runtime if c else "-"
+        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, runtime, name, c.id[:12] if c else "-", pod]
+        if details is not None:
+            row += _wide(details.get(p.pid))
+        rows.append([*row, exe])
+    table(rows, out)
+
+
+def _wide(d: Mapping[str, Any] | None) -> list[str]:
+    if d is None:
+        return ["-", "-", "-"]
+    return [str(d["user"]), started(d["started"]), size(d["rss"])]
+
+
+def started(when: float, now: float | None = None) -> str:
+    """As ps(1) shows START: the time of day for today, else the month and day."""
+    import time
+
+    now = time.time() if now is None else now
+    moment = time.localtime(when)
+    return time.strftime("%H:%M" if now - when < 86400 else "%b%d", moment)
+
+
+def size(n: int) -> str:
+    """A byte count in KiB, MiB or GiB, as kubectl top shows memory."""
+    for unit in ("Ki", "Mi", "Gi"):
+        n_units = n / 1024
+        if n_units < 1024 or unit == "Gi":
+            return f"{n_units:.0f}{unit}" if n_units >= 10 else f"{n_units:.1f}{unit}"
+        n = int(n_units)
+    return str(n)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 
-from ctrace import elf, mapped, paths, procfs
+from ctrace import elf
 from ctrace.elf import cache as elf_cache
 from ctrace.errors import CtraceError, NotFound, NotTraceable
 from ctrace.model import Binary, Process
+from ctrace.proc import mapped, paths, procfs
 from ctrace.progress import progress
 from ctrace.record import Record
 from ctrace.resolvers import Context
@@ -130,7 +131,7 @@ def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -
 def elsewhere(loaded: Loaded, pattern: str) -> str | None:
     """When ``pattern`` names no function of the executable, the libraries it maps that
     have one (redis maps jemalloc, whose malloc is the one it calls), as a command to run."""
-    from ctrace import match
+    from ctrace.plan import match
 
     ctx, proc = loaded.ctx, loaded.process
     if loaded.lib or ctx is None:
@@ -158,10 +159,7 @@ def elsewhere(loaded: Loaded, pattern: str) -> str | None:
 
 def own_mount_ns(pid: int, ctx: Context) -> bool:
     """Whether the process sees the same mount namespace as ctrace (and the bpftrace it prints)."""
-    try:
-        return os.readlink(f"{ctx.proc_root}/{pid}/ns/mnt") == os.readlink(f"{ctx.proc_root}/self/ns/mnt")
-    except OSError:
-        return True
+    return procfs.shares_mount_ns(pid, ctx.proc_root) is not False  # unreadable: as before, assume shared
 
 
 def path_forms(loaded: Loaded, ctx: Context) -> list[tuple[str, str, bool]]:

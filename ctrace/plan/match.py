@@ -15,18 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import compress, repeat
 
 from ctrace.elf import names as symbol_names
+from ctrace.elf.names import last_component
 from ctrace.errors import UsageError
 from ctrace.model import Symbol
 
-_SPLIT = re.compile(r"::|[./]")
 _GLOB_CHARS = frozenset("*?[")
-
-
-def last_component(name: str) -> str:
-    """The final element of a Go, C++ or Rust path: 'a/b.(*T).m' -> 'm'."""
-    if name.endswith(")") and "(" in name and not name.endswith(").") and "::" in name:
-        name = name[: name.index("(")]  # a demangled C++ argument list
-    return _SPLIT.split(name)[-1]
 
 
 def check_pattern(pattern: str) -> str:
@@ -128,3 +121,27 @@ def closest(symbols: Sequence[Symbol], pattern: str, n: int = 5) -> list[str]:
     found = [by_last[k] for k in near]
     found += [m for m in difflib.get_close_matches(pattern, names, n=n, cutoff=0.6) if m not in found]
     return found[:n]
+
+
+def select(
+    symbols: Sequence[Symbol],
+    patterns: Sequence[str],
+    aliases: Mapping[str, str] | None = None,
+    notes: list[str] | None = None,
+) -> tuple[list[Symbol], list[str]]:
+    """Symbols matching any pattern (in pattern order, no repeats) and the patterns that matched none.
+
+    ``aliases`` are demangled names, matched as well as the mangled ones; ``notes`` gets
+    a line for each pattern that matched only as a substring."""
+    chosen: dict[tuple[str, int], Symbol] = {}
+    missing = []
+    for pattern in patterns:
+        hits, tier = match(symbols, pattern, aliases)
+        note = loose(pattern, hits, tier)
+        if note and notes is not None:
+            notes.append(note)
+        if not hits:
+            missing.append(pattern)
+        for sym in hits:
+            chosen.setdefault((sym.name, sym.address), sym)
+    return list(chosen.values()), missing

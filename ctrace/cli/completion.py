@@ -122,7 +122,7 @@ def _for_bash(candidate: str, word: str) -> str:
 
 def candidates(words: Sequence[str], prog: str = "ctrace") -> tuple[list[str], int]:
     """What may come at the last of ``words`` (the words after the program), and a directive."""
-    from ctrace import cli
+    from ctrace.cli import parser as cli
 
     *before, current = words
     parser = cli.build_parser(prog)
@@ -218,9 +218,9 @@ def _value(
     if dest == "lib" and target:
         return _starting(current, list(libraries(target, ctx))), NO_FILES
     if dest == "runtime":
-        from ctrace.resolvers import resolvers
+        from ctrace.resolvers.registry import names
 
-        return _starting(current, list(resolvers())), NO_FILES
+        return _starting(current, list(names())), NO_FILES
     if dest == "container" and command == "ps":
         return _starting(current, containers(ctx, current)), NO_FILES
     if dest in ("proc_root", "kubeconfig"):
@@ -252,7 +252,7 @@ def _positional(command: str, current: str, taken: Taken, prog: str) -> tuple[li
 
 def _processes(ctx: Context) -> Iterator[tuple[int, str]]:
     """(PID, name) of every user-space process."""
-    from ctrace import procfs
+    from ctrace.proc import procfs
 
     for pid in procfs.pids(ctx.proc_root):
         try:
@@ -317,9 +317,9 @@ def functions(target: str, ctx: Context, lib: str | None = None) -> Iterator[str
         if lib:
             info = _library_info(target, ctx, lib)
         else:
-            from ctrace import plan
+            from ctrace.plan import targets
 
-            info = plan.symbols_of(target, ctx)[1]
+            info = targets.symbols_of(target, ctx)[1]
     except (CtraceError, OSError):
         return
     from ctrace.elf import names
@@ -330,18 +330,19 @@ def functions(target: str, ctx: Context, lib: str | None = None) -> Iterator[str
 
 
 def _library_info(target: str, ctx: Context, lib: str) -> ElfInfo:
-    from ctrace import locate, plan
+    from ctrace.plan import locate, targets
 
-    proc = plan.processes(target, ctx)[0]
+    proc = targets.processes(target, ctx)[0]
     return locate.load(proc, ctx, locate.ElfCache(ctx.cache_dir), lib).info
 
 
 def libraries(target: str, ctx: Context) -> Iterator[str]:
     """Sonames the target's first process maps: what ``--lib`` takes."""
-    from ctrace import mapped, plan
+    from ctrace.plan import targets
+    from ctrace.proc import mapped
 
     try:
-        proc = plan.processes(target, ctx)[0]
+        proc = targets.processes(target, ctx)[0]
         found = mapped.libraries(proc.pid, ctx.proc_root)
     except CtraceError:
         return

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import re
 
-from ctrace import procfs
 from ctrace.errors import NotFound, UsageError
+from ctrace.proc import procfs
 from ctrace.record import Record
 
 

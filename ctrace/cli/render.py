@@ -7,16 +7,17 @@ from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 
+from ctrace.cli.text import ns_text, ps_text, table
+from ctrace.errors import NotTraceable
 from ctrace.model import Binary, Container, Probe, Process, Remote, Symbol, Target
 from ctrace.record import TYPE_CHECKING
-from ctrace.text import chain
 
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from ctrace.elf import ElfInfo
-    from ctrace.plan import Plan
-    from ctrace.procfs import Status
+    from ctrace.plan.request import Plan
+    from ctrace.proc.procfs import Status
 
 DebugFiles = Sequence[tuple[str, str]]
 
@@ -100,16 +101,6 @@ def data(obj: Any, fmt: str, out: TextIO) -> None:
 def dump(obj: Any, out: TextIO) -> None:
     json.dump(obj, out, indent=2)
     out.write("\n")
-
-
-def table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
-    """Left-aligned columns; the last column is not padded."""
-    if not rows:
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
-        out.write("  ".join(cells).rstrip() + "\n")
 
 
 def symbols_text(binary: Binary, info: ElfInfo, symbols: Sequence[Symbol], out: TextIO) -> None:
@@ -274,58 +265,113 @@ def ns_dict(pid: int, status: Status, namespaces: dict[str, int]) -> dict[str, A
     }
 
 
-def ns_text(d: dict[str, Any], out: TextIO) -> None:
-    for key in ("pid", "nspid", "nstgid", "nspgid", "nssid"):
-        value = d[key]
-        out.write(f"{key:<10}{chain(value) if isinstance(value, list) else value}\n")
-    c, pod = d.get("container"), d.get("pod")
-    while c:  # innermost first, then the node container it runs in
-        space = f" namespace {c['namespace']}" if c.get("namespace") else ""
-        out.write(f"{'container':<10}{c['runtime']} {c['name'] or '-'} {c['id'][:12]}{space}\n")
-        c = c.get("node")
-    if pod:
-        out.write(f"{'pod':<10}{pod['namespace']}/{pod['name']} container {pod['container']} uid {pod['uid']}\n")
-    out.write(f"{'child pid namespace':<10} {'yes' if d['in_child_pid_namespace'] else 'no'}\n")
-    table([[name, str(ident)] for name, ident in d["namespaces"].items()], out)
+def show(
+    fmt: str,
+    out: TextIO,
+    doc: Callable[[], Any],
+    text: Callable[[TextIO], None],
+    wide: Callable[[TextIO], None] | None = None,
+    stream: Callable[[TextIO], None] | None = None,
+) -> None:
+    """The one place ``-o`` is read: json and yaml dump ``doc()`` (json through ``stream``
+    where a command writes it as it goes), wide is the command's wide table where it has
+    one, text otherwise. A new format is a branch here."""
+    if fmt == "json" and stream is not None:
+        stream(out)
+    elif fmt in ("json", "yaml"):
+        data(doc(), fmt, out)
+    elif fmt == "wide" and wide is not None:
+        wide(out)
+    else:
+        text(out)
 
 
-def ps_text(procs: Sequence[Process], out: TextIO, details: Mapping[int, Mapping[str, Any]] | None = None) -> None:
-    """The process table; with ``details`` (-o wide) also user, start time and resident memory."""
-    head = ["PID", "NSPID", "CPID", "COMM", "RUNTIME", "CONTAINER", "CONTAINER ID", "POD"]
-    rows = [[*head, *(("USER", "START", "RSS") if details is not None else ()), "EXE"]]
-    for p in procs:
-        c = p.container
-        name = (c.name or "-") + ("*" if p.init else "") if c else "-"
-        exe = p.exe + (" (deleted)" if p.deleted else "")
-        pod = f"{p.pod.namespace}/{p.pod.name}" if p.pod else "-"
-        runtime = c.runtime if c else "-"
-        row = [str(p.pid), chain(p.nspid), str(p.nspid[-1]), p.comm, runtime, name, c.id[:12] if c else "-", pod]
-        if details is not None:
-            row += _wide(details.get(p.pid))
-        rows.append([*row, exe])
-    table(rows, out)
+def wants_details(fmt: str) -> bool:
+    """Whether the format shows more than the text table (ps: user, start time, memory)."""
+    return fmt != "text"
 
 
-def _wide(d: Mapping[str, Any] | None) -> list[str]:
-    if d is None:
-        return ["-", "-", "-"]
-    return [str(d["user"]), started(d["started"]), size(d["rss"])]
+def listable(fmt: str) -> bool:
+    """Formats ``file_listing`` writes straight from the cached listing."""
+    return fmt in ("json", "text")
 
 
-def started(when: float, now: float | None = None) -> str:
-    """As ps(1) shows START: the time of day for today, else the month and day."""
-    import time
+def owner_dict(proc: Process | None) -> dict[str, Any]:
+    """The container and pod of a PID, for ``ns``."""
+    if proc is None:
+        return {"container": None, "pod": None}
+    d = process_dict(proc)
+    return {"container": d["container"], "pod": d["pod"]}
 
-    now = time.time() if now is None else now
-    moment = time.localtime(when)
-    return time.strftime("%H:%M" if now - when < 86400 else "%b%d", moment)
+
+def ps_dict(p: Process, details: dict[str, object] | None) -> dict[str, object]:
+    d = process_dict(p)
+    d["exe"] = p.exe
+    d["deleted"] = p.deleted
+    d["init"] = p.init
+    d["container_pid"] = p.nspid[-1]  # the PID `docker top` does not show: the one inside the container
+    d.update(details or {"user": None, "started": None, "rss": None})
+    return d
 
 
-def size(n: int) -> str:
-    """A byte count in KiB, MiB or GiB, as kubectl top shows memory."""
-    for unit in ("Ki", "Mi", "Gi"):
-        n_units = n / 1024
-        if n_units < 1024 or unit == "Gi":
-            return f"{n_units:.0f}{unit}" if n_units >= 10 else f"{n_units:.1f}{unit}"
-        n = int(n_units)
-    return str(n)
+def unreachable(remotes: Sequence[Remote]) -> None:
+    """-q prints commands only: a pod with none to print is an error, not an empty line."""
+    missing = [r for r in remotes if r.command is None]
+    if missing:
+        pod = missing[0].pod
+        raise NotTraceable(
+            f"pod {pod.namespace}/{pod.name} runs on node {pod.node}, and no ctrace node agent runs there: "
+            "no command to print",
+            f"run ctrace on node {pod.node}, or drop -q to see what was found",
+        )
+
+
+def plan(result: Plan, fmt: str, quiet: bool, out: TextIO) -> None:
+    """``ctrace target``'s answer: with -q the command lines only, else the plan in ``fmt``."""
+    from ctrace.cli import text
+
+    if quiet:
+        text.quiet(result.targets, result.remote, out)
+        unreachable(result.remote)
+        return
+    show(
+        fmt,
+        out,
+        lambda: plan_dict(result),
+        lambda o: text.plan(result.targets, result.remote, o),
+        wide=lambda o: text.plan(result.targets, result.remote, o, wide=True),
+    )
+
+
+def symbols(binary: Binary, info: ElfInfo, chosen: Sequence[Symbol], fmt: str, out: TextIO) -> None:
+    """``ctrace symbols``: json streamed, yaml as data, wide with each function's attach columns."""
+
+    def wide(o: TextIO) -> None:
+        from ctrace.bpftrace.sites import attach_columns
+
+        symbols_wide(binary, info, chosen, attach_columns(binary.host_path, info, chosen), o)
+
+    show(
+        fmt,
+        out,
+        lambda: symbols_dict(binary, info, chosen),
+        lambda o: symbols_text(binary, info, chosen, o),
+        wide=wide,
+        stream=lambda o: symbols_json(binary, info, chosen, o),
+    )
+
+
+def ps(procs: Sequence[Process], details: dict[int, dict[str, object]], fmt: str, out: TextIO) -> None:
+    """``ctrace ps``: the table (with ``details`` when wide), or every process as data."""
+    show(
+        fmt,
+        out,
+        lambda: {"processes": [ps_dict(p, details.get(p.pid)) for p in procs]},
+        lambda o: ps_text(procs, o),
+        wide=lambda o: ps_text(procs, o, details),
+    )
+
+
+def ns(data: dict[str, Any], fmt: str, out: TextIO) -> None:
+    """``ctrace ns``: the PID chain, container, pod and namespaces."""
+    show(fmt, out, lambda: data, lambda o: ns_text(data, o))

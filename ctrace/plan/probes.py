@@ -1,0 +1,185 @@
+"""From matched functions to probes: each path form's command, and ``--run --all``'s one program.
+
+The choice of site (name or address) is bpftrace/sites.py's; the program text is the
+action's row (bpftrace/actions.py), bound by bpftrace/binding.py and quoted by emit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctrace.bpftrace import actions, binding, emit, sites
+from ctrace.bpftrace.sites import NameIndex, Site
+from ctrace.elf.reader import ElfFile, open_elf
+from ctrace.errors import NotTraceable
+from ctrace.model import Command, Probe, Symbol
+from ctrace.plan.locate import Loaded, own_mount_ns, path_forms
+from ctrace.plan.request import Plan, Request
+from ctrace.record import Record
+from ctrace.resolvers import Context
+
+
+class Form(Record):
+    """One way to name the file to bpftrace (the tracing-basics post, 2.5.1-2.5.3), and what bcc sees through it."""
+
+    name: str
+    path: str
+    by_filter: bool
+    spans: sites.Spans
+
+
+class Made(Record):
+    command: Command
+    attach: str  # "name" or "address"
+    points: tuple[str, ...]
+    where: str  # the name or number in the command (Site.describe)
+    why_unsafe: str
+    bound: str  # what the program admits (binding.statement)
+    path: str
+
+
+class Subject(Record):
+    """One loaded binary of one process, and what was asked of it: what every function's commands share."""
+
+    loaded: Loaded
+    elf_file: ElfFile
+    name_index: NameIndex
+    request: Request
+    scope: binding.Scope
+
+
+def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
+    elf_file = open_elf(loaded.binary.host_path)
+    # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
+    forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
+    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
+    subject = Subject(loaded, elf_file, NameIndex(loaded.info.symbols), request, scope)
+    out = []
+    for sym in symbols:
+        made = [_command(subject, sym, form) for form in forms]
+        usable = [m for m in made if isinstance(m, Made)]
+        if not usable:
+            refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
+            if refusal is not None:
+                raise refusal
+            loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
+            continue
+        perf = _perf(loaded, sym, ctx, elf_file) if request.tool == "perf" else ()
+        out.append(_probe(sym, usable, loaded.info.demangled.get(sym.name), request.probe, perf))
+    return out
+
+
+def _probe(sym: Symbol, usable: Sequence[Made], shown: str | None, probe: str, perf: tuple[Command, ...]) -> Probe:
+    """The function's probe: every usable form's command, the first (recommended) one described."""
+    first = usable[0]
+    return Probe(
+        symbol=sym.name,
+        address=sym.address,
+        commands=tuple(m.command for m in usable),
+        attach=first.attach,
+        demangled=shown,
+        probe=probe,
+        points=first.points,
+        unsafe=bool(first.why_unsafe),
+        perf=perf,
+        where=first.where,
+        why_unsafe=first.why_unsafe,
+        bound=first.bound,
+        path=first.path,
+    )
+
+
+def _perf(loaded: Loaded, sym: Symbol, ctx: Context, elf_file: ElfFile) -> tuple[Command, ...]:
+    """perf probe canonicalises the path it is given, so /proc/PID/root would lead it to the
+    host's file of that name: give it a real host path (MergedDir, or the process's own path
+    when it shares ctrace's mount namespace)."""
+    b = loaded.binary
+    path = b.merged_path or (b.path if own_mount_ns(loaded.process.pid, ctx) and not b.deleted else None)
+    if path is None:
+        loaded.warnings.append(f"no host path perf can use for {b.path} (no MergedDir); use the bpftrace commands")
+        return ()
+    offset = elf_file.vaddr_to_offset(sym.address)
+    if offset is None:
+        return ()
+    return emit.perf_commands(loaded.process.pid, path, sym.name, offset)
+
+
+def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable | None:
+    """One path form's command and how it attaches; a refusal is returned, not raised,
+    so that another form may still work. None when the path cannot be quoted."""
+    literal = emit.quote_path(form.path)
+    if literal is None:
+        return None
+    loaded, request = subject.loaded, subject.request
+    row = actions.ACTIONS[request.action]
+    try:
+        where = _sites(subject, sym, form.spans, request.probe)
+        exits, exit_kind = _exits(subject, sym, form.spans) if row.exits else ([], "")
+    except NotTraceable as err:
+        return err
+    if not where or (row.exits and not exits):
+        return None
+    bpf_kind = "uretprobe" if request.probe == "uretprobe" else "uprobe"
+    pid = loaded.process.pid
+    # -p only where the path needs it: the path inside the process's mount namespace.
+    bound = binding.bind([subject.scope], request.dialect, pid if form.name == "pid-path" else None)
+    block = actions.Block(
+        points=tuple(sites.points(literal, where, bpf_kind)),
+        bind=bound.predicate,
+        label=emit.label(loaded.info.demangled.get(sym.name) or sym.name),
+        language=loaded.info.language,
+        probe=request.probe,
+        dialect=request.dialect,
+        exits=tuple(sites.points(literal, exits, exit_kind)) if exits else (),
+        exit_kind=exit_kind,
+    )
+    why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
+    text = request.dialect.configured(binding.program(bound, row.program(block)))
+    cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
+    attach = "name" if where[0].kind.startswith("name") else "address"
+    return Made(cmd, attach, block.points, sites.describe(where), why, bound.statement, form.path)
+
+
+def _exits(subject: Subject, sym: Symbol, spans: sites.Spans) -> tuple[list[Site], str]:
+    """Where a call returns: a uretprobe, but for Go (stacks move) a uprobe on each RET."""
+    if subject.loaded.info.language == "go":
+        return _sites(subject, sym, spans, "return"), "uprobe"
+    return _sites(subject, sym, spans, "uprobe"), "uretprobe"
+
+
+def _sites(subject: Subject, sym: Symbol, spans: sites.Spans, probe: str) -> list[Site]:
+    dialect = subject.request.dialect
+    if probe == "return":
+        path = subject.loaded.binary.path
+        return sites.return_sites(sym, subject.elf_file, spans, path, subject.name_index, dialect)
+    where = sites.entry_site(sym, subject.elf_file, spans, subject.name_index, dialect)
+    return [where] if where is not None else []
+
+
+def combined(result: Plan, request: Request, ctx: Context) -> Command:
+    """One stack program for every probe of every target (``--run --all``): each file and
+    site attached once however many PIDs run it, bound to all the targets' scopes."""
+    procs = [t.process for t in result.targets]
+    whole = binding.named_containers(request.target, request.runtime, procs)
+    bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
+    parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
+    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
+    row = actions.ACTIONS[request.action]
+    program = row.program(block) if row.combines == actions.WHOLE else _per_function(parts, result, block, row)
+    text = request.dialect.configured(binding.program(bound, program))
+    return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
+
+
+def _per_function(parts: Sequence[binding.Part], result: Plan, block: actions.Block, row: actions.Action) -> str:
+    """An action combined per function (stacks): one block per function, each keyed by its
+    own label, over the distinct points."""
+    kept = set(block.points)
+    probes = [p for t in result.targets for p in t.probes]
+    out = []
+    for part, p in zip(parts, probes):
+        points = tuple(x for x in part.points if x in kept)
+        kept.difference_update(points)
+        if points:
+            label = emit.label(p.demangled or p.symbol)
+            out.append(row.program(block._replace(points=points, label=label, probe=p.probe)))
+    return " ".join(out)
