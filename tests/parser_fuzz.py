@@ -12,16 +12,20 @@ the ELF reader's own is tests/fuzzing.py.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.fuzzing import EXTREMES, Report, flip_bytes, truncate
+from tests.test_runtimes_parse import UID, crio_spec
 
 MAX_SECONDS = 1.0  # per input (issue 22: "no hang over 1 s"); real inputs parse in milliseconds
+MAX_GROWTH = 1 << 20  # bytes one mutation may add: time linear in a 400 MB input is no hang
 Mutation = Callable[[bytearray, random.Random], None]
 
 
@@ -207,7 +211,7 @@ def lines(data: bytearray, rnd: random.Random) -> None:
     i, j = rnd.randrange(len(rows)), rnd.randrange(len(rows))
     choice = rnd.randrange(4)
     if choice == 0:
-        rows[i:i] = [rows[j]] * rnd.randint(1, 2000)
+        rows[i:i] = [rows[j]] * min(rnd.randint(1, 2000), 1 + MAX_GROWTH // (len(rows[j]) + 1))
     elif choice == 1:
         del rows[i]
     elif choice == 2:
@@ -271,3 +275,127 @@ def nest(data: bytearray, rnd: random.Random) -> None:
 
 JSON_MUTATIONS: list[Mutation] = [json_swap, json_swap, json_swap, nest, token, flip_bytes, truncate, delete, number]
 TEXT_MUTATIONS: list[Mutation] = [lines, lines, token, number, flip_bytes, truncate, delete, duplicate]
+
+
+# -- the parsers, as ctrace calls them ------------------------------------------------------------
+
+CAPTURES = Path(__file__).parent / "fixtures" / "captures"
+
+
+def read_metadata(data: bytes) -> None:
+    """What containerd.py reads of meta.db: every namespace's containers, each one's keys and labels."""
+    from ctrace.resolvers import bolt
+
+    db = bolt.Bolt(data)
+    for ns in list(db.get(b"v1"))[:20]:
+        for ident in list(db.get(b"v1", ns, b"containers"))[:10]:
+            db.get(b"v1", ns, b"containers", ident)
+            db.get(b"v1", ns, b"containers", ident, b"labels")
+
+
+def _bundle(tmp: Path, runtime: str) -> Callable[[bytes], object]:
+    """containerd.describe or crio.describe of a bundle whose config.json is the input."""
+    from ctrace.cgroups import Placement
+    from ctrace.resolvers import containerd, crio
+    from ctrace.resolvers.base import Context
+
+    bundle = tmp / runtime / "bundle"
+    bundle.mkdir(parents=True)
+    ctx = Context(proc_root=str(tmp / "proc"))
+    where = Placement("a" * 64, runtime, namespace="k8s.io", bundle=str(bundle), name=f"k8s_api_web-7f_shop_{UID}_0")
+    describe = containerd.describe if runtime == "containerd" else crio.describe
+
+    def parse(data: bytes) -> object:
+        (bundle / "config.json").write_bytes(data)
+        return describe(where, ctx)
+
+    return parse
+
+
+def _containers_json(tmp: Path) -> Callable[[bytes], object]:
+    """podman.describe of the first container of the captured containers.json, whose file is the input."""
+    from ctrace.cgroups import Placement
+    from ctrace.resolvers import podman
+    from ctrace.resolvers.base import Context
+
+    ident = json.loads((CAPTURES / "podman-4.3-containers.json").read_bytes())[0]["id"]
+    store = tmp / "overlay-containers"
+    userdata = store / ident / "userdata"
+    userdata.mkdir(parents=True)
+    (userdata / "config.json").write_bytes((CAPTURES / "containerd-1.6-config.json").read_bytes())
+    where = Placement(ident, "podman", bundle=str(userdata), name="web")
+    ctx = Context(proc_root=str(tmp / "proc"))
+
+    def parse(data: bytes) -> object:
+        (store / "containers.json").write_bytes(data)
+        return podman.describe(where, ctx)
+
+    return parse
+
+
+def read_perf(data: bytes) -> object:
+    from ctrace import perf
+
+    samples = perf.parse(data.decode("utf-8", "surrogateescape"))  # perf.run reads it so
+    perf.counts(samples)
+    perf.render(samples, "f in pid 1", io.StringIO())
+    return samples
+
+
+def _map_dump(tmp: Path) -> Callable[[bytes], object]:
+    from ctrace import runner, stacks
+    from ctrace.symbolize import Maps
+
+    (tmp / "proc").mkdir(exist_ok=True)
+    naming = runner.Naming({}, {}, "fuzz")
+
+    def parse(data: bytes) -> object:
+        maps = Maps(str(tmp / "proc"))  # no process: every frame unnamed, as after an exit
+        found = runner.parse_stacks(data.decode("utf-8", "replace").splitlines())  # runner._start reads it so
+        named = stacks.named(found, maps, naming)
+        stacks.report(named, naming, maps, io.StringIO())
+        return named
+
+    return parse
+
+
+def targets(tmp: Path) -> dict[str, Target]:
+    """Every parser by name; ``tmp`` holds the files the runtimes' readers open."""
+    from ctrace.errors import CtraceError
+    from ctrace.resolvers import bolt
+
+    return {
+        "bbolt": Target("bbolt", read_metadata, (bolt.BadBolt,), BOLT_MUTATIONS),
+        "containerd": Target("containerd config.json", _bundle(tmp, "containerd"), (CtraceError,), JSON_MUTATIONS),
+        "cri-o": Target("cri-o config.json", _bundle(tmp, "cri-o"), (CtraceError,), JSON_MUTATIONS),
+        "containers.json": Target("containers.json", _containers_json(tmp), (CtraceError,), JSON_MUTATIONS),
+        "perf": Target("perf script", read_perf, (), TEXT_MUTATIONS),
+        "map-dump": Target("map dump", _map_dump(tmp), (), TEXT_MUTATIONS),
+    }
+
+
+def crio_seeds() -> list[bytes]:
+    """CRI-O's config.json as tests/test_runtimes_parse.py writes it, alone and in containerd's real spec."""
+    real = json.loads((CAPTURES / "containerd-1.6-config.json").read_bytes())
+    out = []
+    for kind, name in (("container", "agent"), ("sandbox", "POD")):
+        written = crio_spec(kind, name, "/var/lib/containers/storage/overlay/x/merged")
+        out += [json.dumps(written).encode(), json.dumps({**real, "annotations": written["annotations"]}).encode()]
+    return out
+
+
+def seeds(name: str) -> list[bytes]:
+    """The captured (and, for bbolt, written) inputs each parser's mutations start from."""
+    from tests import boltgen
+
+    if name == "bbolt":
+        return [boltgen.build(boltgen.containerd_like(n), per_leaf=k) for n, k in ((40, 8), (6, 3), (120, 32))]
+    if name == "cri-o":
+        return crio_seeds()
+    files = {
+        "containerd": ["containerd-1.6-config.json"],
+        "containers.json": ["podman-4.3-containers.json"],
+        "perf": ["perf-6.1-script.txt"],
+        "map-dump": sorted(p.name for p in CAPTURES.glob("bpftrace-*-stacks.txt")),
+    }[name]
+    return [(CAPTURES / f).read_bytes() for f in files]

@@ -1,12 +1,13 @@
 """Short fuzz runs of every parser of state files and tool output (issue 22); hack/fuzz.py --parser does long ones.
 
-Seeds are real: containerd's meta.db and the OCI spec it writes (a containerd
-started here), podman 4.3's containers.json, ``perf script`` of a uprobe with
-DWARF stacks (perf 6.1) and bpftrace's map dump of ctrace's stacks program on
-0.17, 0.23 and 0.27 (tests/fixtures/captures/), plus bbolt files in bbolt's
-layout (tests/boltgen.py) and CRI-O's annotations as tests/test_runtimes_parse.py
-writes them. Each input must parse in under a second to a result, to nothing or
-to the parser's clean error (tests/parser_fuzz.py).
+Seeds are real: containerd's meta.db and the OCI specs it stores (a containerd
+started here), and captures in tests/fixtures/captures/ (containerd's spec with
+CRI annotations, podman 4.3's containers.json, ``perf script`` of a uprobe with
+DWARF stacks, bpftrace's map dump of ctrace's stacks program on 0.17, 0.23 and
+0.27), plus bbolt files in bbolt's layout (tests/boltgen.py) and CRI-O's
+annotations as tests/test_runtimes_parse.py writes them. Each input must parse in
+under a second to a result, to nothing or to the parser's clean error
+(tests/parser_fuzz.py); each run's seed is fixed.
 """
 
 from __future__ import annotations
@@ -22,21 +23,22 @@ from pathlib import Path
 
 import pytest
 
-from ctrace import perf, runner, stacks
-from ctrace.cgroups import Placement
+from ctrace import perf, runner
 from ctrace.errors import CtraceError
-from ctrace.resolvers import bolt, containerd, crio, oci, podman, storage
-from ctrace.resolvers.base import Context
-from ctrace.symbolize import Maps
+from ctrace.resolvers import bolt, oci, storage
+from ctrace.resolvers.base import Hit
 from tests import boltgen, parser_fuzz
 from tests.conftest import need
-from tests.parser_fuzz import Target
-from tests.test_runtimes_parse import UID, crio_spec
+from tests.parser_fuzz import UID
 
-CAPTURES = Path(__file__).parent / "fixtures" / "captures"
 SEED = 20261206
 CRI = "io.kubernetes.cri."
 CRIO = "io.kubernetes.cri-o."
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, parser_fuzz.Target]:
+    return parser_fuzz.targets(tmp_path_factory.mktemp("fuzz"))
 
 
 def assert_clean(report: parser_fuzz.Report, cases: int) -> None:
@@ -47,18 +49,6 @@ def assert_clean(report: parser_fuzz.Report, cases: int) -> None:
 
 
 # -- bbolt -------------------------------------------------------------------------------------------
-
-
-def read_metadata(data: bytes) -> None:
-    """What containerd.py reads: every namespace's containers, each one's keys and labels."""
-    db = bolt.Bolt(data)
-    for ns in list(db.get(b"v1"))[:20]:
-        for ident in list(db.get(b"v1", ns, b"containers"))[:10]:
-            db.get(b"v1", ns, b"containers", ident)
-            db.get(b"v1", ns, b"containers", ident, b"labels")
-
-
-BOLT = Target("bbolt", read_metadata, (bolt.BadBolt,), parser_fuzz.BOLT_MUTATIONS)
 
 
 @pytest.fixture(scope="module")
@@ -114,14 +104,15 @@ def test_bbolt_reads_a_real_meta_db(real_containerd: tuple[bytes, list[bytes]]) 
     assert len(labels) == 300 and labels[b"io.example.label-299"] == b"value-299"
 
 
-def test_bbolt_mutations_of_a_real_meta_db(real_containerd: tuple[bytes, list[bytes]]) -> None:
-    report = parser_fuzz.run(BOLT, [real_containerd[0]], cases=1500, seed=SEED)
+def test_bbolt_mutations_of_a_real_meta_db(
+    real_containerd: tuple[bytes, list[bytes]], targets: dict[str, parser_fuzz.Target]
+) -> None:
+    report = parser_fuzz.run(targets["bbolt"], [real_containerd[0]], cases=1500, seed=SEED)
     assert_clean(report, 1500)
 
 
-def test_bbolt_mutations_of_written_files() -> None:
-    seeds = [boltgen.build(boltgen.containerd_like(n), per_leaf=k) for n, k in ((40, 8), (6, 3), (120, 32))]
-    report = parser_fuzz.run(BOLT, seeds, cases=1500, seed=SEED)
+def test_bbolt_mutations_of_written_files(targets: dict[str, parser_fuzz.Target]) -> None:
+    report = parser_fuzz.run(targets["bbolt"], parser_fuzz.seeds("bbolt"), cases=1500, seed=SEED)
     assert_clean(report, 1500)
 
 
@@ -164,92 +155,48 @@ def test_boltgen_writes_what_the_reader_reads() -> None:
 # -- OCI bundles, containers.json, CRI-O -------------------------------------------------------------
 
 
-def bundle_target(tmp: Path, runtime: str) -> Target:
-    """containerd.describe or crio.describe of a bundle whose config.json is the input."""
-    bundle = tmp / runtime / "bundle"
-    bundle.mkdir(parents=True)
-    ctx = Context(proc_root=str(tmp / "proc"))
-    name = f"k8s_api_web-7f_shop_{UID}_0"
-    where = Placement("a" * 64, runtime, namespace="k8s.io", bundle=str(bundle), name=name)
-    describe = containerd.describe if runtime == "containerd" else crio.describe
-
-    def parse(data: bytes) -> None:
-        (bundle / "config.json").write_bytes(data)
-        describe(where, ctx)
-
-    return Target(f"{runtime} config.json", parse, (CtraceError,), parser_fuzz.JSON_MUTATIONS)
-
-
-def test_containerd_bundle_mutations(real_containerd: tuple[bytes, list[bytes]], tmp_path: Path) -> None:
-    target = bundle_target(tmp_path, "containerd")
-    target.parse(real_containerd[1][1])  # the seed itself is read
-    report = parser_fuzz.run(target, real_containerd[1], cases=600, seed=SEED)
+def test_containerd_bundle_mutations(
+    real_containerd: tuple[bytes, list[bytes]], targets: dict[str, parser_fuzz.Target]
+) -> None:
+    target = targets["containerd"]
+    (captured,) = parser_fuzz.seeds("containerd")
+    hit = target.parse(captured)
+    assert isinstance(hit, Hit) and hit.pod is not None and hit.pod.name == "web-7f"
+    report = parser_fuzz.run(target, [captured, *real_containerd[1]], cases=600, seed=SEED)
     assert_clean(report, 600)
 
 
-def test_crio_state_mutations(real_containerd: tuple[bytes, list[bytes]], tmp_path: Path) -> None:
-    seeds = []
-    for kind, name in (("container", "agent"), ("sandbox", "POD")):
-        written = crio_spec(kind, name, "/var/lib/containers/storage/overlay/x/merged")
-        real = json.loads(real_containerd[1][1])  # containerd's spec, with CRI-O's annotations
-        seeds += [json.dumps(written).encode(), json.dumps({**real, "annotations": written["annotations"]}).encode()]
-    report = parser_fuzz.run(bundle_target(tmp_path, "cri-o"), seeds, cases=600, seed=SEED)
+def test_crio_state_mutations(targets: dict[str, parser_fuzz.Target]) -> None:
+    seeds = parser_fuzz.seeds("cri-o")
+    hit = targets["cri-o"].parse(seeds[1])
+    assert isinstance(hit, Hit) and hit.container.name == "agent" and hit.pod.uid == UID
+    report = parser_fuzz.run(targets["cri-o"], seeds, cases=600, seed=SEED)
     assert_clean(report, 600)
 
 
-def test_containers_json_mutations(tmp_path: Path) -> None:
-    raw = (CAPTURES / "podman-4.3-containers.json").read_bytes()
-    ident = json.loads(raw)[0]["id"]
-    store = tmp_path / "overlay-containers"
-    userdata = store / ident / "userdata"
-    userdata.mkdir(parents=True)
-    (userdata / "config.json").write_text(json.dumps(crio_spec("container", "web", "/nonexistent")))
-    where = Placement(ident, "podman", bundle=str(userdata), name="web")
-    ctx = Context(proc_root=str(tmp_path / "proc"))
-
-    def parse(data: bytes) -> None:
-        (store / "containers.json").write_bytes(data)
-        podman.describe(where, ctx)
-
-    target = Target("containers.json", parse, (CtraceError,), parser_fuzz.JSON_MUTATIONS)
-    parse(raw)
-    hit = podman.describe(where, ctx)
-    assert hit is not None and hit.container.name == "web" and hit.container.image == "localhost/ctrace-capture/hello:1"
-    report = parser_fuzz.run(target, [raw], cases=600, seed=SEED)
+def test_containers_json_mutations(targets: dict[str, parser_fuzz.Target]) -> None:
+    (raw,) = parser_fuzz.seeds("containers.json")
+    hit = targets["containers.json"].parse(raw)
+    assert isinstance(hit, Hit) and hit.container.name == "web"
+    assert hit.container.image == "localhost/ctrace-capture/hello:1"
+    report = parser_fuzz.run(targets["containers.json"], [raw], cases=600, seed=SEED)
     assert_clean(report, 600)
 
 
-# -- perf script, bpftrace's map dump -------------------------------------------------------------
-
-
-def read_perf(data: bytes) -> None:
-    samples = perf.parse(data.decode("utf-8", "surrogateescape"))  # perf.run reads it so
-    perf.counts(samples)
-    perf.render(samples, "f in pid 1", io.StringIO())
-
-
-def test_perf_script_mutations() -> None:
-    raw = (CAPTURES / "perf-6.1-script.txt").read_bytes()
+def test_perf_script_mutations(targets: dict[str, parser_fuzz.Target]) -> None:
+    (raw,) = parser_fuzz.seeds("perf")
     assert [len(s.frames) for s in perf.parse(raw.decode())] == [7, 7, 7]
-    report = parser_fuzz.run(Target("perf script", read_perf, (), parser_fuzz.TEXT_MUTATIONS), [raw], 1000, SEED)
+    report = parser_fuzz.run(targets["perf"], [raw], 1000, SEED)
     assert report.crashes == [] and report.cases == 1000
 
 
-def test_bpftrace_map_dump_mutations(tmp_path: Path) -> None:
-    seeds = [p.read_bytes() for p in sorted(CAPTURES.glob("bpftrace-*-stacks.txt"))]
+def test_bpftrace_map_dump_mutations(targets: dict[str, parser_fuzz.Target]) -> None:
+    seeds = parser_fuzz.seeds("map-dump")
     assert len(seeds) == 3
     for raw in seeds:
         (found,) = runner.parse_stacks(raw.decode().splitlines())
         assert found.probe == "func_c" and len(found.addresses) == 5 and found.calls > 10
-    (tmp_path / "proc").mkdir()
-    naming = runner.Naming({}, {}, "fuzz")
-
-    def parse(data: bytes) -> None:
-        maps = Maps(str(tmp_path / "proc"))  # no process: every frame unnamed, as after an exit
-        named = stacks.named(runner.parse_stacks(data.decode("utf-8", "replace").splitlines()), maps, naming)
-        stacks.report(named, naming, maps, io.StringIO())
-
-    report = parser_fuzz.run(Target("map dump", parse, (), parser_fuzz.TEXT_MUTATIONS), seeds, 1000, SEED)
+    report = parser_fuzz.run(targets["map-dump"], seeds, 1000, SEED)
     assert report.crashes == [] and report.cases == 1000
 
 
