@@ -171,30 +171,11 @@ BOLT_MUTATIONS: list[Mutation] = [
 # -- text: JSON and line-oriented output ----------------------------------------------------------
 
 TOKENS = [
-    b"[" * 100_000,
-    b'{"a":' * 50_000,
-    b"9" * 5000,
+    *(b"[" * 100_000, b'{"a":' * 50_000, b"9" * 5000, b"A" * 100_000, b"18446744073709551616", b"1e999999"),
     b"\xc2\xb2",  # superscript two: str.isdigit() says yes, int() says no
     b"\xd9\xa3",  # Arabic-Indic three
-    b"1e999999",
-    b"NaN",
-    b"-",
-    b'"\\ud800"',
-    b"null",
-    b"[]",
-    b"{}",
-    b"\x00",
-    b"\xff\xfe",
-    b"\t",
-    b"\n",
-    b" (",
-    b")",
-    b"+0x",
-    b"]: ",
-    b"@stacks[",
-    b", ",
-    b"A" * 100_000,
-    b"18446744073709551616",
+    *(b"NaN", b"-", b'"\\ud800"', b"null", b"[]", b"{}", b"\x00", b"\xff\xfe", b"\t", b"\n"),
+    *(b" (", b")", b"+0x", b"]: ", b"@stacks[", b", "),
 ]
 
 

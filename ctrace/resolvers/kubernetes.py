@@ -223,10 +223,10 @@ def _load(opts: K8sOptions) -> tuple[Any, str]:
     try:
         if files:
             _check_explicit(opts)
-            current = _current_context(files)
+            current = _current_context(files)  # read first: it also checks each file is a kubeconfig
             context = opts.context or current
             joined = os.pathsep.join(files)  # the client merges a colon-separated list, first name wins
-            config.load_kube_config(joined, context=context, client_configuration=cfg, persist_config=False)
+            config.load_kube_config(joined, context=context, client_configuration=cfg)
             namespace = opts.namespace or _context_namespace(joined, context)
         elif _in_cluster():
             config.load_incluster_config(client_configuration=cfg)
