@@ -1,8 +1,8 @@
 """Mutations of real state files and tool output, and the property every parser of issue 22 must keep.
 
 Property: each parser, run on any input, returns (a result or none) or raises its
-clean error (a CtraceError, or bolt.BadBolt, which containerd.py turns into "no
-metadata"); never another exception, never longer than MAX_SECONDS. The parsers
+clean error (a CtraceError; bolt.BadBolt is one, which containerd.py turns into
+"no metadata"); never another exception, never longer than MAX_SECONDS. The parsers
 read files a container's runtime or a traced tool wrote, as root: bbolt pages,
 containers/storage's containers.json, OCI bundles' config.json (containerd's and
 CRI-O's annotations), ``perf script`` text and bpftrace's map dump.
@@ -346,7 +346,7 @@ def targets(tmp: Path) -> dict[str, Target]:
     from ctrace.resolvers import bolt
 
     return {
-        "bbolt": Target("bbolt", read_metadata, (bolt.BadBolt,), BOLT_MUTATIONS),
+        "bbolt": Target("bbolt", read_metadata, (bolt.BadBolt,), BOLT_MUTATIONS),  # a CtraceError
         "containerd": Target("containerd config.json", _bundle(tmp, "containerd"), (CtraceError,), JSON_MUTATIONS),
         "cri-o": Target("cri-o config.json", _bundle(tmp, "cri-o"), (CtraceError,), JSON_MUTATIONS),
         "containers.json": Target("containers.json", _containers_json(tmp), (CtraceError,), JSON_MUTATIONS),

@@ -21,6 +21,8 @@ from __future__ import annotations
 import mmap
 import struct
 
+from ctrace.errors import EnvironmentProblem
+
 MAGIC = 0xED0CDAED
 BRANCH, LEAF, META = 0x01, 0x02, 0x04
 BUCKET = 0x01  # a leaf element that is a bucket
@@ -31,8 +33,10 @@ MIN_PAGE, MAX_PAGE = 512, 1 << 20  # bbolt takes the OS page size (4 KiB; 64 KiB
 MAX_DEPTH = 64  # a bbolt tree of containerd's size is 3 or 4 levels deep
 
 
-class BadBolt(ValueError):
-    """Not a bbolt file, or a page that does not hold together."""
+class BadBolt(EnvironmentProblem, ValueError):
+    """Not a bbolt file, or a page that does not hold together (containerd.py reads it as "no metadata")."""
+
+    default_hint = "containerd's metadata database is damaged; the task bundles' annotations still name the pods"
 
 
 def checksum(meta: bytes) -> int:
