@@ -137,7 +137,14 @@ ROWS: dict[str, Callable[[World], Case]] = {
     ),
     # Kubernetes configuration
     "missing kubeconfig": lambda w: Case(
-        (T, "pod/x", "--func", "f", "--kubeconfig", "/nonexistent"), 3, ("kubeconfig",)
+        (T, "pod/x", "--func", "f", "--kubeconfig", "/nonexistent"), 3, ("kubeconfig /nonexistent does not exist",)
+    ),
+    # kubectl skips a missing file in KUBECONFIG: none left is no kubeconfig, not an error (issue 22)
+    "KUBECONFIG of missing files": lambda w: Case(
+        (T, "pod/x", "--func", "f"),
+        1,
+        ("no kubeconfig",),
+        env=(("KUBECONFIG", "/nonexistent"), ("HOME", "/nonexistent")),
     ),
     # no cluster configured: the pods of this node, from the runtimes' CRI metadata (issue 14)
     "no kubeconfig at all": lambda w: Case(

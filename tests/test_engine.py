@@ -131,6 +131,8 @@ def test_error_status_gives_the_daemons_message(serve: Serve) -> None:
     ("pieces", "why"),
     [
         ((OK + b"Content-Length: 100\r\n\r\n[1, 2]",), "the body is 6 bytes, Content-Length says 100"),
+        ((OK + b"Content-Length: \xb2\r\n\r\n[1, 2]",), "Content-Length says \u00b2"),  # latin-1: isdigit, not int
+        ((OK + b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n[1, 2]",), "Content-Length says 999"),
         ((OK + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(b"[1, 2]")[:-7],), "cut short"),
         ((OK + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",), "bad chunk size"),
         ((OK,), "ends inside its headers"),
@@ -145,8 +147,9 @@ def test_garbled_responses(serve: Serve, pieces: tuple[bytes, ...], why: str) ->
         engine.Engine(path).containers()
 
 
-def test_not_json(serve: Serve) -> None:
-    path, _ = serve(OK + b"Content-Length: 5\r\n\r\nhello")
+@pytest.mark.parametrize("body", [b"hello", b"[" * 100_000])  # nested deeper than json recurses: RecursionError
+def test_not_json(serve: Serve, body: bytes) -> None:
+    path, _ = serve(OK + b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     with pytest.raises(EnvironmentProblem, match="error listing containers: the answer is not JSON"):
         engine.Engine(path).containers()
 

@@ -392,6 +392,17 @@ def test_pods_on_the_node_without_an_api_server(cri: Running, tmp_path: Path) ->
     assert res.code == 1 and "no pods matching 'app=db'" in res.err, res.err
 
 
+def test_kubeconfig_of_missing_files_resolves_from_cri_metadata(cri: Running, tmp_path: Path) -> None:
+    """kubectl skips a missing file in KUBECONFIG; none left is no kubeconfig: the node's pods (issue 22)."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["HOME"] = str(tmp_path)
+    env["KUBECONFIG"] = "/nonexistent"
+    res = ctrace("target", f"pod/{P}-web", "-n", "shop", "--func", "hello", "-o", "json", env=env)
+    assert res.code == 0, res.err
+    (t,) = res.json()["targets"]
+    assert t["pid"] == cri.pid and t["pod"]["name"] == f"{P}-web" and t["pod"]["namespace"] == "shop"
+
+
 def test_with_an_api_server_the_two_sources_agree(cri: Running, tmp_path: Path) -> None:
     from tests.k8s_api import ApiServer, pod
 

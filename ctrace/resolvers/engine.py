@@ -133,7 +133,7 @@ def body(headers: dict[str, str], rest: bytes) -> bytes:
     length = headers.get("content-length")
     if length is None:
         return rest  # delimited by the close
-    if not length.isdigit() or len(rest) < int(length):
+    if not (length.isascii() and length.isdigit() and len(length) <= 20) or len(rest) < int(length):
         raise BadResponse(f"the body is {len(rest)} bytes, Content-Length says {length}")
     return rest[: int(length)]
 
@@ -161,7 +161,7 @@ def message(resp: Response) -> str:
     """What the daemon says went wrong: its JSON ``message``, else the body's first line, else the status."""
     try:
         data = json.loads(resp.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     said = data.get("message") if isinstance(data, dict) else None
     text = str(said or resp.body.decode("utf-8", "replace").strip().partition("\n")[0])
@@ -174,5 +174,5 @@ def loads(resp: Response, doing: str) -> Any:
         raise EnvironmentProblem(f"docker daemon error {doing}: {message(resp)}")
     try:
         return json.loads(resp.body)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the decoder goes
         raise EnvironmentProblem(f"docker daemon error {doing}: the answer is not JSON ({err})") from err

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 NAME = "k8s"
 AGENT_SELECTOR = "app.kubernetes.io/name=ctrace-agent"
 SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+HINT = "check --kubeconfig, KUBECONFIG and --context"
 
 
 def claims(target: str, ctx: Context) -> bool:
@@ -97,14 +98,20 @@ def container_pids(container_id: str, proc_root: str) -> list[int]:
 
 def configured(opts: K8sOptions) -> bool:
     """Whether a cluster is configured at all (a kubeconfig, or running in a pod): cheap, no import."""
-    return _has_kubeconfig(opts) or _in_cluster()
+    return bool(opts.kubeconfig) or bool(kubeconfig_files(opts)) or _in_cluster()
 
 
-def _has_kubeconfig(opts: K8sOptions) -> bool:
-    """kubectl's order: --kubeconfig, then KUBECONFIG, then ~/.kube/config."""
-    if opts.kubeconfig or os.environ.get("KUBECONFIG"):
-        return True
-    return os.path.exists(os.path.expanduser("~/.kube/config"))
+def kubeconfig_files(opts: K8sOptions) -> list[str]:
+    """The kubeconfig files kubectl reads (client-go's ClientConfigLoadingRules): --kubeconfig alone;
+    else each file named in KUBECONFIG (colon-separated, merged, the first to set a key wins) that
+    exists, a missing one skipped; else ~/.kube/config if it exists. [] is "no kubeconfig"."""
+    if opts.kubeconfig:
+        return [opts.kubeconfig]  # must exist: checked where it is loaded (_load), as kubectl does
+    listed = os.environ.get("KUBECONFIG", "")
+    if listed:
+        return list(dict.fromkeys(p for p in listed.split(os.pathsep) if p and os.path.exists(p)))
+    home = os.path.expanduser("~/.kube/config")
+    return [home] if os.path.exists(home) else []
 
 
 def _in_cluster() -> bool:
@@ -208,13 +215,19 @@ class Api:
 
 def _load(opts: K8sOptions) -> tuple[Any, str]:
     """An ApiClient and the namespace to use, as kubectl would choose them."""
+    import yaml
     from kubernetes import client, config
 
     cfg = client.Configuration()
+    files = kubeconfig_files(opts)
     try:
-        if _has_kubeconfig(opts):
-            config.load_kube_config(config_file=opts.kubeconfig, context=opts.context, client_configuration=cfg)
-            namespace = opts.namespace or _context_namespace(opts)
+        if files:
+            _check_explicit(opts)
+            current = _current_context(files)  # read first: it also checks each file is a kubeconfig
+            context = opts.context or current
+            joined = os.pathsep.join(files)  # the client merges a colon-separated list, first name wins
+            config.load_kube_config(joined, context=context, client_configuration=cfg)
+            namespace = opts.namespace or _context_namespace(joined, context)
         elif _in_cluster():
             config.load_incluster_config(client_configuration=cfg)
             namespace = opts.namespace or _read(SA_NAMESPACE) or "default"
@@ -222,17 +235,42 @@ def _load(opts: K8sOptions) -> tuple[Any, str]:
             raise EnvironmentProblem(
                 "no kubeconfig found and not running in a pod", "pass --kubeconfig or set KUBECONFIG"
             )
-    except config.ConfigException as err:
-        raise EnvironmentProblem(f"kubeconfig: {err}", "check --kubeconfig and --context") from err
+    except (config.ConfigException, OSError, yaml.YAMLError) as err:
+        why = " ".join(str(err).split())  # YAML's errors span lines: the CLI prints one
+        raise EnvironmentProblem(f"kubeconfig: {why}", HINT) from err
     cfg.retries = 0  # fail fast: a down API server is an answer, not something to wait out
     return client.ApiClient(cfg), namespace
 
 
-def _context_namespace(opts: K8sOptions) -> str:
+def _check_explicit(opts: K8sOptions) -> None:
+    if opts.kubeconfig and not os.path.exists(opts.kubeconfig):
+        raise EnvironmentProblem(
+            f"kubeconfig {opts.kubeconfig} does not exist",
+            "give an existing file to --kubeconfig (kubectl refuses a missing one too), "
+            "or leave it out to read KUBECONFIG and ~/.kube/config",
+        )
+
+
+def _current_context(files: list[str]) -> str | None:
+    """current-context of the first file that sets one (client-go's merge; the Python client's takes
+    the last), each file checked to be a kubeconfig: the client fails on a YAML list with a TypeError."""
+    import yaml
+
+    current = None
+    for path in files:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        if data is not None and not isinstance(data, dict):
+            raise EnvironmentProblem(f"kubeconfig {path} is not a kubeconfig (not a YAML mapping)", HINT)
+        current = current or (data or {}).get("current-context") or None
+    return str(current) if current else None
+
+
+def _context_namespace(joined: str, context: str | None) -> str:
     from kubernetes import config
 
-    contexts, active = config.list_kube_config_contexts(opts.kubeconfig)
-    chosen = next((c for c in contexts if c.get("name") == opts.context), active) if opts.context else active
+    contexts, active = config.list_kube_config_contexts(joined)
+    chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
     ns: str = (chosen or {}).get("context", {}).get("namespace") or "default"
     return ns
 

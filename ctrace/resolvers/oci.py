@@ -70,7 +70,7 @@ def read_bytes(path: str) -> bytes | None:
 def parse_spec(raw: bytes, where: str) -> Spec:
     """The spec in ``raw``; EnvironmentProblem naming ``where`` when it is not one."""
     try:
-        data: Any = json.loads(raw)
+        data: Any = loads(raw)
     except ValueError as err:
         raise unknown_layout(where, f"config.json is not JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("root", {}), dict):
@@ -78,8 +78,17 @@ def parse_spec(raw: bytes, where: str) -> Spec:
     notes = data.get("annotations") or {}
     if not isinstance(notes, dict):
         raise unknown_layout(where, "config.json's annotations are not an object")
-    annotations = {str(k): str(v) for k, v in notes.items()}
-    return Spec(annotations, str((data.get("root") or {}).get("path", "")), str(data.get("hostname", "")))
+    annotations = {str(k): v for k, v in notes.items() if isinstance(v, str)}  # map[string]string in the spec
+    path, hostname = (data.get("root") or {}).get("path", ""), data.get("hostname", "")
+    return Spec(annotations, path if isinstance(path, str) else "", hostname if isinstance(hostname, str) else "")
+
+
+def loads(raw: bytes | str) -> Any:
+    """json.loads, where nesting too deep for the decoder (a hostile file) is a ValueError too, not a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError as err:
+        raise ValueError("nested too deeply") from err
 
 
 def read_spec(bundle: str) -> Spec | None:
@@ -108,11 +117,11 @@ def kube_labels(notes: dict[str, str]) -> dict[str, str]:
     raw = notes.get(CRIO + "Labels")
     if raw:
         try:
-            labels = json.loads(raw)
+            labels = loads(raw)
         except ValueError:
             labels = None
         if isinstance(labels, dict):
-            return {str(k): str(v) for k, v in labels.items()}
+            return {str(k): v for k, v in labels.items() if isinstance(v, str)}
     return notes
 
 

@@ -38,11 +38,11 @@ def describe(where: Placement, ctx: Context) -> Hit | None:
     if spec is None:
         return None
     entry = storage.record(where.bundle, where.container_id)
-    names = entry.get("names") or [where.name]
+    names = (entry.names if entry else ()) or (where.name,)
     found = Container(
         id=where.container_id,
-        name=str(names[0] if names else ""),
-        image=str(entry.get("metadata", {}).get("image-name", "")),
+        name=names[0],
+        image=entry.image if entry else "",
         runtime=NAME,
         rootfs=oci.rootfs(where.bundle, spec),
     )

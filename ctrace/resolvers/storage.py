@@ -11,17 +11,14 @@ run root (/run/containers/storage).
 
 from __future__ import annotations
 
-import json
 import os
 
 from ctrace.proc.monitors import CONMON, Tree
-from ctrace.record import TYPE_CHECKING
+from ctrace.record import TYPE_CHECKING, Record
 from ctrace.resolvers import oci
 from ctrace.resolvers.base import Context, Monitors
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from ctrace.proc.cgroups import Placement
 
 
@@ -36,31 +33,43 @@ def running(runtime: str, ctx: Context, monitors: Monitors) -> list[Placement]:
     return out
 
 
-def record(bundle: str, ident: str) -> dict[str, Any]:
-    """This container's entry in containers/storage's containers.json, with its metadata decoded; {} if none."""
+class Stored(Record):
+    """What ctrace reads of a container's entry in containers/storage's containers.json."""
+
+    names: tuple[str, ...]
+    image: str  # the metadata's image-name (podman writes it), or ""
+
+
+def record(bundle: str, ident: str) -> Stored | None:
+    """This container's entry in containers/storage's containers.json; None if none."""
     store = os.path.dirname(os.path.dirname(bundle.rstrip("/")))  # .../overlay-containers
     raw = oci.read_bytes(f"{store}/containers.json")
     if raw is None:
-        return {}
+        return None
     return parse_record(raw, ident, store)
 
 
-def parse_record(raw: bytes, ident: str, where: str) -> dict[str, Any]:
+def parse_record(raw: bytes, ident: str, where: str) -> Stored | None:
     try:
-        listed = json.loads(raw)
+        listed = oci.loads(raw)
     except ValueError as err:
         raise oci.unknown_layout(where, f"containers.json is not JSON ({err})") from err
     if not isinstance(listed, list):
         raise oci.unknown_layout(where, "containers.json is not a list")
     for entry in listed:
         if isinstance(entry, dict) and entry.get("id") == ident:
+            names = entry.get("names")
             meta = entry.get("metadata")
             try:
-                decoded = json.loads(meta) if isinstance(meta, str) and meta else {}
+                decoded = oci.loads(meta) if isinstance(meta, str) and meta else {}
             except ValueError:
                 decoded = {}
-            return {**entry, "metadata": decoded if isinstance(decoded, dict) else {}}
-    return {}
+            image = decoded.get("image-name") if isinstance(decoded, dict) else None
+            return Stored(
+                tuple(n for n in names if isinstance(n, str)) if isinstance(names, list) else (),
+                image if isinstance(image, str) else "",
+            )
+    return None
 
 
 def matches(target: str, ident: str, names: tuple[str, ...]) -> bool | None:

@@ -93,7 +93,10 @@ def _head(line: str) -> tuple[str, int, int] | None:
     pid, _, tid = ids.partition("/")
     if not (pid.isdigit() and tid.isdigit()):
         return None
-    return comm.strip(), int(pid), int(tid)
+    try:
+        return comm.strip(), int(pid), int(tid)
+    except ValueError:  # '\u00b2'.isdigit(), or more digits than int() reads (4300 since Python 3.11)
+        return None
 
 
 def _frame(text: str, first: bool) -> Frame | None:

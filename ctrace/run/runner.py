@@ -35,7 +35,8 @@ def start(argv: Sequence[str], **kw: object) -> subprocess.Popen[str]:
     # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored;
     # --run promises Ctrl-C semantics, so take SIGINT back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return subprocess.Popen(list(argv), text=True, **kw)  # type: ignore[call-overload, no-any-return]
+    # errors="replace": a symbol name that is not UTF-8 (a hostile binary's) must not end the reader thread
+    return subprocess.Popen(list(argv), text=True, errors="replace", **kw)  # type: ignore[call-overload, no-any-return]
 
 
 def run(argv: Sequence[str], duration: float | None = None) -> int:

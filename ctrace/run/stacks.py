@@ -35,10 +35,10 @@ class Stack(Record):
     calls: int
 
 
-_KEY = re.compile(r"@stacks\[(?P<probe>.*), (?P<pid>\d+), (?P<caller>\d+), \Z")
+# [0-9]{1,20}: a u64 at most (int() refuses over 4300 digits, and \d takes any script's digits)
+_KEY = re.compile(r"@stacks\[(?P<probe>.*), (?P<pid>[0-9]{1,20}), (?P<caller>[0-9]{1,20}), \Z")
 
-
-_END = re.compile(r"\]: (\d+)\Z")
+_END = re.compile(r"\]: ([0-9]{1,20})\Z")
 
 
 def parse_stacks(lines: Sequence[str]) -> list[Stack]:
