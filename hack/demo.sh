@@ -16,10 +16,10 @@ docker run -d --name cilium-agent "$image" >/dev/null
 trap 'docker rm -f cilium-agent >/dev/null 2>&1 || true' EXIT
 sleep 0.5
 
-echo "\$ ctrace target cilium-agent --func regenerate"
-.venv/bin/ctrace target cilium-agent --func regenerate
+echo "\$ ctrace target cilium-agent --runtime docker --func regenerate"
+.venv/bin/ctrace target cilium-agent --runtime docker --func regenerate
 # The process name matches too: pick the container's process for the run below.
-line=$(.venv/bin/ctrace target cilium-agent --func regenerate -o json | .venv/bin/python -c '
+line=$(.venv/bin/ctrace target cilium-agent --runtime docker --func regenerate -o json | .venv/bin/python -c '
 import json, sys
 ts = json.load(sys.stdin)["targets"]
 t = next(t for t in ts if (t["container"] or {}).get("name") == "cilium-agent")

@@ -419,3 +419,23 @@ def test_socket_and_sdk_agree(dk: Docker, cilium_image: str, monkeypatch: pytest
     assert json.loads(inspected.body)["Id"] == mine["Id"]
     pong = engine.parse(engine.request(local.path, "/_ping"))
     assert (pong.status, pong.headers["content-length"], pong.body) == (200, "2", b"OK")
+
+
+def _shape(text: str, name: str, image: str) -> list[str]:
+    """Lines with the container's name and image, IDs, hashes and numbers made alike (the comm stays)."""
+    text = text.replace(f"container {name}", "container NAME").replace(f"image {image}", "image IMAGE")
+    text = re.sub(r"[0-9a-f]{6,}(\.\.\.[0-9a-f]+)?", "HEX", text)
+    return [re.sub(r"\d+", "N", line.strip()) for line in text.splitlines() if line.strip()]
+
+
+def test_readme_first_example_is_what_ctrace_prints(dk: Docker, cilium_image: str) -> None:
+    """The README opens with `ctrace target cilium-agent --func regenerate`: its output, as printed now."""
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("    $ ctrace target cilium-agent --func regenerate\n")
+    shown = readme[start : readme.index("    # other path forms", start)].split("\n", 1)[1]
+    name = f"{P}cilium-agent"
+    dk.start(name, cilium_image)
+    res = ctrace("target", name, "--runtime", "docker", "--func", "regenerate")
+    assert res.code == 0, res.err
+    printed = res.out[: res.out.index("# other path forms")]
+    assert _shape(shown, "cilium-agent", "ctrace/cilium-agent:dev") == _shape(printed, name, cilium_image)
