@@ -1,6 +1,7 @@
 """The version matrix's helpers (tests/test_matrix.py): merging the cells' printed
 programs into one, running and reading bpftrace's histograms, and where each cell's probes
 must fire.
+
 Where a probe fires is read from the machine code, not from ctrace: the function's entry
 from ``nm``, its RET instructions from ``objdump``, and the load bias from
 ``/proc/PID/maps``; a uprobe head of a cell's program is copied with the body
