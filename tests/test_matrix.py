@@ -85,6 +85,12 @@ def _rename(src: Path, out: Path, name: str) -> None:
     run(["objcopy", f"--redefine-sym={name}={ADDRESSED}", src, out])
 
 
+def _copy(src: Path, dst: Path) -> None:
+    """A copy by rename: the module builds again per bpftrace while the last copy runs."""
+    shutil.copy(src, f"{dst}.new")
+    os.replace(f"{dst}.new", dst)
+
+
 def _mangled(path: Path, part: str) -> str:
     names = run(["nm", "--defined-only", path]).stdout.split()
     return next(n for n in names if part in n)
@@ -109,10 +115,10 @@ def subjects(built: Built) -> dict[str, Path]:
     run(["gcc", *cc, "-o", out / "c-names", src / "names.c"])
     run(["objcopy", *(f"--redefine-sym={a}={b}" for a, b in STAR_NAMES.items()), out / "c-names", out / "c-star"])
     for name in ("c-paren", "c-dot"):
-        shutil.copy(out / "c-star", out / name)
+        _copy(out / "c-star", out / name)
     run(["go", "build", "-o", out / "go-method", "."], cwd=src / "gonames", env=env)
     for name in ("go-closure", "go-generic"):
-        shutil.copy(out / "go-method", out / name)
+        _copy(out / "go-method", out / name)
     paths = {s.name: out / s.name for s in SUBJECTS}
     for s in SUBJECTS:
         if isinstance(s.arg0, str):
