@@ -83,3 +83,23 @@ def test_a_stack_program_skips_the_symbol_cache_where_its_lookup_warns() -> None
     assert old.configured(stack) == mid.configured(stack) == stack  # 0.17 has no config block
     assert new.configured(stack) == f'config = {{ cache_user_symbols = "NONE" }} {stack}'
     assert new.configured(count) == count
+
+
+@pytest.mark.parametrize(
+    ("name", "kept"),
+    [
+        ("main.main.func1", True),
+        ("pkg.(T).m", True),
+        ("pkg.Q?x", True),  # '?' is not a bpftrace wildcard (util/wildcard.cpp)
+        ("main.(*Book).Reconcile", False),
+        ("main.F[go.shape.int_0]", False),
+        ("a]b[c", False),  # '[' and ']' in any order, as has_wildcard reads them
+        ("pkg.F[", True),
+    ],
+)
+def test_a_wildcard_name_loses_its_offset(name: str, kept: bool) -> None:
+    """0.23 and 0.27 attach ``"name"+N`` at the entry when bpftrace reads the name as a
+    wildcard (issue 22, measured); 0.17 takes no ``sym+N`` at all."""
+    assert dialect.Dialect((0, 23, 2)).keeps_offset(name) is kept
+    assert dialect.Dialect((0, 27, 1)).keeps_offset(name) is kept
+    assert dialect.Dialect((0, 17, 0)).keeps_offset(name) is False

@@ -79,6 +79,10 @@ def test_address_story() -> None:
         ('a"b%n\\x', "a_b_n_x"),
         ("(anonymous namespace)::work(long, long)", "work"),
         ("acme::net::Conn::handshake(int)", "handshake"),
+        ("main.F[go.shape.int_0]", "F[go.shape.int_0]"),
+        ("example.com/x.(*List[go.shape.string]).Push", "Push"),
+        ("acme::Vec::operator[]", "operator[]"),
+        ("main.(*Book).Reconcile", "Reconcile"),
     ],
 )
 def test_label_is_safe_in_a_string(name: str, label: str) -> None:

@@ -1,8 +1,11 @@
 """Every combination is valid or refused, on every bpftrace: action (stack, count, args,
 latency) x probe (uprobe, uretprobe, return) x language (C, C++, Rust, Go, stripped Go)
-x attach (by name, by address) either prints a program that compiles, fires, measures
-what it says and makes bpftrace print no warning but the machine's (dialect.py), or is
-refused with one line and a hint.
+x attach (by name, by address), and names bpftrace reads as wildcards or must quote (a Go
+pointer-receiver method, closure and generic; C's pkg.(*T).m, pkg.(T).m, pkg.T.m: issue 22),
+either prints a program that compiles, fires, measures
+what it says (where its binary's symbols allow, its uprobes fire at the entry or a RET as
+they must, read by reg("ip")) and makes bpftrace print no warning but the machine's
+(dialect.py), or is refused with one line and a hint.
 
 Fast: ctrace plans each cell in this process; the programs of one bpftrace version are
 run together, two bpftrace processes per version (the cells that need --unsafe apart,
@@ -21,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ import pytest
 
 from ctrace import cli
 from ctrace.bpftrace.dialect import EXIT_DEFECTS
+from tests import matrix_program as program
 from tests.conftest import SRC, Bpftrace, Built, Processes, Session, ctrace, need, program_warnings, run
 
 pytestmark = pytest.mark.bpftrace
@@ -51,24 +54,41 @@ class Subject:
     language: str
     attach: str  # "name" or "address"
     func: str
-    arg0: int  # the first argument at the entry
+    arg0: int | str  # the first argument at the entry, or the data symbol whose address it is
     retval: int  # what the function returns
+    sites: str = ""  # the function's name in nm, to check where its probes fire ('' where nm cannot say)
 
 
 SUBJECTS = (
-    Subject("c", "c", "name", "work", 7, 21),
+    Subject("c", "c", "name", "work", 7, 21, "work"),
     Subject("c-addr", "c", "address", ADDRESSED, 7, 21),
     Subject("cpp", "c++", "name", "matrix::work", 7, 21),
     Subject("cpp-addr", "c++", "address", "(anonymous namespace)::work", 7, 21),
     Subject("rust", "rust", "name", "work::work", 7, 21),
     Subject("rust-addr", "rust", "address", ADDRESSED, 7, 21),
-    Subject("go", "go", "name", "main.block", 20_000_000, 42),
+    Subject("go", "go", "name", "main.block", 20_000_000, 42, "main.block"),
     Subject("go-stripped", "go", "address", "main.block", 20_000_000, 42),
+    # "pkg.(*T).m" matches pkg.(T).m too (bpftrace's '*', even quoted), so it goes by address.
+    Subject("c-star", "c", "address", "pkg.(*T).m", 7, 21, "pkg.(*T).m"),
+    Subject("c-paren", "c", "name", "pkg.(T).m", 8, 24, "pkg.(T).m"),
+    Subject("c-dot", "c", "name", "pkg.T.m", 9, 27, "pkg.T.m"),
+    Subject("go-method", "go", "name", "main.(*Book).Reconcile", "main.book", 42, "main.(*Book).Reconcile"),
+    Subject("go-closure", "go", "name", "main.main.func1", 20_000_000, 44, "main.main.func1"),
+    # go.shape.int_0 (Go 1.19) or go.shape.int (later); its first argument is the dictionary.
+    Subject("go-generic", "go", "name", "main.F[go.shape.*", "main..dict.F[int]", 43, "main.F[go.shape.*"),
 )
+NAMED = ("c-star", "c-paren", "c-dot", "go-method", "go-closure", "go-generic")  # issue 22's names
+STAR_NAMES = {"ptr_m": "pkg.(*T).m", "val_m": "pkg.(T).m", "plain_m": "pkg.T.m"}
 
 
 def _rename(src: Path, out: Path, name: str) -> None:
     run(["objcopy", f"--redefine-sym={name}={ADDRESSED}", src, out])
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A copy by rename: the module builds again per bpftrace while the last copy runs."""
+    shutil.copy(src, f"{dst}.new")
+    os.replace(f"{dst}.new", dst)
 
 
 def _mangled(path: Path, part: str) -> str:
@@ -92,12 +112,33 @@ def subjects(built: Built) -> dict[str, Path]:
     env = {**os.environ, "GOCACHE": str(built.dir / "gocache"), "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
     run(["go", "build", "-o", out / "go", "."], cwd=src / "goblock", env=env)
     run(["go", "build", "-ldflags=-s -w", "-o", out / "go-stripped", "."], cwd=src / "goblock", env=env)
-    return {s.name: out / s.name for s in SUBJECTS}
+    run(["gcc", *cc, "-o", out / "c-names", src / "names.c"])
+    run(["objcopy", *(f"--redefine-sym={a}={b}" for a, b in STAR_NAMES.items()), out / "c-names", out / "c-star"])
+    for name in ("c-paren", "c-dot"):
+        _copy(out / "c-star", out / name)
+    run(["go", "build", "-o", out / "go-method", "."], cwd=src / "gonames", env=env)
+    for name in ("go-closure", "go-generic"):
+        _copy(out / "go-method", out / name)
+    paths = {s.name: out / s.name for s in SUBJECTS}
+    for s in SUBJECTS:
+        if isinstance(s.arg0, str):
+            ARG0[s.name] = program.data_address(paths[s.name], s.arg0)
+        if s.sites:
+            SITES[s.name] = program.function_sites(paths[s.name], s.sites)
+    return paths
 
 
 @pytest.fixture(scope="module")
 def running(subjects: dict[str, Path], processes: Processes) -> dict[str, int]:
-    return {name: processes.start(path).pid for name, path in subjects.items()}
+    pids = {name: processes.start(path).pid for name, path in subjects.items()}
+    for name, (entry, rets) in list(SITES.items()):  # where reg("ip") reads them in the process
+        bias = program.load_bias(pids[name], subjects[name])
+        SITES[name] = (entry + bias, {r + bias for r in rets})
+    return pids
+
+
+ARG0: dict[str, int] = {}  # a subject's first argument that is an address, read from nm
+SITES: dict[str, tuple[int, set[int]]] = {}  # a subject's entry and RETs as the process sees them
 
 
 @dataclass
@@ -132,80 +173,32 @@ def plan_cell(cell: Cell, pid: int, bt: Bpftrace) -> None:
         assert out.getvalue() == "", cell.key
 
 
-_BLOCK = re.compile(r"\s*([^{}]+?)\s*\{ ?([^{}]*?) ?\}")
-_MAPS = ("@start", "@usecs", "@calls")
-
-
-def blocks(program: str) -> list[tuple[str, str]]:
-    """(head, body) of each block of a program ctrace printed (no braces nest in them)."""
-    found = [(m.group(1), m.group(2)) for m in _BLOCK.finditer(program)]
-    assert "".join(f"{h} {{ {b} }}" for h, b in found).replace(" ", "") == program.replace(" ", ""), program
-    return found
-
-
-def merge(cells: list[tuple[int, Cell]]) -> str:
-    """The cells' programs as one: one BEGIN and one END, the binding's blocks once, each
-    cell's own maps renamed and its printf lines tagged ``cN``."""
-    begin: dict[str, None] = {}
-    end: dict[str, None] = {}
-    shared: dict[str, None] = {}
-    config: dict[str, None] = {}  # the dialect's config block: once, first, as bpftrace wants it
-    own: list[str] = []
-    for n, cell in cells:
-        for head, body in blocks(cell.probe_json["argv"][-1]):
-            for m in _MAPS:  # in the body and in the predicate
-                body = re.sub(rf"{m}\b", f"{m}_c{n}", body)
-                head = re.sub(rf"{m}\b", f"{m}_c{n}", head)
-            body = body.replace('printf("', f'printf("c{n} ')
-            if head.startswith("config"):
-                config[f"{head} {{ {body} }}"] = None
-            elif head in ("BEGIN", "END"):
-                for stmt in re.findall(r"[^;]+;", body):
-                    (begin if head == "BEGIN" else end)[stmt.strip()] = None
-            elif head.startswith("tracepoint:"):
-                shared[f"{head} {{ {body} }}"] = None
-            else:
-                own.append(f"{head} {{ {body} }}")
-    parts = [*config, f"BEGIN {{ {' '.join(begin)} }}", *shared, *own, f"END {{ {' '.join(end)} }}"]
-    return " ".join(parts)
-
-
-def _hist(out: str, name: str) -> list[tuple[str, int]]:
-    """The buckets of the histogram map ``name`` (any key) in bpftrace's output."""
-    rows: list[tuple[str, int]] = []
-    inside = False
-    for line in out.splitlines():
-        if line.startswith(f"{name}["):
-            inside = True
-            continue
-        if inside and (m := re.match(r"^(\[[^)\]]+[)\]])\s+(\d+) \|", line)):
-            rows.append((m.group(1), int(m.group(2))))
-        elif inside and not line.strip():
-            inside = False
-    return rows
-
-
-def median_bucket(rows: list[tuple[str, int]]) -> str:
-    expanded = [i for i, (_, n) in enumerate(rows) for _ in range(n)]
-    return rows[int(statistics.median_low(expanded))][0] if expanded else "-"
-
-
 def check_fired(n: int, cell: Cell, out: str, pid: int) -> None:
     s = cell.subject
+    cell.detail = ""  # a group run again checks afresh
     tagged = [ln for ln in out.splitlines() if ln.startswith(f"c{n} ")]
     if cell.action == "stack":
         cell.fired = bool(tagged)
     elif cell.action == "count":
-        counts = re.findall(rf"^@calls_c{n}\[{pid}, [^\]]+\]: (\d+)", out, re.M)
+        counts = re.findall(rf"^@calls_c{n}\[{pid}, .+\]: (\d+)$", out, re.M)
         cell.fired = bool(counts) and int(counts[0]) > 0
     elif cell.action == "args":
-        want = f"arg0=0x{s.arg0:x}" if cell.probe == "uprobe" else f"retval=0x{s.retval:x}"
+        arg0 = ARG0[s.name] if isinstance(s.arg0, str) else s.arg0
+        want = f"arg0=0x{arg0:x}" if cell.probe == "uprobe" else f"retval=0x{s.retval:x}"
         mine = [ln for ln in tagged if ln.startswith(f"c{n} pid={pid} ")]
         cell.fired = bool(mine) and all(want in ln.split() for ln in mine)
         cell.detail = mine[0] if mine else ""
     else:
-        cell.detail = median_bucket(_hist(out, f"@usecs_c{n}"))
-        cell.fired = cell.detail == SLEEP_BUCKET
+        rows = program.hist(out, f"@usecs_c{n}")
+        cell.detail = f"{program.share(rows, SLEEP_BUCKET):.0%} in {SLEEP_BUCKET}, median {program.median_bucket(rows)}"
+        # Go's 8 goroutines give hundreds of samples, held to issue 22's 80%; C's one thread a
+        # dozen, where one call slowed by the busy machine moves the share: its median.
+        floor = 0.8 if s.language == "go" else 0.5
+        cell.fired = program.share(rows, SLEEP_BUCKET) >= floor and program.median_bucket(rows) == SLEEP_BUCKET
+    if s.name in SITES:
+        wrong = program.site_verdict(cell.action, cell.probe, s.language, program.fired_at(n, out), *SITES[s.name])
+        cell.fired = cell.fired and not wrong
+        cell.detail = f"{cell.detail}; {wrong}" if wrong else cell.detail
 
 
 REPORT: dict[str, dict[str, Any]] = {}
@@ -217,29 +210,7 @@ def report() -> Iterator[dict[str, dict[str, Any]]]:
     path = os.environ.get("CTRACE_MATRIX_REPORT")
     if path and REPORT:
         Path(path).write_text(json.dumps(REPORT, indent=1, ensure_ascii=False) + "\n")
-        Path(path + ".md").write_text(markdown(REPORT))
-
-
-def markdown(data: dict[str, dict[str, Any]]) -> str:
-    versions = sorted(data)
-    rows = [
-        ("cells valid (fire, right data)", "valid"),
-        ("cells refused (one line + hint)", "refused"),
-        ("cells wrong", "wrong"),
-        ("warnings seen (not the machine's)", "warnings"),
-        ("unsafe cells (their one warning allowed)", "unsafe"),
-        ("groups run again (a map or END failed to load: 0.17, a busy machine)", "retries"),
-        ("bpftrace's own errors at exit (dialect.EXIT_DEFECTS: 0.17)", "exit_defects"),
-        ("Go latency median, matrix (8 goroutines, 20 ms sleep)", "go_latency"),
-        ("C latency median, matrix (20 ms sleep)", "c_latency"),
-        ("Go latency median, printed program (32 goroutines, GOMAXPROCS 4)", "go_latency_printed"),
-        ("  the same keyed by thread (control: must be wrong)", "go_latency_by_thread"),
-        ("C latency median, printed program", "c_latency_printed"),
-    ]
-    lines = ["| | " + " | ".join(f"bpftrace {v}" for v in versions) + " |", "|---" * (len(versions) + 1) + "|"]
-    for title, key in rows:
-        lines.append(f"| {title} | " + " | ".join(str(data[v].get(key, "-")) for v in versions) + " |")
-    return "\n".join(lines) + "\n"
+        Path(path + ".md").write_text(program.markdown(REPORT))
 
 
 def test_every_cell_is_valid_or_refused(
@@ -281,6 +252,7 @@ def test_every_cell_is_valid_or_refused(
             warnings += found[0]
             defects += found[1]
     wrong = [f"{c.key}: {c.detail or 'did not fire'}" for c in valid if not c.fired]
+    keys = [c.key for c in valid if not c.fired]
     REPORT.setdefault(bpftrace.version, {}).update(
         {
             "valid": len(valid) - len(wrong),
@@ -291,6 +263,11 @@ def test_every_cell_is_valid_or_refused(
             "retries": len(retries),
             "exit_defects": len(defects),
             "retried": retries,
+            "names_valid": sum(c.subject.name in NAMED for c in valid) - sum(w.split("/")[2] in NAMED for w in keys),
+            "names_refused": sum(c.subject.name in NAMED for c in refused),
+            "names_wrong": sum(k.split("/")[2] in NAMED for k in keys),
+            "sites_right": sum(c.subject.name in SITES and c.fired for c in valid),
+            "go_method_latency": _detail(valid, "latency/uprobe/go-method"),
             "go_latency": _detail(valid, "latency/uprobe/go"),
             "c_latency": _detail(valid, "latency/uprobe/c"),
             "cells": {c.key: _outcome(c) for c in cells},
@@ -326,7 +303,14 @@ def fire_group(
     group: list[tuple[int, Cell]], running: dict[str, int], bt: Bpftrace, unsafe: bool
 ) -> tuple[list[str], list[str]]:
     """Run the group's programs as one; (warnings, bpftrace's own errors at exit)."""
-    argv = [bt.path, *(["--unsafe"] if unsafe else []), "-e", merge([(n, c) for n, c in group])]
+    programs = [(n, c.probe_json["argv"][-1]) for n, c in group]
+    sites = [
+        b
+        for n, c in group
+        if c.subject.name in SITES
+        for b in program.site_blocks(n, c.probe_json["argv"][-1], running[c.subject.name])
+    ]
+    argv = [bt.path, *(["--unsafe"] if unsafe else []), "-e", program.merge(programs, sites)]
     session = Session(argv)
     if not session.wait_attached(timeout=120):
         pytest.fail(f"bpftrace did not attach: {session.stop()[1]}\n{argv[-1]}")
@@ -351,16 +335,6 @@ def fire_group(
     return program_warnings(err, argv), [ln for ln in err.splitlines() if EXIT_DEFECTS.search(ln)]
 
 
-def latency_median(argv: list[str], seconds: float = 2.0) -> tuple[str, str]:
-    """Run a latency program as printed; the median bucket of its histogram and stderr."""
-    session = Session(argv)
-    if not session.wait_attached(timeout=120):
-        pytest.fail(f"bpftrace did not attach: {session.stop()[1]}")
-    time.sleep(seconds)
-    out, err = session.stop()
-    return median_bucket(_hist(out, "@usecs")), err
-
-
 @pytest.mark.parametrize("subject", ["go", "c"])
 def test_latency_median_is_the_sleep(
     subjects: dict[str, Path],
@@ -379,7 +353,7 @@ def test_latency_median_is_the_sleep(
         "targets"
     ][0]["probes"][0]
     argv = probe["argv"]
-    median, err = latency_median(argv)
+    median, err = program.latency_median(argv)
     assert not program_warnings(err, argv), err
     assert median == SLEEP_BUCKET, (median, probe["shell"])
     mine = report.setdefault(bpftrace.version, {})
@@ -387,7 +361,7 @@ def test_latency_median_is_the_sleep(
     if subject == "go":
         by_thread = [*argv[:-1], argv[-1].replace('pid, reg("r14")', "tid")]
         assert by_thread != argv
-        wrong, _ = latency_median(by_thread)
+        wrong, _ = program.latency_median(by_thread)
         mine["go_latency_by_thread"] = wrong
         assert wrong != SLEEP_BUCKET, "the control should have measured wrong"
 
@@ -396,3 +370,27 @@ def ctrace_json(*args: str) -> str:
     res = ctrace(*args, "-o", "json")
     assert res.code == 0, res.err
     return res.out
+
+
+def test_go_method_latency_printed_and_run(
+    subjects: dict[str, Path], processes: Processes, bpftrace: Bpftrace, report: dict[str, dict[str, Any]]
+) -> None:
+    """Issue 22: a pointer-receiver Go method blocking 20 ms (8 goroutines, GOMAXPROCS 4) has
+    >= 80% of its latency samples in the 20 ms bucket, as printed and under --run: on 0.23
+    and 0.27 ``"main.(*Book).Reconcile"+N`` fired at the entry (0% there, measured)."""
+    proc = processes.start(subjects["go-method"])
+    args = ("target", f"pid:{proc.pid}", "--func", "main.(*Book).Reconcile", "--action", "latency", *bpftrace.args)
+    argv = json.loads(ctrace_json(*args))["targets"][0]["probes"][0]["argv"]
+    session = Session(argv)
+    if not session.wait_attached(timeout=120):
+        pytest.fail(f"bpftrace did not attach: {session.stop()[1]}")
+    time.sleep(2.0)
+    out, err = session.stop()
+    assert not program_warnings(err, argv), err
+    printed = program.share(program.hist(out, "@usecs"), SLEEP_BUCKET)
+    res = ctrace(*args, "--run", "--duration", "4")
+    assert res.code == 0, res.err
+    ran = program.share(program.hist(res.out, "@usecs"), SLEEP_BUCKET)
+    mine = report.setdefault(bpftrace.version, {})
+    mine["go-method_latency_printed"], mine["go-method_latency_run"] = f"{printed:.0%}", f"{ran:.0%}"
+    assert printed >= 0.8 and ran >= 0.8, (printed, ran, argv[-1], res.out)

@@ -42,8 +42,22 @@ _LABEL_DROP = re.compile(r"[^A-Za-z0-9_.:~<>()*&,+\[\]-]")
 def label(name: str) -> str:
     """The function's short name as it may stand inside a bpftrace string literal (and a
     printf format): its last component, without quotes, backslashes or '%'."""
-    kept = _LABEL_DROP.sub("_", last_component(_without_arguments(name)) or name)[:48]
+    base, types = _type_arguments(name)
+    kept = _LABEL_DROP.sub("_", (last_component(_without_arguments(base)) or base) + types)[:48]
     return kept or "f"
+
+
+def _type_arguments(name: str) -> tuple[str, str]:
+    """A Go generic instance's name and its final type arguments, apart: ``main.F[go.shape.int_0]``
+    -> (``main.F``, ``[go.shape.int_0]``), so the '.'s inside do not make ``int_0]`` its label."""
+    if not name.endswith("]"):
+        return name, ""
+    depth = 0
+    for i in range(len(name) - 1, 0, -1):
+        depth += {"]": 1, "[": -1}.get(name[i], 0)
+        if depth == 0:
+            return name[:i], name[i:]
+    return name, ""
 
 
 def _without_arguments(name: str) -> str:

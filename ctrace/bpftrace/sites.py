@@ -12,8 +12,9 @@ build-id on the host or by .gnu_debuglink next to FILE; not MiniDebugInfo, not G
   bpftrace warns it cannot check the instruction boundary.
 So an entry is named by name where that is exact, else by its virtual address when a
 symbol bpftrace reads starts there, else by its file offset when no symbol covers that
-number; a RET inside a function by ``sym+N`` where the release checks it, else by its
-file offset, and only when no symbol covers it.
+number; a RET inside a function by ``sym+N`` where the release checks it and the name
+keeps its offset (dialect.keeps_offset: not a name bpftrace reads as a wildcard), else by
+its virtual address, else by its file offset, and only when no symbol covers it.
 """
 
 from __future__ import annotations
@@ -263,8 +264,10 @@ def return_sites(
     if not rets:
         raise NotTraceable(f"--probe return: no RET instruction in {sym.name}", "probe its entry: --probe uprobe")
     if dialect.offset_probes and sym.address in spans.entry:
-        # bpftrace reads a symbol there, so it checks a RET named inside it: by name+N, else by vaddr.
-        named = [name_offset_site(sym, index, ret) for ret in rets] if sym.source in BCC_TABLES else []
+        # bpftrace reads a symbol there, so it checks a RET named inside it: by name+N where
+        # the name keeps its offset, else by vaddr.
+        by_name = sym.source in BCC_TABLES and dialect.keeps_offset(sym.name)
+        named = [name_offset_site(sym, index, ret) for ret in rets] if by_name else []
         if named and all(named):
             return [n for n in named if n is not None]
         return [Site(hex(ret), "address", vaddr=ret) for ret in rets]
