@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# ctrace/agent:dev without a registry: a Debian bookworm minbase root with bpftrace and python3
+# (cached, hack/k8s-rootfs.sh), ctrace's Python dependencies installed by pip into
+# /opt/ctrace/lib, and this worktree's ctrace/ on PYTHONPATH, made an image by `docker import`.
+# The image is tagged by the content it was made from, so an unchanged worktree is not rebuilt.
+# manifests/agent/Dockerfile builds the same image where `FROM debian:bookworm-slim` can be pulled.
+# Usage: hack/agent-image.sh [TAG]   (default ctrace/agent:dev)
+set -euo pipefail
+HACK=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HACK")
+CACHE=${CTRACE_K8S_CACHE:-/var/cache/ctrace-k8s}
+tag=${1:-ctrace/agent:dev}
+rootfs=$("$HACK/k8s-rootfs.sh" bpftrace,python3,binutils,procps)
+
+# ctrace's run-time dependencies (pyproject.toml), for the root's python3 (bookworm's 3.11,
+# this machine's too), installed once per dependency list.
+deps=$(python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["project"]["dependencies"]))' "$ROOT/pyproject.toml")
+dkey=$(printf '%s\n%s\n' "$rootfs" "$deps" | sha256sum | cut -c1-12)
+lib=$CACHE/agent-deps/$dkey
+if [ ! -f "$lib/.complete" ]; then
+    rm -rf "$lib"
+    mkdir -p "$lib"
+    pip=("$ROOT/.venv/bin/python" -m pip)
+    [ -x "$ROOT/.venv/bin/python" ] || pip=(python3 -m pip)
+    # shellcheck disable=SC2086
+    "${pip[@]}" install -q --no-compile --only-binary=:all: --python-version 3.11 --target "$lib" $deps
+    touch "$lib/.complete"
+fi
+
+key=$( (
+    echo "$rootfs $dkey"
+    cd "$ROOT" && find ctrace -name '*.py' -o -name '*.c' -o -name '*.typed' | sort | xargs sha256sum
+) | sha256sum | cut -c1-12)
+if docker image inspect "ctrace/agent:$key" >/dev/null 2>&1; then
+    docker tag "ctrace/agent:$key" "$tag"
+    echo "$tag"
+    exit 0
+fi
+extra=$(mktemp -d)
+trap 'rm -rf "$extra" "${stage:-}"' EXIT
+mkdir -p "$extra/opt/ctrace/src" "$extra/usr/local/bin"
+(cd "$ROOT" && find ctrace -name '*.py' -o -name '*.c' -o -name '*.typed' | tar -c -T - | tar -x -C "$extra/opt/ctrace/src")
+cp -a "$lib" "$extra/opt/ctrace/lib"
+rm -f "$extra/opt/ctrace/lib/.complete"
+for cmd in ctrace kubectl-ctrace; do  # as pip's entry points: argv[0] names the program
+    printf '%s\n' '#!/usr/bin/python3' 'import sys' 'sys.path[:0] = ["/opt/ctrace/src", "/opt/ctrace/lib"]' \
+        'from ctrace.cli import run' 'sys.exit(run())' >"$extra/usr/local/bin/$cmd"
+    chmod 755 "$extra/usr/local/bin/$cmd"
+done
+# One tree (docker import refuses a path twice): the cached root hard-linked, our files copied over.
+stage=$(mktemp -d "$CACHE/stage.XXXXXX")
+cp -al "$rootfs/." "$stage/"
+rm -f "$stage/.complete"
+cp -a --remove-destination "$extra/." "$stage/"
+tar -c -C "$stage" . |
+    docker import -c 'ENV PYTHONPATH=/opt/ctrace/src:/opt/ctrace/lib' - "ctrace/agent:$key" >/dev/null
+echo "hack/agent-image.sh: built ctrace/agent:$key" >&2
+docker tag "ctrace/agent:$key" "$tag"
+echo "$tag"
