@@ -57,7 +57,15 @@ start() { # NAME EXE ARGS...: start in the background (own session), logs under 
     local name=$1
     shift
     alive "$name" && return 0
-    setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+    (
+        # Nothing of the caller's (its lock, its pipes) stays open in a daemon.
+        exec </dev/null >"$STATE/logs/$name.log" 2>&1
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        exec setsid "$@"
+    ) &
     echo $! >"$(pidfile "$name")"
     readlink -f "$1" >"$(pidfile "$name").exe"
 }
@@ -183,6 +191,16 @@ control_plane() {
         --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC \
         --token-auth-file "$p/tokens.csv" --allow-privileged=true --enable-admission-plugins NodeRestriction \
         --profiling=false --v=1
+    # The nodes reach the apiserver through this unix socket (bind-mounted into each); socat is
+    # the node image's, run through that root's own loader (the host need not have it).
+    local r=$NODE_ROOTFS
+    start apiserver-forwarder "$r/lib64/ld-linux-x86-64.so.2" \
+        --library-path "$r/usr/lib/x86_64-linux-gnu:$r/lib/x86_64-linux-gnu" "$r/usr/bin/socat" \
+        "UNIX-LISTEN:$STATE/sock/apiserver.sock,fork,mode=600,unlink-early" TCP:127.0.0.1:6443
+}
+
+controllers() { # after /readyz: started earlier, they exit on RBAC the apiserver has not made yet
+    local p=$STATE/pki
     start kube-controller-manager "$BIN/kube-controller-manager" \
         --kubeconfig "$STATE/controller-manager.kubeconfig" \
         --authentication-kubeconfig "$STATE/controller-manager.kubeconfig" \
@@ -195,12 +213,6 @@ control_plane() {
         --authentication-kubeconfig "$STATE/scheduler.kubeconfig" \
         --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
         --bind-address 127.0.0.1 --port 0 --secure-port 10359 --leader-elect=false --v=1
-    # The nodes reach the apiserver through this unix socket (bind-mounted into each); socat is
-    # the node image's, run through that root's own loader (the host need not have it).
-    local r=$NODE_ROOTFS
-    start apiserver-forwarder "$r/lib64/ld-linux-x86-64.so.2" \
-        --library-path "$r/usr/lib/x86_64-linux-gnu:$r/lib/x86_64-linux-gnu" "$r/usr/bin/socat" \
-        "UNIX-LISTEN:$STATE/sock/apiserver.sock,fork,mode=600,unlink-early" TCP:127.0.0.1:6443
 }
 
 # ---- images -------------------------------------------------------------------------------
@@ -342,6 +354,7 @@ cmd_up() {
     node_image
     control_plane
     wait_for 60 "kube-apiserver" api_ready
+    controllers
     local i
     for i in "${!NODES[@]}"; do start_node "$i"; done
     wait_for 120 "two Ready nodes" nodes_ready

@@ -1,0 +1,175 @@
+"""The local Kubernetes cluster of hack/cluster.sh (Kubernetes 1.20 built from Debian's source,
+two worker nodes as kind makes them), one per pytest session: the first test that asks for it
+brings it up, the session's end takes it down (tests/conftest.py's ``cluster`` fixture).
+
+Its control plane outlives ``hack/cluster.sh up``; this machine's PID 1 reaps no orphan, so the
+session makes itself a child subreaper and reaps the daemons it started once they are stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER_SH = ROOT / "hack" / "cluster.sh"
+STATE = Path(os.environ.get("CTRACE_CLUSTER_STATE", "/var/lib/ctrace-cluster"))
+NODES = ("ctrace-worker1", "ctrace-worker2")
+PREFIX = "ctrace-cluster"  # docker container names, the cgroup root (hack/cluster.sh)
+VETH = re.compile(r"^ctk-w\d+$")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def make_subreaper() -> None:
+    """Orphans of what this process starts come back to it (not to PID 1, which reaps none)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def recorded_pids() -> dict[str, int]:
+    """The control plane's processes as hack/cluster.sh recorded them."""
+    found = {}
+    for f in (STATE / "pids").glob("*.pid"):
+        try:
+            found[f.stem] = int(f.read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def reap(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass  # not ours: another session started it
+
+
+def running(pid: int) -> bool:
+    """Exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def sh(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def is_up() -> bool:
+    return sh("status", timeout=60).returncode == 0
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path  # the admin's
+    user_kubeconfig: Path  # ctrace-user's: a token, no role
+    bin: Path  # the built Kubernetes binaries (kubectl 1.20 among them)
+    up_seconds: float
+    was_up: bool  # up before this session: left up at its end
+    loaded: set[str] = field(default_factory=set)
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 180, user: bool = False, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        config = self.user_kubeconfig if user else self.kubeconfig
+        res = subprocess.run(
+            [str(self.bin / "kubectl"), "--kubeconfig", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)}: {res.stderr}")
+        return res
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def apply(self, text: str) -> None:
+        self.kubectl("apply", "-f", "-", stdin=text)
+
+    def load(self, *images: str) -> None:
+        todo = [i for i in images if i not in self.loaded]
+        if not todo:
+            return
+        res = sh("load", *todo, timeout=900)
+        assert res.returncode == 0, res.stderr
+        self.loaded.update(todo)
+
+    def rollout(self, what: str, namespace: str, timeout: int = 240) -> None:
+        self.kubectl("rollout", "status", what, "-n", namespace, f"--timeout={timeout}s", timeout=timeout + 30)
+
+
+def up(was_up: bool) -> Cluster:
+    start = time.monotonic()
+    res = sh("up")
+    assert res.returncode == 0, f"hack/cluster.sh up failed:\n{res.stderr[-4000:]}"
+    seconds = time.monotonic() - start
+    kubeconfig = Path(sh("kubeconfig").stdout.strip())
+    user = Path(sh("kubeconfig", "--user").stdout.strip())
+    return Cluster(kubeconfig, user, Path((STATE / "bin").read_text().strip()), seconds, was_up)
+
+
+def down() -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
+    pids = list(recorded_pids().values())
+    start = time.monotonic()
+    res = sh("down", timeout=300)
+    seconds = time.monotonic() - start
+    reap(pids)
+    return res, seconds, pids
+
+
+def leftovers() -> dict[str, list[str]]:
+    """Everything of the cluster's own that is still on the machine, by kind."""
+    found: dict[str, list[str]] = {"processes": [], "containers": [], "veths": [], "netns": [], "mounts": []}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cgroup = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if running(int(entry.name)) and (str(STATE) in cmdline or f"/{PREFIX}/" in cgroup):
+            found["processes"].append(f"{entry.name} {cmdline.strip()}")
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label={PREFIX}", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    found["containers"] = names
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found["veths"] = [m for m in re.findall(r"^\d+: ([^:@]+)", links, re.M) if VETH.match(m)]
+    netns = Path("/run/netns")
+    found["netns"] = [p.name for p in netns.iterdir() if PREFIX in p.name] if netns.is_dir() else []
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    found["mounts"] = [m for m in mounts if str(STATE) in m or PREFIX in m]
+    found["cgroups"] = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{PREFIX}")]
+    found["state"] = [str(STATE)] if STATE.exists() else []
+    return {k: v for k, v in found.items() if v}
+
+
+def local_image(name: str, files: dict[str, Path], entrypoint: list[str]) -> str:
+    """A docker image FROM scratch of ``files`` (path in the image -> file here), built here."""
+    with tempfile.TemporaryDirectory() as ctx:
+        lines = ["FROM scratch"]
+        for i, (dest, src) in enumerate(files.items()):
+            Path(ctx, f"f{i}").write_bytes(src.read_bytes())
+            os.chmod(Path(ctx, f"f{i}"), 0o755)
+            lines.append(f"COPY f{i} {dest}")
+        lines.append(f"ENTRYPOINT {json.dumps(entrypoint)}")
+        Path(ctx, "Dockerfile").write_text("\n".join(lines) + "\n")
+        subprocess.run(["docker", "build", "-q", "-t", name, ctx], check=True, capture_output=True, text=True)
+    return name
