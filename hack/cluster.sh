@@ -428,11 +428,18 @@ cmd_load() {
     for n in "${NODES[@]}"; do
         [ "$(docker inspect -f '{{.State.Running}}' "$PREFIX-$n" 2>/dev/null)" = true ] || die "node $n is not running"
     done
+    local id mark
     for image in "$@"; do
         image_exists "$image" || die "no local docker image $image"
+        id=$(docker image inspect -f '{{.Id}}' "$image")
         for n in "${NODES[@]}"; do
+            # The same image (name and content) already imported on this node is not sent again.
+            mark=$STATE/nodes/$n/loaded/$(printf '%s' "$image $id" | sha256sum | cut -c1-16)
+            [ -f "$mark" ] && continue
             docker save "$image" | docker exec -i "$PREFIX-$n" \
                 ctr -a /run/containerd/containerd.sock -n k8s.io images import - >/dev/null
+            mkdir -p "${mark%/*}"
+            touch "$mark"
         done
     done
 }
