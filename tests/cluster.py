@@ -173,3 +173,127 @@ def local_image(name: str, files: dict[str, Path], entrypoint: list[str]) -> str
         Path(ctx, "Dockerfile").write_text("\n".join(lines) + "\n")
         subprocess.run(["docker", "build", "-q", "-t", name, ctx], check=True, capture_output=True, text=True)
     return name
+
+
+@dataclass(frozen=True)
+class Kube:
+    """One cluster as ctrace and kubectl reach it: a kind context, or the local cluster's kubeconfig."""
+
+    kubectl_bin: str
+    where: tuple[str, ...]  # ("--context", NAME) or ("--kubeconfig", PATH): for ctrace and kubectl alike
+
+    def kubectl(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run([self.kubectl_bin, *self.where, *args], capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
+        return res
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
+    def nodes(self) -> set[str]:
+        """The nodes a DaemonSet without tolerations runs on (kind's control plane is tainted)."""
+        return {n["metadata"]["name"] for n in self.json("get", "nodes")["items"] if not n["spec"].get("taints")}
+
+    def agent_on(self, node: str) -> str:
+        names = self.kubectl(
+            "get", "pods", "-n", "ctrace-system", "-o", "name", "--field-selector", f"spec.nodeName={node}",
+            "-l", "app.kubernetes.io/name=ctrace-agent",
+        ).stdout.split()  # fmt: skip
+        assert len(names) == 1, names
+        return names[0].split("/", 1)[1]
+
+    def in_agent(self, agent: str, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return self.kubectl("exec", "-n", "ctrace-system", agent, "--", *argv, timeout=timeout, check=False)
+
+
+MANIFESTS = ROOT / "manifests"
+CILIUM_IMAGE = "ctrace/cilium-agent:dev"
+
+
+def cilium_image(cilium_agent: Path) -> str:
+    """demo/cilium-agent's image (its Dockerfile is FROM scratch) from the session's binary."""
+    with tempfile.TemporaryDirectory() as ctx:
+        Path(ctx, "cilium-agent").write_bytes(cilium_agent.read_bytes())
+        os.chmod(Path(ctx, "cilium-agent"), 0o755)
+        Path(ctx, "Dockerfile").write_text((ROOT / "demo" / "cilium-agent" / "Dockerfile").read_text())
+        subprocess.run(["docker", "build", "-q", "-t", CILIUM_IMAGE, ctx], check=True, capture_output=True, text=True)
+    return CILIUM_IMAGE
+
+
+def deploy_manifests(cluster: Cluster, cilium_agent: Path) -> Kube:
+    """What hack/kind-test.sh does for kind, on the local cluster: the agent image built here
+    (hack/agent-image.sh), both images loaded, manifests/ applied as they are."""
+    agent = subprocess.run(
+        [str(ROOT / "hack" / "agent-image.sh")], check=True, capture_output=True, text=True, timeout=1800
+    ).stdout.strip()
+    cluster.load(agent, cilium_image(cilium_agent))
+    kube = Kube(str(cluster.bin / "kubectl"), ("--kubeconfig", str(cluster.kubeconfig)))
+    files = ("namespace.yaml", "rbac.yaml", "agent.yaml", "demo-cilium.yaml")
+    kube.kubectl("apply", *(f"-f={MANIFESTS / m}" for m in files))
+    kube.kubectl("-n", "ctrace-system", "rollout", "status", "ds/ctrace-agent", "--timeout=300s", timeout=330)
+    kube.kubectl("-n", "kube-system", "rollout", "status", "ds/cilium", "--timeout=300s", timeout=330)
+    return kube
+
+
+WORKLOADS = """
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {ns}}}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: cilium, namespace: {ns}, labels: {{k8s-app: cilium}}}}
+spec:
+  selector: {{matchLabels: {{k8s-app: cilium}}}}
+  template:
+    metadata: {{labels: {{k8s-app: cilium}}}}
+    spec:
+      containers: [{{name: cilium-agent, image: {image}, imagePullPolicy: Never}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: cilium-operator, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: operator}}}}
+  template:
+    metadata: {{labels: {{app: operator}}}}
+    spec:
+      containers: [{{name: cilium-agent, image: {image}, imagePullPolicy: Never}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: {ns}}}
+spec: {{clusterIP: None, selector: {{app: db}}, ports: [{{port: 80}}]}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db, namespace: {ns}}}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers: [{{name: db, image: {image}, imagePullPolicy: Never}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: two-containers, namespace: {ns}}}
+spec:
+  containers:
+    - {{name: cilium-agent, image: {image}, imagePullPolicy: Never}}
+    - {{name: sidecar, image: {image}, imagePullPolicy: Never}}
+"""
+
+
+def deploy_workloads(cluster: Cluster, namespace: str, cilium_agent: Path) -> None:
+    """A namespace of the session's own: a DaemonSet (one replica per node), a Deployment of 2, a
+    StatefulSet of 1 and a pod of two containers, all demo/cilium-agent."""
+    cluster.load(cilium_image(cilium_agent))
+    cluster.apply(WORKLOADS.format(ns=namespace, image=CILIUM_IMAGE))
+    for what in ("ds/cilium", "deploy/cilium-operator", "sts/db"):
+        cluster.rollout(what, namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", "pod/two-containers", "--timeout=180s")

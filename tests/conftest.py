@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from tests.cluster import Cluster
+    from tests.cluster import Cluster, Kube
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(__file__).resolve().parent / "fixtures" / "src"
@@ -425,3 +425,26 @@ def cluster() -> Iterator[Cluster]:
             local.up(was_up)  # a test took it down: leave it as it was found
     elif local.STATE.exists():
         local.down()
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest, built: Built) -> Kube:
+    """The kind suite's cluster: kind's context where hack/kind-test.sh made one
+    (CTRACE_KIND_CONTEXT), else the local cluster with manifests/ applied as they are."""
+    from tests import cluster as local
+
+    context = os.environ.get("CTRACE_KIND_CONTEXT", "")
+    if context:
+        return local.Kube("kubectl", ("--context", context))
+    return local.deploy_manifests(request.getfixturevalue("cluster"), built["cilium-agent"])
+
+
+@pytest.fixture(scope="session")
+def k8s_namespace(cluster: Cluster, built: Built) -> Iterator[str]:
+    """A namespace of the session's own on the local cluster, with tests/cluster.py's WORKLOADS."""
+    from tests import cluster as local
+
+    namespace = f"ctrace-test-{os.getpid()}"
+    local.deploy_workloads(cluster, namespace, built["cilium-agent"])
+    yield namespace
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

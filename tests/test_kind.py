@@ -13,92 +13,23 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Built, ctrace, fire, need_bpftrace, run
+from tests.cluster import Kube
+from tests.conftest import ctrace, fire, need_bpftrace
 
-CONTEXT = os.environ.get("CTRACE_KIND_CONTEXT", "")
 REGEN = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
-MANIFESTS = ROOT / "manifests"
 
 pytestmark = [pytest.mark.kind]
-
-
-@dataclass(frozen=True)
-class Kube:
-    """One cluster as ctrace and kubectl reach it: a kind context, or the local cluster's kubeconfig."""
-
-    kubectl_bin: str
-    where: tuple[str, ...]  # ("--context", NAME) or ("--kubeconfig", PATH): for ctrace and kubectl alike
-
-    def kubectl(self, *args: str, timeout: float = 180, check: bool = True) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run(
-            [self.kubectl_bin, *self.where, *args], capture_output=True, text=True, timeout=timeout
-        )  # fmt: skip
-        if check:
-            assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
-        return res
-
-    def nodes(self) -> set[str]:
-        """The nodes a DaemonSet without tolerations runs on (kind's control plane is tainted)."""
-        items = json.loads(self.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-        return {n["metadata"]["name"] for n in items if not n["spec"].get("taints")}
-
-
-def deploy_on_local_cluster(request: pytest.FixtureRequest, built: Built) -> Kube:
-    """What hack/kind-test.sh does for kind, on the session's local cluster."""
-    from tests.cluster import Cluster
-
-    cluster: Cluster = request.getfixturevalue("cluster")
-    agent = run([str(ROOT / "hack" / "agent-image.sh")], timeout=1800).stdout.strip()
-    ctx = Path(built.dir) / "cilium-image"
-    ctx.mkdir(exist_ok=True)
-    (ctx / "cilium-agent").write_bytes(built["cilium-agent"].read_bytes())
-    (ctx / "cilium-agent").chmod(0o755)
-    (ctx / "Dockerfile").write_text((ROOT / "demo" / "cilium-agent" / "Dockerfile").read_text())
-    run(["docker", "build", "-q", "-t", "ctrace/cilium-agent:dev", str(ctx)])
-    cluster.load(agent, "ctrace/cilium-agent:dev")
-    kube = Kube(str(cluster.bin / "kubectl"), ("--kubeconfig", str(cluster.kubeconfig)))
-    kube.kubectl(
-        "apply", *(f"-f={MANIFESTS / m}" for m in ("namespace.yaml", "rbac.yaml", "agent.yaml", "demo-cilium.yaml"))
-    )
-    kube.kubectl("-n", "ctrace-system", "rollout", "status", "ds/ctrace-agent", "--timeout=300s", timeout=330)
-    kube.kubectl("-n", "kube-system", "rollout", "status", "ds/cilium", "--timeout=300s", timeout=330)
-    return kube
-
-
-@pytest.fixture(scope="module")
-def kube(request: pytest.FixtureRequest, built: Built) -> Iterator[Kube]:
-    if CONTEXT:
-        yield Kube("kubectl", ("--context", CONTEXT))
-        return
-    yield deploy_on_local_cluster(request, built)
 
 
 def k(kube: Kube, *args: str) -> Any:
     res = ctrace(*args, *kube.where, "-o", "json", env={**os.environ, "KUBECONFIG": ""})
     assert res.code == 0, res.err
     return res.json()
-
-
-def agent_on(kube: Kube, node: str) -> str:
-    names = kube.kubectl(
-        "get", "pods", "-n", "ctrace-system", "-o", "name", "--field-selector", f"spec.nodeName={node}",
-        "-l", "app.kubernetes.io/name=ctrace-agent",
-    ).stdout.split()  # fmt: skip
-    assert len(names) == 1, names
-    return names[0].split("/", 1)[1]
-
-
-def in_agent(kube: Kube, agent: str, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return kube.kubectl("exec", "-n", "ctrace-system", agent, "--", *argv, timeout=timeout, check=False)
 
 
 def test_daemonset_replicas_on_every_node_fire(kube: Kube) -> None:
@@ -116,12 +47,12 @@ def test_every_replica_fires_inside_its_nodes_agent(kube: Kube) -> None:
     """In the agent of each replica's node (hostPID: the node's PID namespace), ctrace finds the
     pod through the in-cluster config and the agent's ServiceAccount, and the bpftrace command it
     prints fires there."""
-    pods = json.loads(kube.kubectl("get", "pods", "-n", "kube-system", "-l", "k8s-app=cilium", "-o", "json").stdout)
+    pods = kube.json("get", "pods", "-n", "kube-system", "-l", "k8s-app=cilium")
     seen = set()
     for pod in pods["items"]:
         node, name = pod["spec"]["nodeName"], pod["metadata"]["name"]
-        agent = agent_on(kube, node)
-        out = in_agent(kube, agent, "ctrace", "target", f"pod/{name}", "-n", "kube-system", "--func", "regenerate",
+        agent = kube.agent_on(node)
+        out = kube.in_agent(agent, "ctrace", "target", f"pod/{name}", "-n", "kube-system", "--func", "regenerate",
                        "-o", "json")  # fmt: skip
         assert out.returncode == 0, out.stderr
         (t,) = json.loads(out.stdout)["targets"]
@@ -131,9 +62,10 @@ def test_every_replica_fires_inside_its_nodes_agent(kube: Kube) -> None:
         # bpftrace runs until the timeout; an event whose first frame is the function is the proof.
         # Its frame may be a bare address: bpftrace names frames by the PID it sees, the host's,
         # which the agent's /proc (the node's PID namespace) does not have.
-        fired = in_agent(kube, agent, "timeout", "-s", "INT", "15", *probe["argv"], timeout=60)
+        fired = kube.in_agent(agent, "timeout", "-s", "INT", "15", *probe["argv"], timeout=60)
         first = rf"({re.escape(REGEN)}\+0|0x{probe['address']:x})"
-        assert re.search(rf"^pid=\d+ regenerate\n\s+{first}$", fired.stdout, re.M), (fired.stdout[-2000:], fired.stderr[-2000:])
+        event = re.search(rf"^pid=\d+ regenerate\n\s+{first}$", fired.stdout, re.M)
+        assert event, (fired.stdout[-2000:], fired.stderr[-2000:])
         seen.add(node)
     assert seen == kube.nodes()
 
@@ -141,10 +73,10 @@ def test_every_replica_fires_inside_its_nodes_agent(kube: Kube) -> None:
 def test_node_agent_runs_ctrace_and_bpftrace(kube: Kube) -> None:
     pods = k(kube, "target", "-l", "k8s-app=cilium", "-n", "kube-system", "--func", "regenerate")["targets"]
     target = pods[0]["pod"]
-    agent = agent_on(kube, target["node"])
-    version = in_agent(kube, agent, "bpftrace", "--version")
+    agent = kube.agent_on(target["node"])
+    version = kube.in_agent(agent, "bpftrace", "--version")
     assert version.returncode == 0 and version.stdout.startswith("bpftrace v"), version.stderr
-    out = in_agent(kube, agent, "ctrace", "target", f"pod/{target['name']}", "-n", "kube-system",
+    out = kube.in_agent(agent, "ctrace", "target", f"pod/{target['name']}", "-n", "kube-system",
                    "--func", "regenerate", "--run", "--duration", "3", timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"{REGEN}+0" in out.stdout
@@ -152,7 +84,7 @@ def test_node_agent_runs_ctrace_and_bpftrace(kube: Kube) -> None:
 
 def test_agent_service_account_reads_pods_and_nothing_else(kube: Kube) -> None:
     """manifests/rbac.yaml for real: the agent's token lists pods and is refused a secret (403)."""
-    agent = agent_on(kube, sorted(kube.nodes())[0])
+    agent = kube.agent_on(sorted(kube.nodes())[0])
     probe = (
         "import os, ssl, sys, urllib.error, urllib.request\n"
         "sa = '/var/run/secrets/kubernetes.io/serviceaccount/'\n"
@@ -166,7 +98,7 @@ def test_agent_service_account_reads_pods_and_nothing_else(kube: Kube) -> None:
         "    except urllib.error.HTTPError as e:\n"
         "        print(path, e.code)\n"
     )
-    out = in_agent(kube, agent, "python3", "-c", probe, "/api/v1/pods", "/api/v1/namespaces/kube-system/pods/x",
+    out = kube.in_agent(agent, "python3", "-c", probe, "/api/v1/pods", "/api/v1/namespaces/kube-system/pods/x",
                    "/api/v1/namespaces/kube-system/secrets", "/api/v1/namespaces/default/secrets/nope")  # fmt: skip
     assert out.returncode == 0, out.stderr
     codes = dict(line.rsplit(" ", 1) for line in out.stdout.splitlines())
@@ -178,7 +110,7 @@ def test_agent_service_account_reads_pods_and_nothing_else(kube: Kube) -> None:
     }
 
 
-def test_unique_names_do_not_leak(kube: Kube) -> None:
+def test_a_pod_that_is_not_there_is_one_line(kube: Kube) -> None:
     """A target that matches nothing is ctrace's one-line error, with the real server's answer."""
     res = ctrace("target", f"pod/none-{uuid.uuid4().hex[:6]}", "-n", "kube-system", "--func", "f", *kube.where,
                  env={**os.environ, "KUBECONFIG": ""})  # fmt: skip
