@@ -156,6 +156,8 @@ def test_substring_match_is_said(built: Built, processes: Processes) -> None:
 
 
 def test_quiet_on_a_pod_elsewhere_without_an_agent_fails(tmp_path: Path) -> None:
+    """The fake API server (tests/k8s_api.py): a pod on a node that is not this machine and has no
+    agent, which the local cluster cannot give (its nodes share this host, and run the agent)."""
     server = ApiServer()
     server.pods = [
         pod("far", "default", "containerd://" + "ef" * 32, "node-z", containers=("app", "sidecar")),
