@@ -4,13 +4,14 @@
 # /opt/ctrace/lib, and this worktree's ctrace/ on PYTHONPATH, made an image by `docker import`.
 # The image is tagged by the content it was made from, so an unchanged worktree is not rebuilt.
 # manifests/agent/Dockerfile builds the same image where `FROM debian:bookworm-slim` can be pulled.
-# Usage: hack/agent-image.sh [TAG]   (default ctrace/agent:dev)
+# Usage: hack/agent-image.sh [TAG]   (default ctrace/agent:dev) | --rootfs-only
 set -euo pipefail
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HACK")
 CACHE=${CTRACE_K8S_CACHE:-/var/cache/ctrace-k8s}
-tag=${1:-ctrace/agent:dev}
 rootfs=$("$HACK/k8s-rootfs.sh" bpftrace,python3,binutils,procps)
+[ "${1:-}" = --rootfs-only ] && exit 0  # hack/cluster.sh prepare: no docker needed yet
+tag=${1:-ctrace/agent:dev}
 
 # ctrace's run-time dependencies (pyproject.toml), for the root's python3 (bookworm's 3.11,
 # this machine's too), installed once per dependency list.

@@ -7,6 +7,7 @@
 #   hack/cluster.sh kubeconfig [--user]   the admin's kubeconfig path (--user: an unprivileged user's)
 #   hack/cluster.sh load IMAGE... put local docker images on every node (as `kind load docker-image`)
 #   hack/cluster.sh status        what runs
+#   hack/cluster.sh prepare       build and cache what `up` needs (hack/setup.sh runs it)
 # Control plane: etcd, kube-apiserver (certificates made here, token auth for the user
 # `ctrace-user`, Node,RBAC), kube-controller-manager, kube-scheduler, all on the host's
 # loopback, state under /var/lib/ctrace-cluster. Each worker is a docker container with its own
@@ -445,6 +446,10 @@ cmd_load() {
 }
 
 case ${1:-} in
+    prepare)  # what `up` and the agent image need that takes minutes, cached (hack/setup.sh)
+        setup_bins
+        "$HACK/agent-image.sh" --rootfs-only
+        ;;
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
@@ -453,5 +458,5 @@ case ${1:-} in
         shift
         cmd_load "$@"
         ;;
-    *) die "usage: hack/cluster.sh up | down | kubeconfig [--user] | load IMAGE... | status" ;;
+    *) die "usage: hack/cluster.sh up | down | kubeconfig [--user] | load IMAGE... | status | prepare" ;;
 esac

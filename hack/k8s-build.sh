@@ -46,8 +46,8 @@ start=$(date +%s)
     fi
 } >>"$log" 2>&1
 goroot=$top/tools/usr/lib/go-1.15
-export GOROOT=$goroot PATH=$goroot/bin:$top/tools/usr/bin:$PATH
-# rsync comes unpacked, not installed: its libraries must already be on the host.
+export GOROOT=$goroot PATH=$goroot/bin:$PATH:$top/tools/usr/bin
+# Kubernetes' make needs rsync: the host's (hack/setup.sh installs it), else the unpacked one.
 if ! rsync --version >/dev/null 2>&1; then
     echo "hack/k8s-build.sh: the unpacked rsync does not run (missing library?): $(rsync --version 2>&1 | head -1)" >&2
     exit 1
