@@ -70,16 +70,17 @@ start() { # NAME EXE ARGS...: start in the background (own session), logs under 
     echo $! >"$(pidfile "$name")"
     readlink -f "$1" >"$(pidfile "$name").exe"
 }
-stop() { # NAME: SIGTERM, then SIGKILL, the recorded process only
+stop() { # NAME: SIGTERM, then SIGKILL, to the recorded process and its process group (started
+    # by setsid, it leads one: socat's forked connections are in it)
     local name=$1 pid
     alive "$name" || { rm -f "$(pidfile "$name")" "$(pidfile "$name").exe"; return 0; }
     pid=$(cat "$(pidfile "$name")")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do
         running "$pid" || break
         sleep 0.1
     done
-    running "$pid" && kill -KILL "$pid" 2>/dev/null || true
+    kill -KILL -- "-$pid" 2>/dev/null || true
     rm -f "$(pidfile "$name")" "$(pidfile "$name").exe"
 }
 

@@ -131,18 +131,27 @@ def down() -> tuple[subprocess.CompletedProcess[str], float, list[int]]:
     return res, seconds, pids
 
 
-def leftovers() -> dict[str, list[str]]:
-    """Everything of the cluster's own that is still on the machine, by kind."""
+def session_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def leftovers(started: list[int]) -> dict[str, list[str]]:
+    """Everything of the cluster's own that is still on the machine, by kind: a process of a
+    session it started (``started``: each daemon leads one), or in a node's cgroup; its docker
+    containers, veths, mounts, cgroups and state. Another user's kubectl is not the cluster's."""
     found: dict[str, list[str]] = {"processes": [], "containers": [], "veths": [], "netns": [], "mounts": []}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or not running(int(entry.name)):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             cgroup = (entry / "cgroup").read_text()
         except OSError:
             continue
-        if running(int(entry.name)) and (str(STATE) in cmdline or f"/{PREFIX}/" in cgroup):
+        if session_of(int(entry.name)) in started or f"/{PREFIX}/" in cgroup:
             found["processes"].append(f"{entry.name} {cmdline.strip()}")
     names = subprocess.run(
         ["docker", "ps", "-a", "--filter", f"label={PREFIX}", "--format", "{{.Names}}"],

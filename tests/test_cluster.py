@@ -112,12 +112,11 @@ spec:
 
 @pytest.mark.cluster_down
 def test_down_leaves_nothing_and_docker_works(cluster: Cluster, built: Built) -> None:
-    assert not leftovers().get("netns")
     res, seconds, pids = down()
     assert res.returncode == 0, res.stderr
     print(f"hack/cluster.sh up took {cluster.up_seconds:.1f} s, down {seconds:.1f} s")
     assert pids and not any(running(p) for p in pids)
-    assert leftovers() == {}
+    assert leftovers(pids) == {}
     # The host's docker: its bridge is there and a container runs.
     assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0
     image = local_image(f"ctrace-test/busybox:{SESSION}", {"/bin/busybox": Path("/bin/busybox")}, ["/bin/busybox"])
