@@ -11,7 +11,6 @@ demo/cilium-agent, one replica per node.
 from __future__ import annotations
 
 import json
-import os
 import re
 import uuid
 from typing import Any
@@ -27,7 +26,7 @@ pytestmark = [pytest.mark.kind]
 
 
 def k(kube: Kube, *args: str) -> Any:
-    res = ctrace(*args, *kube.where, "-o", "json", env={**os.environ, "KUBECONFIG": ""})
+    res = ctrace(*args, *kube.where, "-o", "json")
     assert res.code == 0, res.err
     return res.json()
 
@@ -112,7 +111,6 @@ def test_agent_service_account_reads_pods_and_nothing_else(kube: Kube) -> None:
 
 def test_a_pod_that_is_not_there_is_one_line(kube: Kube) -> None:
     """A target that matches nothing is ctrace's one-line error, with the real server's answer."""
-    res = ctrace("target", f"pod/none-{uuid.uuid4().hex[:6]}", "-n", "kube-system", "--func", "f", *kube.where,
-                 env={**os.environ, "KUBECONFIG": ""})  # fmt: skip
+    res = ctrace("target", f"pod/none-{uuid.uuid4().hex[:6]}", "-n", "kube-system", "--func", "f", *kube.where)
     lines = res.err.strip().splitlines()
     assert res.code == 1 and len(lines) == 2 and lines[0].startswith("ctrace: error: ") and "not found" in lines[0]
