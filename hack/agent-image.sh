@@ -9,14 +9,17 @@ set -euo pipefail
 HACK=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HACK")
 CACHE=${CTRACE_K8S_CACHE:-/var/cache/ctrace-k8s}
-rootfs=$("$HACK/k8s-rootfs.sh" bpftrace,python3,binutils,procps)
+suite=${CTRACE_AGENT_SUITE:-bookworm}  # as manifests/agent/Dockerfile; trixie (bpftrace 0.23) works too
+rootfs=$("$HACK/k8s-rootfs.sh" bpftrace,python3,binutils,procps "$suite")
 [ "${1:-}" = --rootfs-only ] && exit 0  # hack/cluster.sh prepare: no docker needed yet
 tag=${1:-ctrace/agent:dev}
 
-# ctrace's run-time dependencies (pyproject.toml), for the root's python3 (bookworm's 3.11,
-# this machine's too), installed once per dependency list.
+# ctrace's run-time dependencies (pyproject.toml), as wheels for the root's own python3,
+# installed once per dependency list.
+pyver=$(basename "$(ls -d "$rootfs"/usr/lib/python3.[0-9]* | grep -E 'python3\.[0-9]+$' | sort -V | tail -1)")
+pyver=${pyver#python}
 deps=$(python3 -c 'import tomllib,sys; print("\n".join(tomllib.load(open(sys.argv[1],"rb"))["project"]["dependencies"]))' "$ROOT/pyproject.toml")
-dkey=$(printf '%s\n%s\n' "$rootfs" "$deps" | sha256sum | cut -c1-12)
+dkey=$(printf '%s\n%s\n%s\n' "$rootfs" "$pyver" "$deps" | sha256sum | cut -c1-12)
 lib=$CACHE/agent-deps/$dkey
 if [ ! -f "$lib/.complete" ]; then
     rm -rf "$lib"
@@ -24,7 +27,7 @@ if [ ! -f "$lib/.complete" ]; then
     pip=("$ROOT/.venv/bin/python" -m pip)
     [ -x "$ROOT/.venv/bin/python" ] || pip=(python3 -m pip)
     # shellcheck disable=SC2086
-    "${pip[@]}" install -q --no-compile --only-binary=:all: --python-version 3.11 --target "$lib" $deps
+    "${pip[@]}" install -q --no-compile --only-binary=:all: --python-version "$pyver" --target "$lib" $deps
     touch "$lib/.complete"
 fi
 

@@ -92,6 +92,8 @@ cert() { # NAME SUBJECT [SAN]: a key and a certificate signed by the cluster CA
     {
         echo "basicConstraints=CA:FALSE"
         echo "keyUsage=critical,digitalSignature,keyEncipherment"
+        echo "subjectKeyIdentifier=hash"
+        echo "authorityKeyIdentifier=keyid,issuer"
         if [ -n "$san" ]; then
             echo "extendedKeyUsage=serverAuth,clientAuth"
             echo "subjectAltName=$san"
@@ -140,8 +142,12 @@ pki() {
     mkdir -p "$p"
     chmod 700 "$p"
     if [ ! -f "$p/ca.crt" ]; then
+        # Key usage and key identifiers as a strict verifier wants them (Python 3.13's ssl
+        # refuses a CA without keyUsage: "CA cert does not include key usage extension").
         openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$p/ca.key" -subj "/CN=ctrace-cluster-ca" \
-            -days 3650 -out "$p/ca.crt" 2>/dev/null
+            -days 3650 -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+            -addext "subjectKeyIdentifier=hash" -out "$p/ca.crt" 2>/dev/null
     fi
     cert apiserver "/CN=kube-apiserver" \
         "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:$SERVICE_IP,IP:$ADVERTISE"

@@ -240,9 +240,26 @@ def deploy_manifests(cluster: Cluster, cilium_agent: Path) -> Kube:
     kube = Kube(str(cluster.bin / "kubectl"), ("--kubeconfig", str(cluster.kubeconfig)))
     files = ("namespace.yaml", "rbac.yaml", "agent.yaml", "demo-cilium.yaml")
     kube.kubectl("apply", *(f"-f={MANIFESTS / m}" for m in files))
-    kube.kubectl("-n", "ctrace-system", "rollout", "status", "ds/ctrace-agent", "--timeout=300s", timeout=330)
-    kube.kubectl("-n", "kube-system", "rollout", "status", "ds/cilium", "--timeout=300s", timeout=330)
+    for ns, ds, image in (("ctrace-system", "ctrace-agent", agent), ("kube-system", "cilium", CILIUM_IMAGE)):
+        kube.kubectl("-n", ns, "rollout", "status", f"ds/{ds}", "--timeout=300s", timeout=330)
+        # A cluster that was up before (a developer's) may run an older build of the same tag.
+        if stale(kube, ns, ds, image):
+            kube.kubectl("-n", ns, "rollout", "restart", f"ds/{ds}")
+            kube.kubectl("-n", ns, "rollout", "status", f"ds/{ds}", "--timeout=300s", timeout=330)
     return kube
+
+
+def stale(kube: Kube, namespace: str, ds: str, image: str) -> bool:
+    """Whether a pod of the DaemonSet runs other content than the local docker image ``image``."""
+    want = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", image], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    selector = ",".join(
+        f"{k}={v}" for k, v in kube.json("get", "ds", ds, "-n", namespace)["spec"]["selector"]["matchLabels"].items()
+    )
+    pods = kube.json("get", "pods", "-n", namespace, "-l", selector)["items"]
+    ids = {s.get("imageID", "") for p in pods for s in p["status"].get("containerStatuses", [])}
+    return ids != {want}
 
 
 WORKLOADS = """
