@@ -59,5 +59,8 @@ cp -a --remove-destination "$extra/." "$stage/"
 tar -c -C "$stage" . |
     docker import -c 'ENV PYTHONPATH=/opt/ctrace/src:/opt/ctrace/lib' - "ctrace/agent:$key" >/dev/null
 echo "hack/agent-image.sh: built ctrace/agent:$key" >&2
+# Earlier builds of this script (tagged by their content key) are not kept.
+docker images ctrace/agent --format '{{.Tag}}' | grep -E '^[0-9a-f]{12}$' | grep -vx "$key" |
+    while read -r old; do docker rmi "ctrace/agent:$old" >/dev/null 2>&1 || true; done
 docker tag "ctrace/agent:$key" "$tag"
 echo "$tag"
