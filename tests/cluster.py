@@ -112,10 +112,28 @@ class Cluster:
         self.kubectl("rollout", "status", what, "-n", namespace, f"--timeout={timeout}s", timeout=timeout + 30)
 
 
+def diagnose() -> str:
+    """What a failed ``up`` left to read: the tail of every log of the control plane and nodes."""
+    parts = []
+    for log in sorted((STATE / "logs").glob("*.log")):
+        parts.append(f"== {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]))
+    for node in NODES:
+        for what in ("/var/log/kubelet/kubelet.log", "/var/log/containerd/containerd.log"):
+            out = subprocess.run(
+                ["docker", "exec", f"{PREFIX}-{node}", "tail", "-n", "15", what], capture_output=True, text=True
+            )
+            parts.append(f"== {node}:{what}\n{out.stdout}{out.stderr}")
+    return "\n".join(parts)
+
+
 def up(was_up: bool) -> Cluster:
     start = time.monotonic()
     res = sh("up")
-    assert res.returncode == 0, f"hack/cluster.sh up failed:\n{res.stderr[-4000:]}"
+    if res.returncode != 0:
+        logs = diagnose()
+        if not was_up:
+            down()  # nothing half-made is left for the next run
+        raise AssertionError(f"hack/cluster.sh up failed:\n{res.stderr[-3000:]}\n{logs[-6000:]}")
     seconds = time.monotonic() - start
     kubeconfig = Path(sh("kubeconfig").stdout.strip())
     user = Path(sh("kubeconfig", "--user").stdout.strip())
