@@ -32,7 +32,7 @@ if [ ! -f "$lib/.complete" ]; then
 fi
 
 key=$( (
-    echo "$rootfs $dkey"
+    echo "$rootfs $dkey trimmed"
     cd "$ROOT" && find ctrace -name '*.py' -o -name '*.c' -o -name '*.typed' | sort | xargs sha256sum
 ) | sha256sum | cut -c1-12)
 if docker image inspect "ctrace/agent:$key" >/dev/null 2>&1; then
@@ -56,7 +56,9 @@ stage=$(mktemp -d "$CACHE/stage.XXXXXX")
 cp -al "$rootfs/." "$stage/"
 rm -f "$stage/.complete"
 cp -a --remove-destination "$extra/." "$stage/"
-tar -c -C "$stage" . |
+# Documentation, translations and apt's caches are not needed in the image (~70 MB less to load).
+tar -c --exclude=./usr/share/doc --exclude=./usr/share/man --exclude=./usr/share/locale \
+    --exclude=./var/cache/apt --exclude=./var/lib/apt/lists -C "$stage" . |
     docker import -c 'ENV PYTHONPATH=/opt/ctrace/src:/opt/ctrace/lib' - "ctrace/agent:$key" >/dev/null
 echo "hack/agent-image.sh: built ctrace/agent:$key" >&2
 # Earlier builds of this script (tagged by their content key) are not kept.
