@@ -25,10 +25,17 @@ if TYPE_CHECKING:
     from ctrace.resolvers import Context
 
 
-def run(result: Plan, chosen: Command, request: Request, ctx: Context, out: TextIO) -> int:
+def run(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
+    """``--run -o json`` of ctrace's own programs: watch.trace's run, its output as lines."""
     from ctrace.bpftrace import actions
     from ctrace.run import watch
 
+    for t in result.targets:  # as watch.trace says them: what makes the output short
+        for w in t.warnings:
+            sys.stderr.write(f"ctrace: warning: pid {t.process.pid}: {w}\n")
+    if request.tool == "perf":
+        raise UsageError("--run -o json runs bpftrace, not perf", "drop --tool perf")
+    chosen = watch.chosen_command(result, request, ctx)
     if chosen.form == "agent":
         raise UsageError(
             "--run -o json runs on this node, and the pod runs on another",

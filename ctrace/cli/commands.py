@@ -127,6 +127,10 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
 
         return local.run_program(request, args.run, ctx, out)
     result = targets.plan(request, ctx)
+    if args.run and request.output == "json":
+        from ctrace.agent import local
+
+        return local.run(result, request, ctx, out)
     if args.run:
         from ctrace.run import watch
 

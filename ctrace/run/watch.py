@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 def trace(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
     """--run: bpftrace (or perf) started on the chosen command, watched (run_traced)."""
     _warn_before_run(result)
-    if request.tool == "perf" and request.output == "json":
-        raise UsageError("--run -o json runs bpftrace, not perf", "drop --tool perf")
     if request.tool == "perf":
         from ctrace.run import perf
 
@@ -36,10 +34,6 @@ def trace(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
     from ctrace.run import runner
 
     chosen = chosen_command(result, request, ctx)
-    if request.output == "json":
-        from ctrace.agent import local
-
-        return local.run(result, chosen, request, ctx, out)
     if chosen.form == "agent":  # the agent's ctrace names the stacks on that node and prints them
         if request.folded or request.flamegraph:
             raise UsageError(
