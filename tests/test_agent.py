@@ -323,8 +323,9 @@ def test_a_program_where_the_daemonset_allows_it(
     allowing = Agent(tmp_path_factory.mktemp("agent-programs"), bpftrace, CTRACE_AGENT_ALLOW_PROGRAMS="1")
     try:
         prog = 'BEGIN { printf("pid %d\\n", $container_pid); } uprobe:$path:hello { @calls[pid] = count(); }'
-        c, _ = started(allowing, request(functions=(), program=prog, duration=3.0))
-        msgs = c.until(p.End, timeout=30)
+        c, first = started(allowing, request(functions=(), program=prog, duration=3.0))
+        assert isinstance(first[0], p.Started)  # before any line the program prints
+        msgs = first + c.until(p.End, timeout=30)
         texts = [m.text for m in msgs if isinstance(m, p.Event) and m.text is not None]
         assert all(m.node == NODE for m in msgs if isinstance(m, p.Event))
         assert f"pid {pod.pid}" in texts

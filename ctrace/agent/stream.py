@@ -92,9 +92,17 @@ class Stream:
 
     def write(self, msg: p.Message) -> None:
         with self._lock:
+            if isinstance(msg, p.Event):
+                self._start()  # an event says the probes are in, whichever of bpftrace's pipes was read first
             for line in p.encode_all(msg):
                 self.out.write(line.decode())
             self.out.flush()
+
+    def _start(self) -> None:
+        """ "started", once (the caller holds the lock)."""
+        if not self.started:
+            self.started = True
+            self.out.write(p.encode(p.Started(tuple(sorted(self.labels)), self.legend)).decode())
 
     def error_line(self, text: str) -> None:
         """A line bpftrace wrote to stderr: passed on, and "started" when it says the probes are in."""
@@ -106,11 +114,12 @@ class Stream:
             self.errors.append(text.strip())
 
     def _attached(self, text: str) -> bool:
+        """Whether the line is bpftrace's word that the probes are attached (then "started" is said)."""
+        if not ATTACHED.match(text):
+            return False
         with self._lock:
-            if self.started or not ATTACHED.match(text):
-                return False
-            self.started = True
-        self.write(p.Started(tuple(sorted(self.labels)), self.legend))
+            self._start()
+            self.out.flush()
         return True
 
     def line(self, text: str) -> None:
