@@ -278,6 +278,14 @@ def test_version_mismatch_is_one_error(pod: Pod, agent: Agent) -> None:
     assert msgs[0].message == p.version_mismatch("0.0.1", p.VERSION, NODE)
     assert agent.runs() == before
     c.close()
+    # A newer client's request, with a field this version does not know: still the version's line.
+    c = Client(agent.port)
+    assert isinstance(c.read(), p.Hello)
+    newer = json.loads(raw(trace_id="x"))
+    c.send(json.dumps({**newer, "version": "9.0.0"}).encode() + b"\n")
+    (error,) = list(iter(c.read, None))
+    assert isinstance(error, p.Error) and error.message == p.version_mismatch("9.0.0", p.VERSION, NODE)
+    c.close()
 
 
 HOSTILE = {

@@ -3,6 +3,7 @@ message), returns the value (lists as tuples) or raises ProtocolError."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -35,6 +36,17 @@ def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def no_constant(name: str) -> None:
     raise ProtocolError(f"{name} is not a number JSON allows")
+
+
+def peek_version(line: bytes) -> str | None:
+    """The "version" of a line that is no message this version knows, when it has one: a
+    newer client's request (a field added) is a version mismatch before it is a bad field."""
+    try:
+        data = json.loads(line[: 1 << 20])
+    except (ValueError, RecursionError):
+        return None
+    version = data.get("version") if isinstance(data, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def json_kind(value: object) -> str:

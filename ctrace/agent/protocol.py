@@ -28,6 +28,7 @@ from ctrace.agent.checks import (
     pattern,
     text,
 )
+from ctrace.agent.checks import peek_version as peek_version
 from ctrace.record import TYPE_CHECKING, Record
 
 if TYPE_CHECKING:

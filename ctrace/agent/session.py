@@ -47,6 +47,9 @@ class Config(Record):
     active: set[int]  # PIDs of running children: the server's orphan reaper leaves them to their session
 
 
+_UPGRADE = "install the agent's version of ctrace, or roll out the agent of yours"
+
+
 class Gone(Exception):
     """The client closed the connection, or cannot be written to."""
 
@@ -103,12 +106,18 @@ class Session:
         line = self.read_line(p.SILENCE)
         if line is None:
             raise Gone
-        msg = p.decode_client(line)
+        try:
+            msg = p.decode_client(line)
+        except p.ProtocolError:
+            theirs = p.peek_version(line)
+            if theirs is not None and theirs != p.VERSION:
+                raise Refused(p.version_mismatch(theirs, p.VERSION, self.config.node) or "", _UPGRADE) from None
+            raise
         if not isinstance(msg, p.Run):
             raise Refused(f"expected a run request first, not {p.TYPE_OF[type(msg)]}")
         mismatch = p.version_mismatch(msg.version, p.VERSION, self.config.node)
         if mismatch is not None:
-            raise Refused(mismatch, "install the agent's version of ctrace, or roll out the agent of yours")
+            raise Refused(mismatch, _UPGRADE)
         if len(self.config.active) >= self.config.max_runs:
             raise Refused(
                 f"the agent on node {self.config.node} runs {len(self.config.active)} traces already, its limit",
@@ -122,6 +131,16 @@ class Session:
         return msg.request
 
     def place(self, request: p.Request) -> Placed:
+        """The request's pod on this node; a failure of the lookup itself is an error, not a dead thread."""
+        try:
+            return self._place(request)
+        except CtraceError:
+            raise
+        except Exception as err:  # a bug in a lookup: one line to the client, the agent goes on
+            sys.stderr.write(f"ctrace agent: internal error finding pod {request.namespace}/{request.pod}: {err!r}\n")
+            raise Refused(f"internal error in the agent: {type(err).__name__}: {err}", "see the agent's log") from err
+
+    def _place(self, request: p.Request) -> Placed:
         from ctrace.agent import placement
         from ctrace.resolvers.base import Context
 
