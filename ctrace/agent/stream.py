@@ -46,7 +46,7 @@ _EVENT = re.compile(r"pid=(\d+) (\S+)(?: (.*))?\Z")  # actions.args and actions.
 _ARG = re.compile(r"(arg\d|retval)=(0x[0-9a-f]+)\Z")
 _COUNT = re.compile(r'@calls\[(\d+), "?(.*?)"?\]: (\d+)\Z')
 _HIST_KEY = re.compile(r"@usecs\[(\d+)\]:\s*\Z")
-_BUCKET = re.compile(r"[\[(](\S*?),? ?(\S*)[\])]\s+(\d+) \|")
+_BUCKET = re.compile(r"\[(\d+[KMGT]?)(?:, (\d+[KMGT]?))?[\])]\s+(\d+) \|")  # [8K, 16K) or [0]
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
