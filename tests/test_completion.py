@@ -32,7 +32,7 @@ def candidates(*words: str, prog: str = "ctrace") -> tuple[list[str], str]:
 
 def test_commands_never_offer_the_hidden_one() -> None:
     found, directive = candidates("")
-    assert found == ["target", "symbols", "ns", "ps", "completion", "version"] and directive == ":4"
+    assert found == ["target", "symbols", "ns", "ps", "completion", "version", "agent"] and directive == ":4"
     assert candidates("__")[0] == []
 
 

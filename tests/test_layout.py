@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ctrace"
 
 GROUND = "ground"  # errors, record, model, progress: every room may use them
-# Each room and the rooms it may import from: cli -> run -> plan -> bpftrace -> elf, plan -> resolvers -> proc.
+# Each room and the rooms it may import from: cli -> agent -> run -> plan -> bpftrace -> elf,
+# plan -> resolvers -> proc. agent (issue 21): the node agent and --run -o json, on run's pieces.
 BELOW: dict[str, set[str]] = {
-    "cli": {"run", "plan", "bpftrace", "resolvers", "elf", "proc"},
+    "cli": {"agent", "run", "plan", "bpftrace", "resolvers", "elf", "proc"},
+    "agent": {"run", "plan", "bpftrace", "resolvers", "elf", "proc"},
     "run": {"plan", "bpftrace", "resolvers", "elf", "proc"},
     "plan": {"bpftrace", "resolvers", "elf", "proc"},
     "bpftrace": {"elf", "proc"},
@@ -27,7 +29,8 @@ BELOW: dict[str, set[str]] = {
     "proc": set(),
     GROUND: set(),
 }
-ENTRY = {"ctrace.__main__"}  # runs the command line: the one module above cli
+# Run the command line: the modules above cli (the agent's child is the CLI in a process group of its own).
+ENTRY = {"ctrace.__main__", "ctrace.agent.child"}
 MAX_LINES, MAX_COMMANDS = 400, 250
 
 

@@ -68,3 +68,51 @@ def test_krew_manifest_names_the_plugin_binary() -> None:
     assert plugin["kind"] == "Plugin" and plugin["metadata"]["name"] == "ctrace"
     (platform,) = plugin["spec"]["platforms"]
     assert platform["bin"] == "kubectl-ctrace"
+
+
+def test_agent_runs_the_agent_server_on_its_port() -> None:
+    from ctrace.agent.protocol import PORT
+
+    agent = next(d for d in by_kind("DaemonSet") if d["metadata"]["name"] == "ctrace-agent")
+    spec = agent["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] == ["ctrace", "agent"]  # PROTOCOL.md's requests, not a shell to exec into
+    assert spec.get("hostNetwork") is not True  # its loopback is the pod's own: nothing on the node reaches it
+    assert container["ports"] == [{"name": "ctrace-agent", "containerPort": PORT, "protocol": "TCP"}]
+    # The kubelet dials a tcpSocket probe on the pod's IP; the agent listens on loopback only.
+    assert container["readinessProbe"]["exec"]["command"] == ["ctrace", "agent", "--check"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert "CTRACE_AGENT_ALLOW_PROGRAMS" not in env  # users' own programs: off unless an operator says so
+    text = (ROOT / "manifests/agent.yaml").read_text()
+    assert "# - name: CTRACE_AGENT_ALLOW_PROGRAMS" in text
+
+
+def test_agent_check_is_its_readiness(tmp_path: Path) -> None:
+    """``ctrace agent --check`` (the readiness probe) passes on a live agent of this version, fails without one."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ctrace
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    listen = f"--listen=127.0.0.1:{port}"
+    res = ctrace("agent", "--check", listen)
+    assert res.code == 3 and "no agent answers" in res.err.splitlines()[0]
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        agent = subprocess.Popen([sys.executable, "-m", "ctrace", "agent", listen], cwd=ROOT, stderr=out)
+    try:
+        for _ in range(100):
+            if "listening on" in log.read_text():
+                break
+            time.sleep(0.1)
+        res = ctrace("agent", "--check", listen)
+        assert res.code == 0 and res.err == "", res.err
+    finally:
+        agent.terminate()
+        assert agent.wait(timeout=30) == 0

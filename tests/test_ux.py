@@ -26,7 +26,7 @@ def test_bare_ctrace_prints_help_like_kubectl() -> None:
     assert res.code == 0 and res.err == ""
     assert res.out.startswith("usage: ctrace ") and "examples:" in res.out
     commands = re.findall(r"^    (\w+) ", res.out, re.M)
-    assert commands == ["target", "symbols", "ns", "ps", "completion", "version"]
+    assert commands == ["target", "symbols", "ns", "ps", "completion", "version", "agent"]
     assert "__complete" not in res.out
 
 
@@ -60,7 +60,7 @@ def test_global_flags_anywhere(built: Built, processes: Processes) -> None:
         (["ps", "--contianer", "x"], "unknown flag '--contianer'", "did you mean --container?"),
         (["target", "x"], "--func is required", "'ctrace symbols x'"),
         (["target", "x", "--func", "f", "--duration", "3"], "--duration needs --run", "add --run"),
-        (["target", "x", "--func", "f", "--run", "-o", "json"], "--run shows what bpftrace prints", "drop -o json"),
+        (["target", "x", "--func", "f", "--run", "-o", "yaml"], "--run shows what bpftrace prints", "drop -o yaml"),
         (["target", "x", "--func", "f", "--run", "-q"], "--run shows what bpftrace prints", "drop -q"),
         (["ns", "abc"], "'abc' is not a PID", "'ctrace ns 1'"),
     ],

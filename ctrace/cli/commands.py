@@ -68,6 +68,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "completion":
         completion(args, out)
         return 0
+    if args.command == "agent":
+        from ctrace.agent import server
+
+        return server.check(args) if args.check else server.serve_forever(args)
     ctx = context(args)
     if args.command == "target":
         return target(args, ctx, out)
@@ -77,19 +81,21 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
 def check_target_flags(args: argparse.Namespace) -> None:
     """Flags that would be silently ignored together are refused instead."""
-    if not args.func:
+    if not args.func and args.program is None:
         if not args.target:
             raise UsageError("--func is required", "see 'ctrace target --help'")
         raise UsageError(
             "--func is required", f"list the functions with '{shlex.join(['ctrace', 'symbols', args.target])}'"
         )
+    if args.program is not None:
+        _check_program_flags(args)
     if args.duration is not None and not args.run:
         raise UsageError("--duration needs --run", "add --run to run the command for that long")
     if args.duration is not None and args.duration <= 0:
         raise UsageError("--duration must be positive", "e.g. --run --duration 5")
-    if args.run and (args.output != "text" or args.quiet):
+    if args.run and (args.output not in ("text", "json") or args.quiet):
         how = "-q" if args.quiet else f"-o {args.output}"
-        raise UsageError(f"--run shows what bpftrace prints, not {how}", f"drop {how} to run, or --run to print")
+        raise UsageError(f"--run shows what bpftrace prints (or -o json), not {how}", f"drop {how} to run")
     if args.max_funcs < 1:
         raise UsageError("--max-funcs must be at least 1")
     if not args.target and not args.selector:
@@ -98,13 +104,33 @@ def check_target_flags(args: argparse.Namespace) -> None:
         raise UsageError("--lib needs a name", "e.g. --lib libc")
 
 
+def _check_program_flags(args: argparse.Namespace) -> None:
+    """-e is the whole program: the flags that shape ctrace's own programs have no place beside it."""
+    given = [f for f, on in (("--func", args.func), ("--action", args.action), ("--folded", args.folded)) if on]
+    given += [f for f, on in (("--flamegraph", args.flamegraph), ("--probe", args.probe != "uprobe")) if on]
+    if given:
+        raise UsageError(f"-e runs your program as written: {given[0]} has no place beside it", f"drop {given[0]}")
+    if args.tool != "bpftrace":
+        raise UsageError("-e is a bpftrace program", "drop --tool perf")
+    if not args.program.strip():
+        raise UsageError("-e needs a program", "e.g. -e 'uprobe:$path:main { @[pid] = count(); }'")
+
+
 def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     from ctrace.plan import targets
 
     check_target_flags(args)
     ctx = ctx._replace(all_matches=args.all)
     request = _request(args, ctx)
+    if request.program is not None:
+        from ctrace.agent import local
+
+        return local.run_program(request, args.run, ctx, out)
     result = targets.plan(request, ctx)
+    if args.run and request.output == "json":
+        from ctrace.agent import local
+
+        return local.run(result, request, ctx, out)
     if args.run:
         from ctrace.run import watch
 
@@ -121,7 +147,7 @@ def _request(args: argparse.Namespace, ctx: Context) -> Request:
 
     return Request(
         target=args.target,
-        patterns=tuple(args.func),
+        patterns=tuple(args.func or ()),
         runtime=args.runtime,
         max_funcs=args.max_funcs,
         lib=args.lib,
@@ -134,6 +160,8 @@ def _request(args: argparse.Namespace, ctx: Context) -> Request:
         folded=args.folded,
         flamegraph=args.flamegraph,
         argv=tuple(args.argv),
+        output=args.output,
+        program=args.program,
     )
 
 

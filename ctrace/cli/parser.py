@@ -152,6 +152,13 @@ def _target(p: Parser) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the recommended command lines")
     p.add_argument("--run", action="store_true", help="run the bpftrace command (Ctrl-C stops it, exit 130)")
+    p.add_argument(
+        "-e",
+        "--program",
+        metavar="PROGRAM",
+        help="your own bpftrace program instead of --func: $path, $pid, $container_pid name the target; "
+        "each probe is bound to it",
+    )
     p.add_argument("--duration", type=float, metavar="S", help="with --run: stop after S seconds")
     p.add_argument(
         "--all",
@@ -213,6 +220,16 @@ def _version(p: Parser) -> None:
     """No arguments: ``ctrace version [-o json|yaml]``."""
 
 
+def _agent(p: Parser) -> None:
+    from ctrace.agent.protocol import PORT
+
+    p.add_argument("--listen", default=f"127.0.0.1:{PORT}", metavar="HOST:PORT", help=f"default 127.0.0.1:{PORT}")
+    p.add_argument("--bpftrace", metavar="PATH", help="the bpftrace the traces run (default: bpftrace from PATH)")
+    p.add_argument("--max-duration", type=float, default=3600.0, metavar="S", help="longest run (default 3600)")
+    p.add_argument("--max-runs", type=int, default=8, metavar="N", help="traces at once (default 8)")
+    p.add_argument("--check", action="store_true", help="only ask the agent on --listen for its hello (readiness)")
+
+
 Add = Callable[[Parser], None]
 
 
@@ -223,6 +240,7 @@ COMMANDS: tuple[tuple[str, str | None, tuple[Add, ...], Add], ...] = (
     ("ps", "processes with their binary, container, pod and PID chain", (_output, _cluster), _ps),
     ("completion", "print a shell completion script (source <(ctrace completion bash))", (), _completion),
     ("version", "show ctrace, bpftrace and kernel versions", (_output,), _version),
+    ("agent", "serve ctrace requests on this node (the node agent's command; PROTOCOL.md)", (), _agent),
 )
 
 

@@ -34,6 +34,8 @@ class Request(Record):
     folded: str | None = None
     flamegraph: str | None = None
     argv: tuple[str, ...] = ()  # the command line as typed, for "trace it again" hints
+    output: str = "text"  # --run -o json: PROTOCOL.md's lines (agent/local.py)
+    program: str | None = None  # -e: the user's own program (agent/program.py), instead of patterns
 
 
 class Plan(Record):
