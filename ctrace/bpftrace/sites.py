@@ -15,6 +15,9 @@ symbol bpftrace reads starts there, else by its file offset when no symbol cover
 number; a RET inside a function by ``sym+N`` where the release checks it and the name
 keeps its offset (dialect.keeps_offset: not a name bpftrace reads as a wildcard), else by
 its virtual address, else by its file offset, and only when no symbol covers it.
+An address is good only if bpftrace's lookup of its symbol's name again comes back to it
+(dialect.first_namesake): of two functions of one name the second goes by file offset
+where no symbol covers that (a -no-pie build), else is refused (SharedName) and left out.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ctrace.errors import NotTraceable
 from ctrace.model import Symbol
 from ctrace.record import Record
 
+_SEARCHES = 16  # names looked up one search each before NameIndex counts them all at once
 BCC_TABLES = ("symtab", "dynsym")  # the symbol tables bpftrace itself names functions from
 _NAME, _ADDRESS, _SIZE = itemgetter(0), itemgetter(1), itemgetter(2)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
@@ -99,6 +103,8 @@ class NameIndex:
     def of(self, name: str) -> int:
         """How many functions have this name: one search of the storage, not a Counter of every name."""
         if name not in self._of:
+            if len(self._of) >= _SEARCHES:
+                self.count  # noqa: B018 - many functions by address (namesake): one Counter beats a search each
             found = self.count[name] if self._count is not None else symbol_names.count(self.symbols, name)
             self._of[name] = found
         return self._of[name]
