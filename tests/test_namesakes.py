@@ -204,3 +204,13 @@ def test_cli_leaves_the_namesake_out_with_a_note(binaries: dict[str, Path], proc
     notes = [w for w in target["warnings"] if "cannot probe" in w]
     assert len(target["probes"]) == 1 and len(notes) == 1, target
     assert f"0x{target['probes'][0]['address']:x} comes first" in notes[0] and "left out" in notes[0]
+
+
+def test_symbols_wide_says_which_namesake_bpftrace_reaches(binaries: dict[str, Path]) -> None:
+    """``ctrace symbols -o wide``: the namesake no number reaches is '-', the other 'address';
+    in the -no-pie build both are reached (the second by file offset)."""
+    for name, reached in (("pie", 1), ("nopie", 2)):
+        res = ctrace("symbols", str(binaries[name]), "--func", "work", "-o", "wide")
+        assert res.code == 0, res.err
+        rows = [ln.split() for ln in res.out.splitlines() if ln.endswith(" work")]
+        assert len(rows) == 2 and sorted(r[4] for r in rows) == (["-", "address"] if reached == 1 else ["address"] * 2)

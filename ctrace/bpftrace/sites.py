@@ -373,15 +373,23 @@ def return_sites(
 
 def attach_columns(path: str, info: ElfInfo, chosen: Sequence[Symbol]) -> list[tuple[str, str]]:
     """For -o wide: each function's file offset, and whether bpftrace can attach to it by
-    name (a unique name from .symtab/.dynsym it can quote) or only by address."""
+    name (a unique name from .symtab/.dynsym it can quote), only by address, or not at all
+    ("-": another function of its name takes its address, and no file offset is free)."""
     from ctrace.elf.reader import open_elf
 
     elf_file = open_elf(path)
     index = NameIndex(info.symbols)
     index.count  # noqa: B018 - every name's count at once, not one search per function
+    spans = bcc_visible(info, path)  # built only if a name is shared
     out = []
     for sym in chosen:
         offset = elf_file.vaddr_to_offset(sym.address)
         named = sym.source in ("symtab", "dynsym") and name_site(sym, index) is not None
-        out.append((f"0x{offset:x}" if offset is not None else "-", "name" if named else "address"))
+        how = "name" if named else "address"
+        if not named and index.of(sym.name) > 1:
+            try:
+                entry_site(sym, elf_file, spans, index, Dialect(), path)
+            except SharedName:
+                how = "-"
+        out.append((f"0x{offset:x}" if offset is not None else "-", how))
     return out
