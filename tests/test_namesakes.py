@@ -214,3 +214,22 @@ def test_symbols_wide_says_which_namesake_bpftrace_reaches(binaries: dict[str, P
         assert res.code == 0, res.err
         rows = [ln.split() for ln in res.out.splitlines() if ln.endswith(" work")]
         assert len(rows) == 2 and sorted(r[4] for r in rows) == (["-", "address"] if reached == 1 else ["address"] * 2)
+
+
+@pytest.mark.bpftrace
+def test_run_stacks_show_only_the_probed_work(
+    binaries: dict[str, Path], processes: Processes, bpftrace: Bpftrace
+) -> None:
+    """--run: the frame under each work is its own caller. Position-independent, only
+    first.c's work (called from main) is traced and second.c's (from call_second) is named
+    in a note; -no-pie, both are traced."""
+    for name in ("pie", "nopie"):
+        proc = processes.start(binaries[name])
+        res = ctrace("target", f"pid:{proc.pid}", "--func", "work", "--run", "--duration", "2", *bpftrace.args)
+        assert res.code == 0, res.err
+        stacks = [b for b in res.out.split("\n\n") if re.search(r"^\s+work\+0x0 ", b, re.M)]
+        callers = {re.findall(r"^\s+(\w+)\+0x", b, re.M)[1] for b in stacks}
+        assert callers == ({"main"} if name == "pie" else {"main", "call_second"}), (name, res.out)
+        assert ("left out" in res.err) is (name == "pie"), res.err
+        proc.kill()
+        proc.wait()
