@@ -119,10 +119,22 @@ def function_sites(path: Path, name: str) -> tuple[int, set[int]]:
     ]
     assert len(found) == 1, (name, found)
     ((start, size),) = found
+    return start, _rets(path, name, start, size)
+
+
+def namesake_sites(path: Path, name: str) -> dict[int, tuple[int, set[int]]]:
+    """entry -> (entry, RET addresses) of each of the functions named ``name`` (nm, objdump)."""
+    listing = [ln.split(" ", 3) for ln in run(["nm", "-S", "--defined-only", path]).stdout.splitlines()]
+    found = [(int(a, 16), int(s, 16)) for a, s, t, n in (x for x in listing if len(x) == 4) if t in "Tt" and n == name]
+    assert len(found) > 1, (name, found)
+    return {start: (start, _rets(path, name, start, size)) for start, size in found}
+
+
+def _rets(path: Path, name: str, start: int, size: int) -> set[int]:
     text = run(["objdump", "-d", f"--start-address={start}", f"--stop-address={start + size}", path]).stdout
     rets = {int(ln.split(":")[0], 16) for ln in text.splitlines() if re.search(r"\sret[q]?\s*$", ln)}
     assert rets, (name, text)
-    return start, rets
+    return rets
 
 
 def data_address(path: Path, name: str) -> int:

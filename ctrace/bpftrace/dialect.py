@@ -82,6 +82,37 @@ class Dialect(Record):
         wildcard = "*" in name or ("[" in name and "]" in name)
         return self.offset_probes and not wildcard
 
+    @property
+    def first_namesake(self) -> bool:
+        """Whether an address probe lands on the first function of its symbol's name: bpftrace
+        turns ``uprobe:FILE:ADDR`` into (the name of the symbol covering ADDR, offset) and looks
+        that name up again, taking the first symbol so named (bcc walks .dynsym and .symtab in
+        section order). Of two ``static int work(int)`` (or two ``(anonymous namespace)::work``)
+        a probe at either address fires at the first, entry, RET (vaddr) and uretprobe alike:
+        measured on 0.17, 0.23 and 0.27 (issue 22); bpftrace attached_probe.cpp
+        resolve_offset_uprobe (bcc_resolve_symname's first match up to 0.23, resolve_symbols'
+        front() since 0.24). ``name+N`` does not reach the second either ("Offset outside the
+        function bounds": N is checked against the first's size). A number no symbol covers is
+        taken as a file offset, as is, with --unsafe (every release): that reaches it."""
+        return True
+
+    def namesake_reason(self, first: int | None) -> str:
+        """Why a namesake's command carries --unsafe (a file offset, not its address)."""
+        other = f"the function of its name at 0x{first:x}" if first is not None else "another function of its name"
+        return (
+            f"--unsafe: bpftrace {self.name} would attach its address to {other} (it looks an address's "
+            "symbol up again by name and takes the first), so it is given as a file offset no symbol covers, "
+            "which bpftrace takes as is and cannot check; ctrace took it from the function's own table"
+        )
+
+    def namesake_hint(self, name: str, first: int | None) -> str:
+        """What to do about a function bpftrace cannot reach because another has its name."""
+        which = f"only the {name} at 0x{first:x}" if first is not None else f"no {name} for sure"
+        return (
+            f"bpftrace {self.name} reaches {which} through that name, and this file's offsets are addresses "
+            "inside its functions too, so no number reaches this one (a -no-pie build's file offset would)"
+        )
+
     def return_hint(self) -> str:
         since = ".".join(map(str, OFFSET_PROBES_SINCE))
         return f"use --probe uretprobe (not for Go), or run a bpftrace that checks sym+offset probes ({since} or later)"

@@ -15,6 +15,9 @@ symbol bpftrace reads starts there, else by its file offset when no symbol cover
 number; a RET inside a function by ``sym+N`` where the release checks it and the name
 keeps its offset (dialect.keeps_offset: not a name bpftrace reads as a wildcard), else by
 its virtual address, else by its file offset, and only when no symbol covers it.
+An address is good only if bpftrace's lookup of its symbol's name again comes back to it
+(dialect.first_namesake): of two functions of one name the second goes by file offset
+where no symbol covers that (a -no-pie build), else is refused (SharedName) and left out.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ from ctrace.errors import NotTraceable
 from ctrace.model import Symbol
 from ctrace.record import Record
 
+_SEARCHES = 16  # names looked up one search each before NameIndex counts them all at once
 BCC_TABLES = ("symtab", "dynsym")  # the symbol tables bpftrace itself names functions from
-_ADDRESS, _SIZE, _FIRST, _SECOND = itemgetter(1), itemgetter(2), itemgetter(0), itemgetter(1)
+_NAME, _ADDRESS, _SIZE = itemgetter(0), itemgetter(1), itemgetter(2)
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 
 
 class Site(Record):
@@ -98,6 +103,8 @@ class NameIndex:
     def of(self, name: str) -> int:
         """How many functions have this name: one search of the storage, not a Counter of every name."""
         if name not in self._of:
+            if len(self._of) >= _SEARCHES:
+                self.count  # noqa: B018 - many functions by address (namesake): one Counter beats a search each
             found = self.count[name] if self._count is not None else symbol_names.count(self.symbols, name)
             self._of[name] = found
         return self._of[name]
@@ -189,26 +196,61 @@ class Spans:
     large Go binary's symbols for each path form is time a user would wait for.
     """
 
-    def __init__(self, symbols: Sequence[Symbol], sources: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, symbols: Sequence[Symbol], sources: frozenset[str] | None = None, files: Sequence[str] = ()
+    ) -> None:
         self._symbols = symbols
         self._sources = sources  # None: every symbol
+        self._files = tuple(files)  # the files bcc reads symbols from: the binary, its debug files
         self._starts: list[int] | None = None
+        self._ends: list[int] = []
+        self._names: list[str] = []
         self._reach: list[int] = []
         self._entry: set[int] = set()
+        self._first: dict[str, int | None] = {}
 
     def _build(self) -> list[int]:
         chosen = self._symbols
         if self._sources is not None:
             keep = self._sources
             chosen = [s for s in chosen if s.source in keep]
-        ordered = sorted(
-            zip(map(_ADDRESS, chosen), map(add, map(_ADDRESS, chosen), map(max, map(_SIZE, chosen), repeat(1))))
-        )
+        ends = map(add, map(_ADDRESS, chosen), map(max, map(_SIZE, chosen), repeat(1)))
+        ordered = sorted(zip(map(_ADDRESS, chosen), ends, map(_NAME, chosen)))
         starts = list(map(_FIRST, ordered))
-        self._reach = list(accumulate(map(_SECOND, ordered), max))  # the farthest end so far
+        self._ends = list(map(_SECOND, ordered))
+        self._names = list(map(_THIRD, ordered))
+        self._reach = list(accumulate(self._ends, max))  # the farthest end so far
         self._entry = set(starts)
         self._starts = starts
         return starts
+
+    def covering(self, address: int) -> list[tuple[str, int]]:
+        """(name, start) of each symbol bcc reads that covers ``address``."""
+        starts = self._starts if self._starts is not None else self._build()
+        i = bisect.bisect_right(starts, address) - 1
+        out = []
+        while i >= 0 and self._reach[i] > address:  # past the farthest end, nothing earlier covers it
+            if self._ends[i] > address:
+                out.append((self._names[i], starts[i]))
+            i -= 1
+        return out
+
+    def first_named(self, name: str) -> int | None:
+        """Where bpftrace looks ``name`` up: the first function so named in each file bcc reads
+        (dialect.first_namesake); None where the files disagree."""
+        if name not in self._first:
+            from ctrace.elf.reader import open_elf
+
+            firsts = set()
+            for path in self._files:
+                try:
+                    found = open_elf(path).first_function(name)
+                except (OSError, NotTraceable):
+                    continue
+                if found is not None:
+                    firsts.add(found)
+            self._first[name] = firsts.pop() if len(firsts) == 1 else None
+        return self._first[name]
 
     @property
     def entry(self) -> set[int]:
@@ -237,22 +279,59 @@ def bcc_visible(info: ElfInfo, path: str) -> Spans:
         if (source == "build-id" and found.startswith(DEBUG_ROOT + "/"))
         or (source == "debuglink" and os.path.dirname(found) in near)
     }
-    return Spans(info.symbols, frozenset((*BCC_TABLES, *seen)))
+    files = [info.path, *(found for source, found in info.debug_files if source in seen)]
+    return Spans(info.symbols, frozenset((*BCC_TABLES, *seen)), files)
 
 
-def entry_site(sym: Symbol, elf_file: ElfFile, spans: Spans, index: NameIndex, dialect: Dialect) -> Site | None:
+class SharedName(NotTraceable):
+    """A function bpftrace cannot reach: another of its name comes first (dialect.first_namesake)."""
+
+
+def namesake(address: int, spans: Spans, index: NameIndex, dialect: Dialect) -> tuple[str, int | None] | None:
+    """(name, where bpftrace goes instead) if a probe at ``address`` would land elsewhere:
+    a symbol covering it shares its name with another function, and bpftrace takes the first
+    of that name (dialect.first_namesake); None where it lands at ``address``."""
+    if not dialect.first_namesake:
+        return None
+    for name, start in spans.covering(address):
+        if index.of(name) > 1:
+            first = spans.first_named(name)
+            if first != start:
+                return name, first
+    return None
+
+
+def shared_name(sym: Symbol, path: str, stolen: tuple[str, int | None], dialect: Dialect, what: str) -> SharedName:
+    name, first = stolen
+    where = f"the {name} at 0x{first:x} comes" if first is not None else f"another {name} comes"
+    return SharedName(
+        f"bpftrace {dialect.name} cannot probe {what} {sym.name} at 0x{sym.address:x} ({path}): {where} first in "
+        "its symbol table, and bpftrace attaches any address inside a function of that name there",
+        dialect.namesake_hint(name, first),
+    )
+
+
+def entry_site(
+    sym: Symbol, elf_file: ElfFile, spans: Spans, index: NameIndex, dialect: Dialect, path: str = ""
+) -> Site | None:
     """The function's entry: by name where bpftrace reads that name and it is exact, else
-    by its virtual address where a symbol bpftrace reads starts there, else by file offset."""
+    by its virtual address where a symbol bpftrace reads starts there and bpftrace's lookup
+    of that symbol's name comes back to it, else by file offset; refused (SharedName) where
+    another function of its name takes the address and no file offset is free."""
     if sym.source in BCC_TABLES:
         named = name_site(sym, index)
         if named is not None:
             return named._replace(vaddr=sym.address)
-    if sym.address in spans.entry:
+    stolen = namesake(sym.address, spans, index, dialect) if sym.address in spans.entry else None
+    if sym.address in spans.entry and stolen is None:
         return Site(hex(sym.address), "address", vaddr=sym.address)
     offset = code.code_offset(elf_file, sym.address)
     if offset is None or spans.covers(offset):
+        if stolen is not None:
+            raise shared_name(sym, path or elf_file.name, stolen, dialect, "the entry of")
         return None
-    return offset_site(offset, dialect.unsafe_reason(stripped_number=True), sym.address)
+    why = dialect.namesake_reason(stolen[1]) if stolen else dialect.unsafe_reason(stripped_number=True)
+    return offset_site(offset, why, sym.address)
 
 
 def return_sites(
@@ -270,9 +349,15 @@ def return_sites(
         named = [name_offset_site(sym, index, ret) for ret in rets] if by_name else []
         if named and all(named):
             return [n for n in named if n is not None]
-        return [Site(hex(ret), "address", vaddr=ret) for ret in rets]
+        stolen = next(filter(None, (namesake(ret, spans, index, dialect) for ret in rets)), None)
+        if stolen is None:
+            return [Site(hex(ret), "address", vaddr=ret) for ret in rets]
+    else:
+        stolen = None
     offsets = [code.code_offset(elf_file, a) for a in rets]
     for ret, off in zip(rets, offsets):
+        if (off is None or spans.covers(off)) and stolen is not None:
+            raise shared_name(sym, path, stolen, dialect, "a RET of")
         if off is None or spans.covers(off):
             raise NotTraceable(
                 f"--probe return: bpftrace {dialect.name} cannot probe the RET at 0x{ret:x} in {sym.name} ({path}): "
@@ -280,22 +365,31 @@ def return_sites(
                 "instruction boundaries there",
                 dialect.return_hint(),
             )
-    # With offset support, a file offset is used only where bpftrace reads no symbol for the function.
-    why = dialect.unsafe_reason(stripped_number=dialect.offset_probes)
+    # With offset support, a file offset is used only where bpftrace reads no symbol for the
+    # function, or its namesake would take the address.
+    why = dialect.namesake_reason(stolen[1]) if stolen else dialect.unsafe_reason(stripped_number=dialect.offset_probes)
     return [offset_site(off, why, ret) for ret, off in zip(rets, offsets) if off is not None]
 
 
 def attach_columns(path: str, info: ElfInfo, chosen: Sequence[Symbol]) -> list[tuple[str, str]]:
     """For -o wide: each function's file offset, and whether bpftrace can attach to it by
-    name (a unique name from .symtab/.dynsym it can quote) or only by address."""
+    name (a unique name from .symtab/.dynsym it can quote), only by address, or not at all
+    ("-": another function of its name takes its address, and no file offset is free)."""
     from ctrace.elf.reader import open_elf
 
     elf_file = open_elf(path)
     index = NameIndex(info.symbols)
     index.count  # noqa: B018 - every name's count at once, not one search per function
+    spans = bcc_visible(info, path)  # built only if a name is shared
     out = []
     for sym in chosen:
         offset = elf_file.vaddr_to_offset(sym.address)
         named = sym.source in ("symtab", "dynsym") and name_site(sym, index) is not None
-        out.append((f"0x{offset:x}" if offset is not None else "-", "name" if named else "address"))
+        how = "name" if named else "address"
+        if not named and index.of(sym.name) > 1:
+            try:
+                entry_site(sym, elf_file, spans, index, Dialect(), path)
+            except SharedName:
+                how = "-"
+        out.append((f"0x{offset:x}" if offset is not None else "-", how))
     return out

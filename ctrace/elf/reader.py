@@ -138,6 +138,16 @@ class ElfFile:
                 found += symtab.functions(self.section_data(sec), strtab, self.is64, self.endian, source)
             return symtab.sorted_unique(found)
 
+    def first_function(self, name: str) -> int | None:
+        """The address of the first function named ``name`` in table order (the tables in
+        section order, as bcc walks them), or None."""
+        for sec, strings, source in self.symbol_tables():
+            table = symtab.functions(self.section_data(sec), self.section_data(strings), self.is64, self.endian, source)
+            hit = next((s.address for s in table if s.name == name), None)
+            if hit is not None:
+                return hit
+        return None
+
     @property
     def stripped(self) -> bool:
         return not any(s.type == SHT_SYMTAB for s in self.sections)

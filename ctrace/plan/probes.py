@@ -55,17 +55,24 @@ def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Req
     scope = binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
     subject = Subject(loaded, elf_file, NameIndex(loaded.info.symbols), request, scope)
     out = []
+    left_out: list[NotTraceable] = []
     for sym in symbols:
         made = [_command(subject, sym, form) for form in forms]
         usable = [m for m in made if isinstance(m, Made)]
         if not usable:
             refusal = next((m for m in made if isinstance(m, NotTraceable)), None)
+            if isinstance(refusal, sites.SharedName):
+                left_out.append(refusal)  # the others the pattern matched may still be traced
+                continue
             if refusal is not None:
                 raise refusal
             loaded.warnings.append(f"{sym.name!r} can be named neither by name nor by address; skipped")
             continue
         perf = _perf(loaded, sym, ctx, elf_file) if request.tool == "perf" else ()
         out.append(_probe(sym, usable, loaded.info.demangled.get(sym.name), request.probe, perf))
+    if left_out and not out:
+        raise left_out[0]
+    loaded.warnings.extend(f"{r.message}; left out ({r.hint})" for r in left_out)
     return out
 
 
@@ -148,11 +155,10 @@ def _exits(subject: Subject, sym: Symbol, spans: sites.Spans) -> tuple[list[Site
 
 
 def _sites(subject: Subject, sym: Symbol, spans: sites.Spans, probe: str) -> list[Site]:
-    dialect = subject.request.dialect
+    dialect, path = subject.request.dialect, subject.loaded.binary.path
     if probe == "return":
-        path = subject.loaded.binary.path
         return sites.return_sites(sym, subject.elf_file, spans, path, subject.name_index, dialect)
-    where = sites.entry_site(sym, subject.elf_file, spans, subject.name_index, dialect)
+    where = sites.entry_site(sym, subject.elf_file, spans, subject.name_index, dialect, path)
     return [where] if where is not None else []
 
 
