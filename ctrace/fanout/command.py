@@ -1,0 +1,59 @@
+"""`ctrace target deploy/NAME | ds/NAME | sts/NAME | -l SEL | pod/NAME --run`: the fan-out's
+entry from the CLI, and when it applies (the local path stays for everything else)."""
+
+from __future__ import annotations
+
+import argparse
+
+from ctrace.errors import UsageError
+from ctrace.record import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from ctrace.resolvers.base import Context
+
+PROBE = {"uprobe": "entry", "uretprobe": "uretprobe", "return": "return"}  # ctrace's --probe -> protocol's
+
+
+def applies(args: argparse.Namespace, ctx: Context) -> bool:
+    """--run on a Kubernetes target with an API server to ask, and not inside an agent (where
+    NODE_NAME is set and a pod is traced on this node, by the local path)."""
+    from ctrace.resolvers import kubernetes
+
+    if not args.run or args.tool != "bpftrace" or args.runtime not in (None, "k8s"):
+        return False
+    if not kubernetes.claims(args.target or "", ctx) or not kubernetes.configured(ctx.k8s):
+        return False
+    return not args.target or not args.target.isdigit()
+
+
+def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
+    from ctrace.fanout import client
+    from ctrace.fanout.agents import Directory
+    from ctrace.resolvers.kubernetes import Api
+
+    if not args.func and not getattr(args, "program", None):
+        raise UsageError("--func is required", "e.g. --func main.tick")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("--duration must be positive", "e.g. --run --duration 5")
+    if args.output not in ("text", "json") or args.quiet:
+        raise UsageError("--run on pods prints text or -o json", "drop -q and -o wide/yaml")
+    if (args.folded or args.flamegraph) and (args.action or "stacks") != "stacks":
+        raise UsageError("--folded and --flamegraph need the stacks action", "drop --action")
+    opts = client.Options(
+        target=args.target or "",
+        functions=tuple(args.func or ()),
+        action=args.action or "stacks",
+        probe=PROBE[args.probe],
+        lib=args.lib,
+        container=ctx.k8s.container,
+        duration=args.duration,
+        program=getattr(args, "program", None),
+        folded=args.folded,
+        flamegraph=args.flamegraph,
+        json=args.output == "json",
+        agent_namespace=getattr(args, "agent_namespace", None) or "ctrace-system",
+    )
+    api = Api(ctx.k8s)
+    return client.run(opts, api, Directory(api, opts.agent_namespace), out)
