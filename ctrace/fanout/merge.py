@@ -148,7 +148,7 @@ class Merged:
         out = ["", f"ctrace: the top {min(TOP, len(ranked))} of {len(ranked)} distinct stacks, merged over pods:"]
         for (func, frames), by_pod in ranked[:TOP]:
             pods = ", ".join(f"{p}: {n}" for p, n in sorted(by_pod.items()))
-            out.append(f"\n{sum(by_pod.values()):>8}  {printable(func)}  ({printable(pods)})")
+            out.extend(["", f"{sum(by_pod.values()):>8}  {printable(func)}  ({printable(pods)})"])
             out.extend(f"          {printable(f)}" for f in frames)
         return out
 
