@@ -272,3 +272,26 @@ def test_no_role_a_user_binds_grants_exec() -> None:
     binds = [line for line in readme.splitlines() if "kubectl create" in line and "binding" in line]
     assert binds and all("ctrace-user" in line for line in binds)
     assert "--clusterrole=ctrace-user" in readme and "--role=ctrace-user" in readme
+
+
+def test_a_pod_on_this_very_node_runs_here_not_through_its_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctrace.fanout import local
+
+    c = _two_nodes()
+    monkeypatch.setenv("NODE_NAME", "node1")  # as in the agent: this machine is node1
+    event = protocol.encode(protocol.Event(pid=7, func="tick", container="app")).decode().strip()
+    rows = protocol.Aggregate("count", (protocol.Row(7, "tick", calls=5),))
+    at_end = protocol.encode(rows).decode().strip()
+    child = ["python3", "-c", f"import sys, time\nprint({event!r}, flush=True)\ntry:\n    time.sleep(30)\n"
+             f"except KeyboardInterrupt:\n    print({at_end!r})\n    sys.exit(130)\n"]  # fmt: skip
+    monkeypatch.setattr(local, "argv", lambda run, m, flags: child)
+    assert c.run(duration=1.5) == 0
+    assert c.api.forwards == ["ctrace-system/ctrace-agent-b:7117"]  # node2 only: node1 is here
+    assert "[node1 default/web-1 app] pid 7 tick" in c.out.getvalue()
+    assert "node1  default/web-1  app        tick      5" in c.out.getvalue()
+
+
+def test_every_pod_on_this_node_leaves_it_to_the_local_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_NAME", "node1")
+    c = Cluster([pod("web-1", "node1", uid(1))], {})
+    assert c.run() is None and c.api.forwards == []

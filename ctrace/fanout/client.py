@@ -14,7 +14,8 @@ import time
 
 from ctrace.agent import protocol
 from ctrace.errors import CtraceError, NotFound, UsageError
-from ctrace.fanout import follow, merge
+from ctrace.fanout import follow, local, merge
+from ctrace.fanout.local import Local
 from ctrace.fanout.session import Closed, Failed, Session, plain
 from ctrace.record import TYPE_CHECKING, Record
 
@@ -42,6 +43,7 @@ class Options(Record):
     flamegraph: str | None = None
     json: bool = False
     agent_namespace: str = "ctrace-system"
+    k8s_flags: tuple[str, ...] = ()  # --kubeconfig, --context: for a local run's own ctrace
 
 
 def request_for(opts: Options, m: Member) -> protocol.Run:
@@ -59,11 +61,15 @@ def request_for(opts: Options, m: Member) -> protocol.Run:
     return run
 
 
-def run(opts: Options, api: Api, directory: Directory, out: TextIO, err: TextIO | None = None) -> int:
+def run(opts: Options, api: Api, directory: Directory, out: TextIO, err: TextIO | None = None) -> int | None:
+    """The fan-out's exit code; None when every pod is on this very node (the local path runs them)."""
     labels, fields = api.pod_query(opts.target)
     listed, version = api.list_pods(labels, fields)
     if not listed:
         raise NotFound(f"no pods match {opts.target or labels!r} in namespace {api.namespace}", api.get_hint())
+    nodes = {p.get("spec", {}).get("nodeName", "") for p in listed}
+    if all(node and directory.is_local(node) for node in nodes):
+        return None
     fan = Fanout(opts, directory, out, err or sys.stderr)
     fan.changes(fan.tracker.start(listed))
     watcher = threading.Thread(target=_watch, args=(api, labels, fields, version, fan.queue), daemon=True)
@@ -118,8 +124,12 @@ class Fanout:
         if old is not None:
             old.stop()
         self.failed.pop(m.pod, None)
-        agent = self.directory.agent_on(m.node) or "-"
-        s = Session(m, agent, lambda: self.directory.connect(m), request_for(self.opts, m), self.queue)
+        request = request_for(self.opts, m)
+        if self.directory.is_local(m.node):
+            s: Session = Local(m, request, local.argv(request, m, list(self.opts.k8s_flags)), self.queue)
+        else:
+            agent = self.directory.agent_on(m.node) or "-"
+            s = Session(m, agent, lambda: self.directory.connect(m), request, self.queue)
         self.sessions[m.uid] = s
         s.start()
 

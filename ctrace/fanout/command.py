@@ -28,7 +28,8 @@ def applies(args: argparse.Namespace, ctx: Context) -> bool:
     return not args.target or not args.target.isdigit()
 
 
-def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
+def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int | None:
+    """The run's exit code, or None when every pod is on this node (the local path takes it)."""
     from ctrace.fanout import client
     from ctrace.fanout.agents import Directory
     from ctrace.resolvers.kubernetes import Api
@@ -54,6 +55,13 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
         flamegraph=args.flamegraph,
         json=args.output == "json",
         agent_namespace=getattr(args, "agent_namespace", None) or "ctrace-system",
+        k8s_flags=_k8s_flags(ctx),
     )
     api = Api(ctx.k8s)
     return client.run(opts, api, Directory(api, opts.agent_namespace), out)
+
+
+def _k8s_flags(ctx: Context) -> tuple[str, ...]:
+    k = ctx.k8s
+    pairs = (("--kubeconfig", k.kubeconfig), ("--context", k.context), ("--request-timeout", str(k.request_timeout)))
+    return tuple(x for flag, value in pairs if value for x in (flag, value))
