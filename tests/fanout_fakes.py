@@ -51,14 +51,13 @@ def uid(n: int) -> str:
 
 
 class Agent:
-    """One agent pod's listener: replays ``events`` per run, then waits for "stop" (or ends
+    """One agent pod's listener: replays ``events`` per run (per-call actions), then waits for "stop" (or ends
     by itself after ``end_after`` events when set), sends the aggregate and "end"."""
 
     def __init__(self, node: str, version: str = protocol.VERSION, refuse: str | None = None) -> None:
         self.node, self.version, self.refuse = node, version, refuse
         self.events: list[protocol.Event] = []
         self.rows: list[protocol.Row] = []
-        self.action = "count"
         self.end_after: tuple[int, str] | None = None  # (code, reason): end without a stop
         self.runs: list[protocol.Run] = []
         self.pings: list[float] = []
@@ -86,12 +85,14 @@ class Agent:
                 conn.sendall(protocol.encode(protocol.Error(self.refuse or "version mismatch", None)))
                 return
             conn.sendall(protocol.encode(protocol.Started((41,), ("pid 41 = app",))))
-            for e in self.events:
+            per_call = run.request.action in protocol.PER_CALL  # events as they come, else one aggregate
+            for e in self.events if per_call else ():
                 conn.sendall(protocol.encode(e._replace(pod=run.request.pod)))
             if self.end_after is None:
                 self._until_stop(reader)
             rows = tuple(r._replace(pod=run.request.pod, namespace=run.request.namespace) for r in self.rows)
-            conn.sendall(protocol.encode(protocol.Aggregate(self.action, rows)))
+            if not per_call:
+                conn.sendall(protocol.encode(protocol.Aggregate(run.request.action, rows)))
             code, reason = self.end_after or (protocol.STOPPED, "stopped by the client")
             conn.sendall(protocol.encode(protocol.End(code, reason)))
 

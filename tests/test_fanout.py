@@ -156,11 +156,15 @@ def _two_nodes(**kw: Any) -> Cluster:
 
 def test_one_command_traces_every_pod_labelled_and_merged() -> None:
     c = _two_nodes()
-    assert c.run() == 0
+    assert c.run(action="args") == 0
     out = c.out.getvalue().splitlines()
     assert "[node1 default/web-1 app] pid 41 tick(0x1)" in out
     assert "[node2 default/web-2 app] pid 42 tick(0x2)" in out
-    assert out[-1].split() == ["total", "2", "pods", "tick", "3000"]
+    assert out[-3:] == [  # per-call events are counted too: one table at the end
+        "node1  default/web-1  app        tick      1",
+        "node2  default/web-2  app        tick      1",
+        "total  2 pods                    tick      2",
+    ]
     assert c.err.getvalue().splitlines() == ["+ pod/web-1 on node1", "+ pod/web-2 on node2"]
     for agent in c.agents.values():
         assert agent.stops == 1  # --duration ended: "stop" sent, the aggregate still came
@@ -170,9 +174,16 @@ def test_one_command_traces_every_pod_labelled_and_merged() -> None:
     assert c.api.forwards == ["ctrace-system/ctrace-agent-a:7117", "ctrace-system/ctrace-agent-b:7117"]
 
 
+def test_count_aggregates_of_every_node_merge_into_one_table() -> None:
+    c = _two_nodes()
+    assert c.run(action="count") == 0
+    assert c.out.getvalue().splitlines()[-1].split() == ["total", "2", "pods", "tick", "3000"]
+    assert "node2  default/web-2  app        tick      2000" in c.out.getvalue()
+
+
 def test_json_output_is_one_labelled_object_per_line() -> None:
     c = _two_nodes()
-    assert c.run(json_out=True) == 0
+    assert c.run(action="args", json_out=True) == 0
     lines = [json.loads(line) for line in c.out.getvalue().splitlines()]
     events = [o for o in lines if o["type"] == "event"]
     assert {(e["node"], e["pod"], e["container"]) for e in events} == {
@@ -180,7 +191,7 @@ def test_json_output_is_one_labelled_object_per_line() -> None:
         ("node2", "web-2", "app"),
     }
     (agg,) = [o for o in lines if o["type"] == "aggregate"]
-    assert agg["total"] == [{"func": "tick", "count": 3000}] and len(agg["rows"]) == 2
+    assert agg["total"] == [{"func": "tick", "count": 2}] and len(agg["pods"]) == 2
 
 
 def test_new_pod_is_attached_and_a_deleted_one_said() -> None:
@@ -188,7 +199,7 @@ def test_new_pod_is_attached_and_a_deleted_one_said() -> None:
     c.later(0.3, "ADDED", pod("web-3", "node2", uid(3)))
     c.later(0.6, "MODIFIED", pod("web-1", "node1", uid(1), deleting=True))
     t0 = time.monotonic()
-    assert c.run(duration=2.0) == 0
+    assert c.run(duration=2.0, action="args") == 0
     err = c.err.getvalue().splitlines()
     assert "+ pod/web-3 on node2" in err and "- pod/web-1: deleted" in err
     assert "[node2 default/web-3 app] pid 42 tick(0x2)" in c.out.getvalue()
@@ -198,7 +209,7 @@ def test_new_pod_is_attached_and_a_deleted_one_said() -> None:
 def test_a_node_without_agent_is_one_line_and_the_rest_go_on() -> None:
     c = _two_nodes()
     c.api.agent_pods = AGENTS[:1]
-    assert c.run() == 1
+    assert c.run(action="args") == 1
     err = c.err.getvalue()
     assert "! pod/web-2 on node2: no ready ctrace agent runs on node node2" in err
     assert err.splitlines()[-1].startswith("ctrace: not traced: pod/web-2 (no ready ctrace agent")
@@ -279,16 +290,15 @@ def test_a_pod_on_this_very_node_runs_here_not_through_its_agent(monkeypatch: py
 
     c = _two_nodes()
     monkeypatch.setenv("NODE_NAME", "node1")  # as in the agent: this machine is node1
-    event = protocol.encode(protocol.Event(pid=7, func="tick", container="app")).decode().strip()
     rows = protocol.Aggregate("count", (protocol.Row(7, "tick", calls=5),))
     at_end = protocol.encode(rows).decode().strip()
-    child = ["python3", "-c", f"import sys, time\nprint({event!r}, flush=True)\ntry:\n    time.sleep(30)\n"
+    child = ["python3", "-c", f"import sys, time\ntry:\n    time.sleep(30)\n"
              f"except KeyboardInterrupt:\n    print({at_end!r})\n    sys.exit(130)\n"]  # fmt: skip
     monkeypatch.setattr(local, "argv", lambda run, m, flags: child)
-    assert c.run(duration=1.5) == 0
+    assert c.run(duration=1.5, action="count") == 0  # the child stopped as by Ctrl-C, and its rows merged
     assert c.api.forwards == ["ctrace-system/ctrace-agent-b:7117"]  # node2 only: node1 is here
-    assert "[node1 default/web-1 app] pid 7 tick" in c.out.getvalue()
     assert "node1  default/web-1  app        tick      5" in c.out.getvalue()
+    assert c.out.getvalue().splitlines()[-1].split() == ["total", "2", "pods", "tick", "2005"]
 
 
 def test_every_pod_on_this_node_leaves_it_to_the_local_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -233,6 +233,7 @@ class Fanout:
 
     def _event(self, s: Session, event: dict[str, Any]) -> None:
         event = merge.labelled(event, s.member)
+        self.merged.event(event)
         if self.opts.json:
             self.out.write(merge.event_json({"type": "event", **event}) + "\n")
         else:
@@ -240,7 +241,7 @@ class Fanout:
         self.out.flush()
 
     def _finish(self) -> int:
-        if self.merged.rows or self.opts.action in ("count", "latency", "stacks"):
+        if self.merged.per_pod() or self.opts.action in ("count", "latency", "stacks"):
             if self.opts.json:
                 self.out.write(self.merged.as_json() + "\n")
             else:

@@ -83,14 +83,21 @@ class Merged:
     def __init__(self) -> None:
         self.action = ""
         self.rows: list[Row] = []
+        self._events: dict[tuple[str, str, str, str], int] = {}
 
     def add(self, action: str, rows: Iterable[Row]) -> None:
         self.action = self.action or action
         self.rows.extend(rows)
 
+    def event(self, event: Row) -> None:
+        """A per-call event counted (stack, args): their runs end with a table of calls too."""
+        self.action = self.action or "events"
+        key = (*_pod_key(event), str(event.get("func", "")))
+        self._events[key] = self._events.get(key, 0) + 1
+
     def per_pod(self) -> dict[tuple[str, str, str, str], Row]:
         """(node, pod, container, func) -> the pod's rows summed over its PIDs."""
-        out: dict[tuple[str, str, str, str], Row] = {}
+        out: dict[tuple[str, str, str, str], Row] = {k: {"count": n} for k, n in self._events.items()}
         for row in self.rows:
             key = (*_pod_key(row), str(row.get("func", "")))
             into = out.setdefault(key, {"count": 0, "buckets": {}})
@@ -163,7 +170,12 @@ class Merged:
 
     def as_json(self) -> str:
         totals = [{"func": f, "count": n} for f, n in sorted(self.totals().items())]
-        return json.dumps({"type": "aggregate", "action": self.action, "rows": self.rows, "total": totals})
+        pods = [
+            {"node": node, "pod": pod, "container": container, "func": func, "count": _count(row)}
+            for (node, pod, container, func), row in sorted(self.per_pod().items())
+        ]
+        out = {"type": "aggregate", "action": self.action, "rows": self.rows, "pods": pods, "total": totals}
+        return json.dumps(out)
 
 
 def _as_buckets(row: Mapping[str, object]) -> dict[tuple[int, int], int]:
