@@ -290,10 +290,11 @@ def test_a_pod_on_this_very_node_runs_here_not_through_its_agent(monkeypatch: py
 
     c = _two_nodes()
     monkeypatch.setenv("NODE_NAME", "node1")  # as in the agent: this machine is node1
-    rows = protocol.Aggregate("count", (protocol.Row(7, "tick", calls=5),))
-    at_end = protocol.encode(rows).decode().strip()
-    child = ["python3", "-c", f"import sys, time\ntry:\n    time.sleep(30)\n"
-             f"except KeyboardInterrupt:\n    print({at_end!r})\n    sys.exit(130)\n"]  # fmt: skip
+    lines = [protocol.Started((7,), ()), protocol.Aggregate("count", (protocol.Row(7, "tick", calls=5),))]
+    started, at_end = (protocol.encode(m).decode().strip() for m in lines)
+    end = protocol.encode(protocol.End(130, "stopped")).decode().strip()
+    child = ["python3", "-c", f"import sys, time\nprint({started!r}, flush=True)\ntry:\n    time.sleep(30)\n"
+             f"except KeyboardInterrupt:\n    print({at_end!r})\n    print({end!r})\n    sys.exit(130)\n"]  # fmt: skip
     monkeypatch.setattr(local, "argv", lambda run, m, flags: child)
     assert c.run(duration=1.5, action="count") == 0  # the child stopped as by Ctrl-C, and its rows merged
     assert c.api.forwards == ["ctrace-system/ctrace-agent-b:7117"]  # node2 only: node1 is here

@@ -227,6 +227,9 @@ class Fanout:
             self.fail(s, msg.reason)
 
     def _end(self, s: Session, msg: protocol.End) -> None:
+        if s.member.pod not in self.traced and msg.code not in (protocol.OK, protocol.STOPPED):
+            self.fail(s, msg.reason or f"the run ended with code {msg.code} before it started")
+            return
         s.ended = True
         if msg.code == protocol.GONE and not s.stopping and s.member.uid not in self.tracker.gone:
             self.say(f"- pod/{s.member.name}: {msg.reason or 'its process exited'}")

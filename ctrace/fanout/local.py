@@ -62,22 +62,20 @@ class Local(Session):
             except OSError as err:
                 self._out.put((self, Failed(f"cannot start ctrace here: {err}")))
                 return
-            self._out.put((self, protocol.Started((), ())))
+            ended = False
             assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in proc.stdout:  # started, event, aggregate, end: as an agent sends them
                 try:
-                    self._out.put((self, protocol.decode_agent(line)))
+                    msg = protocol.decode_agent(line)
                 except ProtocolError:
                     continue  # not one of the run's objects
+                ended = ended or isinstance(msg, protocol.End)
+                self._out.put((self, msg))
             code = proc.wait()
             errors.seek(0)
             said = errors.read().decode(errors="replace").strip().splitlines()
-        last = said[-1] if said else ""
-        if code not in (protocol.OK, protocol.GONE, protocol.STOPPED) or last.startswith("ctrace: error:"):
-            self._out.put((self, Failed(last.removeprefix("ctrace: error: ") or f"ctrace exited with {code}")))
-            return
-        self._out.put((self, protocol.End(code, last if code == protocol.GONE else "")))
-        self._out.put((self, Closed("")))
+        last = said[-1].removeprefix("ctrace: error: ") if said else f"ctrace exited with {code}"
+        self._out.put((self, Closed("") if ended else Failed(last)))
 
     def ping(self) -> None:
         pass  # the child is ours: it needs no sign of life
