@@ -47,15 +47,15 @@ class Directory:
                 self._local[node] = members.is_local(node, theirs, env, _machine_id())
             return self._local[node]
 
-    def connect(self, member: Member) -> Any:
-        """A socket to the agent that serves ``member``'s node (raises NotTraceable naming why not)."""
+    def connect(self, member: Member) -> tuple[str, Any]:
+        """The agent pod that serves ``member``'s node and a socket to it (raises CtraceError naming why not)."""
         agent = self.agent_on(member.node)
         if agent is None:
             raise NotTraceable(
                 f"no ready ctrace agent runs on node {member.node} (DaemonSet "
                 f"{members.AGENT_DAEMONSET} in namespace {self.namespace})"
             )
-        return self.api.portforward(self.namespace, agent, protocol.PORT)
+        return agent, self.api.portforward(self.namespace, agent, protocol.PORT)
 
 
 def _machine_id() -> str | None:

@@ -128,8 +128,7 @@ class Fanout:
         if self.directory.is_local(m.node):
             s: Session = Local(m, request, local.argv(request, m, list(self.opts.k8s_flags)), self.queue)
         else:
-            agent = self.directory.agent_on(m.node) or "-"
-            s = Session(m, agent, lambda: self.directory.connect(m), request, self.queue)
+            s = Session(m, lambda: self.directory.connect(m), request, self.queue)
         self.sessions[m.uid] = s
         s.start()
 

@@ -47,7 +47,7 @@ class Local(Session):
     """The same messages a remote session gives, from a local ctrace child."""
 
     def __init__(self, member: Member, run: protocol.Run, cmd: list[str], out: Queue[Any]) -> None:
-        super().__init__(member, "this node", lambda: None, run, out)
+        super().__init__(member, lambda: ("this node", None), run, out)
         self.cmd = cmd
         self.proc: subprocess.Popen[bytes] | None = None
 

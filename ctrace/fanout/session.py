@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from ctrace.fanout.members import Member
 
-    Connect = Callable[[], Any]  # a connected socket (or the port-forward's socket-like object)
+    Connect = Callable[[], tuple[str, Any]]  # the agent pod, a socket to it (or the port-forward's socket)
 
 
 class Closed(Record):
@@ -37,8 +37,8 @@ class Failed(Record):
 
 
 class Session:
-    def __init__(self, member: Member, agent: str, connect: Connect, run: protocol.Run, out: Queue[Any]) -> None:
-        self.member, self.agent = member, agent
+    def __init__(self, member: Member, connect: Connect, run: protocol.Run, out: Queue[Any]) -> None:
+        self.member, self.agent = member, f"the agent on {member.node}"
         self._connect, self._run, self._out = connect, run, out
         self._sock: Any = None
         self._lock = threading.Lock()
@@ -51,15 +51,15 @@ class Session:
 
     def _main(self) -> None:
         try:
-            sock = self._connect()
+            name, sock = self._connect()
         except CtraceError as err:
             self._out.put((self, Failed(err.message)))
             return
         except OSError as err:
-            self._out.put((self, Failed(f"cannot connect to agent pod {self.agent}: {err}")))
+            self._out.put((self, Failed(f"cannot connect to {self.agent}: {err}")))
             return
         with self._lock:
-            self._sock = sock
+            self._sock, self.agent = sock, f"agent pod {name}"
         self.send(self._run)
         self._out.put((self, Closed(self._read(sock))))
 
@@ -76,11 +76,11 @@ class Session:
                 if isinstance(msg, (protocol.End, protocol.Error)):
                     return ""
         except OSError as err:
-            return f"the connection to agent pod {self.agent} broke: {err}"
+            return f"the connection to {self.agent} broke: {err}"
         finally:
             reader.close()
             self.close()
-        return f"the connection to agent pod {self.agent} closed before the run ended"
+        return f"the connection to {self.agent} closed before the run ended"
 
     def send(self, msg: protocol.Message) -> None:
         with self._lock:

@@ -1,0 +1,167 @@
+"""The fan-out on the real local cluster (hack/cluster.sh): the workload, the agents, the client
+as a user runs it, and what runs on each node (tests/test_fanout_cluster.py, benchmarks/fanout.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "tests" / "fixtures" / "src"
+TICK_IMAGE = "ctrace/tick:test"
+AGENT_IMAGE = "ctrace/agent:dev"
+NODE_CONTAINER = "ctrace-cluster-{}"  # hack/cluster.sh's docker container of a node
+
+
+def tick_image(cluster: Cluster) -> str:
+    """tests/fixtures/src/tick.c built static into an image FROM scratch, loaded on every node."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["gcc", "-static", "-O2", "-fno-omit-frame-pointer", "-o", f"{tmp}/tick", str(SRC / "tick.c")], check=True
+        )
+        Path(tmp, "Dockerfile").write_text('FROM scratch\nCOPY tick /tick\nENTRYPOINT ["/tick"]\n')
+        subprocess.run(["docker", "build", "-q", "-t", TICK_IMAGE, tmp], check=True, capture_output=True)
+    cluster.load(TICK_IMAGE)
+    return TICK_IMAGE
+
+
+def agents(cluster: Cluster) -> None:
+    """This tree's ctrace as the agent image on every node, and the agent DaemonSet running it."""
+    built = subprocess.run([str(ROOT / "hack" / "agent-image.sh"), AGENT_IMAGE], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    cluster.loaded.discard(AGENT_IMAGE)  # the tag may name a newer build than the one loaded
+    cluster.load(AGENT_IMAGE)
+    for name in ("namespace.yaml", "rbac.yaml", "agent.yaml"):
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / name))
+    cluster.kubectl("rollout", "restart", "ds/ctrace-agent", "-n", "ctrace-system")
+    cluster.rollout("ds/ctrace-agent", "ctrace-system")
+
+
+def deployment(name: str, namespace: str, replicas: int, rate: int) -> str:
+    """A Deployment of tick, spread over the nodes (one per node while there are free nodes)."""
+    labels = {"app": name}
+    spread = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+    doc = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": {**labels, "topology": "spread"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "topologySpreadConstraints": [{**spread, "labelSelector": {"matchLabels": labels}}],
+                    "containers": [
+                        {"name": "tick", "image": TICK_IMAGE, "imagePullPolicy": "Never", "args": [str(rate)]}
+                    ],
+                },
+            },
+        },
+    }
+    return json.dumps(doc)
+
+
+def pods(cluster: Cluster, namespace: str, selector: str) -> dict[str, dict[str, Any]]:
+    got = cluster.json("get", "pods", "-n", namespace, "-l", selector)
+    return {p["metadata"]["name"]: p for p in got["items"]}
+
+
+def node_pid_namespace(node: str) -> str:
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", NODE_CONTAINER.format(node)], capture_output=True, text=True
+    ).stdout.strip()
+    return os.readlink(f"/proc/{pid}/ns/pid")
+
+
+def bpftrace_on(nodes: tuple[str, ...]) -> dict[str, list[int]]:
+    """bpftrace processes running in each node's PID namespace (the agents are hostPID there)."""
+    spaces = {node_pid_namespace(n): n for n in nodes}
+    found: dict[str, list[int]] = {n: [] for n in nodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            space = os.readlink(entry / "ns" / "pid")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if comm == "bpftrace" and space in spaces and state != "Z":
+            found[spaces[space]].append(int(entry.name))
+    return found
+
+
+def wait_until(check: Callable[[], Any], timeout: float, step: float = 0.2) -> Any:
+    until = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got or time.monotonic() > until:
+            return got
+        time.sleep(step)
+
+
+class Client:
+    """`ctrace target ... --run` as a user runs it, its lines kept with the time each came."""
+
+    def __init__(self, kubeconfig: Path, *args: str) -> None:
+        cmd = [sys.executable, "-m", "ctrace", "target", *args, "--run", "--kubeconfig", str(kubeconfig)]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True
+        )
+        self.out: list[tuple[float, str]] = []
+        self.err: list[tuple[float, str]] = []
+        self._threads = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out), daemon=True),
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.err), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream: Any, into: list[tuple[float, str]]) -> None:
+        for line in stream:
+            into.append((time.monotonic(), line.rstrip("\n")))
+
+    def lines(self, which: str = "out") -> list[str]:
+        return [line for _, line in (self.out if which == "out" else self.err)]
+
+    def first(self, pred: Callable[[str], bool], which: str = "out", timeout: float = 30) -> float | None:
+        """The time the first line matching ``pred`` came, waiting up to ``timeout``."""
+
+        def found() -> float | None:
+            return next((t for t, line in list(self.out if which == "out" else self.err) if pred(line)), None)
+
+        return wait_until(found, timeout)  # type: ignore[no-any-return]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.proc.wait(timeout)
+        for t in self._threads:
+            t.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def text(self) -> str:
+        return "\n".join(self.lines("out") + ["--- stderr"] + self.lines("err"))
