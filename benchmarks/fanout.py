@@ -110,7 +110,9 @@ def report(times: list[float], events: dict[str, Any], counts: dict[str, Any]) -
 
 
 def main() -> int:
-    from tests import cluster as local
+    import importlib
+
+    local = importlib.import_module("tests.cluster")  # the cluster issue's session helpers (hack/cluster.sh)
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)

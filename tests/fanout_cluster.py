@@ -14,10 +14,28 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from tests.cluster import Cluster
+
+class Cluster(Protocol):
+    """What these helpers use of tests/cluster.py's Cluster (the cluster issue's session fixture)."""
+
+    kubeconfig: Path
+    user_kubeconfig: Path
+    loaded: set[str]
+
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 180, user: bool = False, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]: ...
+
+    def json(self, *args: str) -> Any: ...
+
+    def apply(self, text: str) -> None: ...
+
+    def load(self, *images: str) -> None: ...
+
+    def rollout(self, what: str, namespace: str, timeout: int = 240) -> None: ...
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "tests" / "fixtures" / "src"

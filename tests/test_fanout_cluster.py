@@ -9,14 +9,11 @@ import re
 import signal
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import fanout_cluster as fc
-
-if TYPE_CHECKING:
-    from tests.cluster import Cluster
+from tests.fanout_cluster import Cluster
 
 NODES = ("ctrace-worker1", "ctrace-worker2")
 NS = "fanout-test"

@@ -233,9 +233,12 @@ class Api:
         method, args = (api.list_namespaced_pod, (ns,)) if ns else (api.list_pod_for_all_namespaces, ())
         query = {"label_selector": labels, "field_selector": fields, "resource_version": version}
         try:
-            for got in watch.Watch().stream(method, *args, timeout_seconds=seconds, _preload_content=False, **query):
+            events = watch.Watch().stream(
+                method, *args, timeout_seconds=seconds, _request_timeout=seconds + 10, deserialize=False, **query
+            )
+            for got in events:
                 if got.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                    yield got["type"], got["raw_object"]
+                    yield got["type"], got["object"]
         except Exception as err:
             raise _translate(err, f"pods in {ns or 'all namespaces'} (watch)", self) from err
 
