@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
+
 
 class Cluster(Protocol):
     """What these helpers use of tests/cluster.py's Cluster (the cluster issue's session fixture)."""
@@ -40,7 +42,8 @@ class Cluster(Protocol):
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "tests" / "fixtures" / "src"
 TICK_IMAGE = "ctrace/tick:test"
-AGENT_IMAGE = "ctrace/agent:dev"
+AGENT_IMAGE = "ctrace/agent:fanout-test"
+AGENT_NS = "fanout-agents"
 NODE_CONTAINER = "ctrace-cluster-{}"  # hack/cluster.sh's docker container of a node
 
 
@@ -56,16 +59,25 @@ def tick_image(cluster: Cluster) -> str:
     return TICK_IMAGE
 
 
-def agents(cluster: Cluster) -> None:
-    """This tree's ctrace as the agent image on every node, and the agent DaemonSet running it."""
-    built = subprocess.run([str(ROOT / "hack" / "agent-image.sh"), AGENT_IMAGE], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-3000:]
-    cluster.loaded.discard(AGENT_IMAGE)  # the tag may name a newer build than the one loaded
-    cluster.load(AGENT_IMAGE)
-    for name in ("namespace.yaml", "rbac.yaml", "agent.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / name))
-    cluster.kubectl("rollout", "restart", "ds/ctrace-agent", "-n", "ctrace-system")
-    cluster.rollout("ds/ctrace-agent", "ctrace-system")
+def agents(cluster: Cluster, namespace: str = AGENT_NS, node: str | None = None) -> None:
+    """The DaemonSet of manifests/agent.yaml running this tree's ctrace, in ``namespace`` (the
+    run's --agent-namespace: the tests' agents stay apart from ctrace-system's), on every node
+    or on ``node`` only."""
+    if AGENT_IMAGE not in cluster.loaded:
+        built = subprocess.run([str(ROOT / "hack" / "agent-image.sh"), AGENT_IMAGE], capture_output=True, text=True)
+        assert built.returncode == 0, built.stderr[-3000:]
+        cluster.load(AGENT_IMAGE)
+    (ds,) = [d for d in yaml.safe_load_all((ROOT / "manifests" / "agent.yaml").read_text()) if d]
+    ds["metadata"]["namespace"] = namespace
+    spec = ds["spec"]["template"]["spec"]
+    spec.pop("serviceAccountName", None)  # the agent reads no API: CRI metadata on its node
+    spec["containers"][0]["image"] = AGENT_IMAGE
+    if node:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    cluster.apply(json.dumps(ds))
+    cluster.kubectl("rollout", "restart", "ds/ctrace-agent", "-n", namespace)  # the image just loaded
+    cluster.rollout("ds/ctrace-agent", namespace)
 
 
 def deployment(name: str, namespace: str, replicas: int, rate: int) -> str:

@@ -9,8 +9,10 @@ import re
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests import fanout_cluster as fc
 from tests.fanout_cluster import Cluster
@@ -31,6 +33,10 @@ def web(cluster: Cluster) -> Iterator[Cluster]:
     cluster.rollout("deploy/web", NS)
     yield cluster
     cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
+
+
+def _client(kubeconfig: Path, *args: str, agents: str = fc.AGENT_NS) -> fc.Client:
+    return fc.Client(kubeconfig, *args, "--agent-namespace", agents)
 
 
 def _placed(cluster: Cluster) -> dict[str, str]:
@@ -54,7 +60,7 @@ def _no_bpftrace_within(seconds: float) -> dict[str, list[int]]:
 def test_one_command_traces_both_nodes_labelled_and_merged(web: Cluster) -> None:
     placed = _placed(web)
     assert set(placed.values()) == set(NODES), placed  # one replica on each node
-    client = fc.Client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "6")
+    client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "6")
     assert client.wait(60) == 0, client.text()
     seen = _events(client)
     assert set(seen) == {f"{node} {pod}" for pod, node in placed.items()}, client.text()
@@ -69,7 +75,7 @@ def test_one_command_traces_both_nodes_labelled_and_merged(web: Cluster) -> None
 
 
 def test_json_lines_carry_node_pod_and_container(web: Cluster) -> None:
-    client = fc.Client(
+    client = _client(
         web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "3", "-o", "json"
     )
     assert client.wait(60) == 0, client.text()
@@ -80,7 +86,7 @@ def test_json_lines_carry_node_pod_and_container(web: Cluster) -> None:
 
 
 def test_follow_scale_up_delete_and_ctrl_c(web: Cluster) -> None:
-    client = fc.Client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args")
+    client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args")
     try:
         assert client.first(lambda line: bool(EVENT.match(line)), timeout=30), client.text()
         before = set(_placed(web))
@@ -110,7 +116,7 @@ def test_follow_scale_up_delete_and_ctrl_c(web: Cluster) -> None:
 
 
 def test_sigkill_of_the_client_leaves_no_bpftrace_on_any_node(web: Cluster) -> None:
-    client = fc.Client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "count")
+    client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "count")
     try:
         running = fc.wait_until(lambda: all(fc.bpftrace_on(NODES).values()), 30)
         assert running, f"bpftrace did not start on every node: {fc.bpftrace_on(NODES)}\n{client.text()}"
@@ -122,32 +128,20 @@ def test_sigkill_of_the_client_leaves_no_bpftrace_on_any_node(web: Cluster) -> N
 
 
 def test_a_node_without_agent_is_one_line_and_the_other_node_still_traced(web: Cluster) -> None:
-    """Agents of a second DaemonSet named ctrace-agent, in a namespace of its own, on one node
-    only; and a pod there that looks like an agent on the other node, which must be ignored."""
-    ns = "fanout-agents"
-    web.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", timeout=240)
-    web.kubectl("create", "namespace", ns)
-    ds = json.loads(web.kubectl("get", "ds/ctrace-agent", "-n", "ctrace-system", "-o", "json").stdout)
-    spec = ds["spec"]["template"]["spec"]
-    spec.pop("serviceAccountName", None)
-    spec["nodeSelector"] = {"kubernetes.io/hostname": NODES[0]}
-    copy = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ctrace-agent", "namespace": ns}}
-    copy["spec"] = {"selector": ds["spec"]["selector"], "template": ds["spec"]["template"]}
-    web.apply(json.dumps(copy))
-    lookalike = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "ctrace-agent-fake", "namespace": ns, "labels": ds["spec"]["selector"]["matchLabels"]},
-        "spec": {**spec, "nodeSelector": {"kubernetes.io/hostname": NODES[1]}},
-    }
-    web.apply(json.dumps(lookalike))
-    web.rollout("ds/ctrace-agent", ns)
+    """Agents of the ctrace-agent DaemonSet of a namespace of their own on one node only, and a
+    pod there that looks like an agent (same labels, no owner) on the other node: ignored."""
+    ns = "fanout-one-agent"
+    fc.agents(web, ns, node=NODES[0])
+    ds = json.loads(web.kubectl("get", "ds/ctrace-agent", "-n", ns, "-o", "json").stdout)
+    template = ds["spec"]["template"]
+    spec = {**template["spec"], "nodeSelector": {"kubernetes.io/hostname": NODES[1]}}
+    meta = {"name": "ctrace-agent-fake", "namespace": ns, "labels": template["metadata"]["labels"]}
+    web.apply(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}))
     web.kubectl("wait", "--for=condition=Ready", "pod/ctrace-agent-fake", "-n", ns, "--timeout=120s", timeout=150)
     try:
-        client = fc.Client(
-            web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "4",
-            "--agent-namespace", ns,
-        )  # fmt: skip
+        client = _client(
+            web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "4", agents=ns
+        )
         assert client.wait(60) == 1, client.text()
         placed = _placed(web)
         (far,) = [p for p, n in placed.items() if n == NODES[1]]
@@ -163,28 +157,29 @@ def test_a_node_without_agent_is_one_line_and_the_other_node_still_traced(web: C
 
 def test_unprivileged_user_traces_with_ctrace_user_and_is_told_what_is_missing_without(web: Cluster) -> None:
     user = "ctrace-user"  # hack/cluster.sh's token user
-    for kind in ("clusterrolebinding", "rolebinding -n ctrace-system"):
-        web.kubectl(*kind.split(), "fanout-test-user", "--ignore-not-found", check=False)
-    denied = fc.Client(web.user_kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--duration", "3")
+    web.kubectl("delete", "clusterrolebinding", "fanout-test-user", "--ignore-not-found", check=False)
+    web.kubectl("delete", "rolebinding", "fanout-test-user", "-n", fc.AGENT_NS, "--ignore-not-found", check=False)
+    denied = _client(web.user_kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--duration", "3")
     assert denied.wait(60) == 3, denied.text()
     (line, hint) = denied.lines("err")
     assert line == (f'ctrace: error: the API server forbids it: User "{user}" cannot get resource "deployments" '
                     f'in API group "apps" in the namespace "{NS}" (403 Forbidden)'), denied.text()  # fmt: skip
     assert "ctrace-user" in hint
-    web.kubectl("apply", "-f", str(fc.ROOT / "manifests" / "rbac-user.yaml"))
+    cluster_role, role = [d for d in yaml.safe_load_all((fc.ROOT / "manifests" / "rbac-user.yaml").read_text()) if d]
+    role["metadata"]["namespace"] = fc.AGENT_NS  # the tests' agents: the same Role where they run
+    web.apply(json.dumps(cluster_role))
+    web.apply(json.dumps(role))
     web.kubectl("create", "clusterrolebinding", "fanout-test-user", "--clusterrole=ctrace-user", f"--user={user}")
-    web.kubectl(
-        "create", "rolebinding", "fanout-test-user", "-n", "ctrace-system", "--role=ctrace-user", f"--user={user}"
-    )
+    web.kubectl("create", "rolebinding", "fanout-test-user", "-n", fc.AGENT_NS, "--role=ctrace-user", f"--user={user}")
     try:
         for verb, resource in (("create", "pods/exec"), ("get", "pods/exec")):
-            said = web.kubectl("auth", "can-i", verb, resource, "-n", "ctrace-system", f"--as={user}", check=False)
+            said = web.kubectl("auth", "can-i", verb, resource, "-n", fc.AGENT_NS, f"--as={user}", check=False)
             assert said.stdout.strip() == "no", (verb, resource)
-        allowed = fc.Client(
+        allowed = _client(
             web.user_kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "4"
         )
         assert allowed.wait(60) == 0, allowed.text()
         assert {k.split()[0] for k in _events(allowed)} == set(NODES), allowed.text()
     finally:
         web.kubectl("delete", "clusterrolebinding", "fanout-test-user", check=False)
-        web.kubectl("delete", "rolebinding", "fanout-test-user", "-n", "ctrace-system", check=False)
+        web.kubectl("delete", "rolebinding", "fanout-test-user", "-n", fc.AGENT_NS, check=False)
