@@ -5,7 +5,6 @@ as a user runs it, and what runs on each node (tests/test_fanout_cluster.py, ben
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,7 +43,6 @@ SRC = ROOT / "tests" / "fixtures" / "src"
 TICK_IMAGE = "ctrace/tick:test"
 AGENT_IMAGE = "ctrace/agent:fanout-test"
 AGENT_NS = "fanout-agents"
-NODE_CONTAINER = "ctrace-cluster-{}"  # hack/cluster.sh's docker container of a node
 
 
 def tick_image(cluster: Cluster) -> str:
@@ -111,28 +109,27 @@ def pods(cluster: Cluster, namespace: str, selector: str) -> dict[str, dict[str,
     return {p["metadata"]["name"]: p for p in got["items"]}
 
 
-def node_pid_namespace(node: str) -> str:
-    pid = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.Pid}}", NODE_CONTAINER.format(node)], capture_output=True, text=True
-    ).stdout.strip()
-    return os.readlink(f"/proc/{pid}/ns/pid")
-
-
-def bpftrace_on(nodes: tuple[str, ...]) -> dict[str, list[int]]:
-    """bpftrace processes running in each node's PID namespace (the agents are hostPID there)."""
-    spaces = {node_pid_namespace(n): n for n in nodes}
-    found: dict[str, list[int]] = {n: [] for n in nodes}
+def bpftrace_on(cluster: Cluster, namespace: str = AGENT_NS) -> dict[str, list[int]]:
+    """bpftrace processes started by the agents of ``namespace``, by node: every process in an
+    agent pod's cgroup (cgroup v1: .../kubepods/<qos>/pod<UID>/...) whose comm is bpftrace.
+    Other agents on the same nodes (another namespace's) run bpftrace too: not these runs'."""
+    agents = cluster.json("get", "pods", "-n", namespace)["items"]
+    by_uid = {f"pod{p['metadata']['uid']}": p["spec"]["nodeName"] for p in agents}
+    found: dict[str, list[int]] = {node: [] for node in by_uid.values()}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             comm = (entry / "comm").read_text().strip()
-            space = os.readlink(entry / "ns" / "pid")
+            if comm != "bpftrace":
+                continue
+            cgroup = (entry / "cgroup").read_text()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if comm == "bpftrace" and space in spaces and state != "Z":
-            found[spaces[space]].append(int(entry.name))
+        pod = next((part for part in cgroup.split("/") if part in by_uid), None)
+        if pod and state != "Z":
+            found[by_uid[pod]].append(int(entry.name))
     return found
 
 

@@ -53,8 +53,11 @@ def _events(client: fc.Client) -> dict[str, list[int]]:
     return seen
 
 
-def _no_bpftrace_within(seconds: float) -> dict[str, list[int]]:
-    return fc.wait_until(lambda: not any(fc.bpftrace_on(NODES).values()), seconds) or fc.bpftrace_on(NODES)
+def _no_bpftrace_within(cluster: Cluster, seconds: float) -> dict[str, list[int]]:
+    """{} once no agent of these tests runs bpftrace, else what still runs after ``seconds``."""
+    if fc.wait_until(lambda: not any(fc.bpftrace_on(cluster).values()), seconds):
+        return {}
+    return fc.bpftrace_on(cluster)
 
 
 def test_one_command_traces_both_nodes_labelled_and_merged(web: Cluster) -> None:
@@ -109,7 +112,7 @@ def test_follow_scale_up_delete_and_ctrl_c(web: Cluster) -> None:
         client.kill()
     total = client.lines()[-1].split()
     assert total[:3] == ["total", "3", "pods"] and int(total[-1]) > 0, client.text()  # the merged table, after Ctrl-C
-    left = _no_bpftrace_within(5)
+    left = _no_bpftrace_within(web, 5)
     assert not any(left.values()), f"bpftrace left after Ctrl-C: {left}"
     web.kubectl("scale", "deploy/web", "-n", NS, "--replicas=2")
     web.rollout("deploy/web", NS)
@@ -118,12 +121,12 @@ def test_follow_scale_up_delete_and_ctrl_c(web: Cluster) -> None:
 def test_sigkill_of_the_client_leaves_no_bpftrace_on_any_node(web: Cluster) -> None:
     client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "count")
     try:
-        running = fc.wait_until(lambda: all(fc.bpftrace_on(NODES).values()), 30)
-        assert running, f"bpftrace did not start on every node: {fc.bpftrace_on(NODES)}\n{client.text()}"
+        running = fc.wait_until(lambda: all(fc.bpftrace_on(web).values()), 30)
+        assert running, f"bpftrace did not start on every node: {fc.bpftrace_on(web)}\n{client.text()}"
     finally:
         client.kill()  # SIGKILL: no "stop", the port-forwards just vanish
     killed = time.monotonic()
-    left = _no_bpftrace_within(10)
+    left = _no_bpftrace_within(web, 10)
     assert not any(left.values()), f"bpftrace still runs {time.monotonic() - killed:.0f}s after kill -9: {left}"
 
 
