@@ -7,6 +7,7 @@ import io
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -306,3 +307,28 @@ def test_every_pod_on_this_node_leaves_it_to_the_local_path(monkeypatch: pytest.
     monkeypatch.setenv("NODE_NAME", "node1")
     c = Cluster([pod("web-1", "node1", uid(1))], {})
     assert c.run() is None and c.api.forwards == []
+
+
+def test_ctrl_c_stops_every_agent_and_still_prints_the_merged_table() -> None:
+    import os
+    import signal
+
+    c = _two_nodes()
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.monotonic()
+    assert c.run(duration=30, action="count") == 130
+    assert time.monotonic() - t0 < 1.0 + client.STOP_WAIT
+    assert all(agent.stops == 1 for agent in c.agents.values())
+    assert c.out.getvalue().splitlines()[-1].split() == ["total", "2", "pods", "tick", "3000"]
+
+
+def test_folded_and_flamegraph_are_one_file_for_the_workload(tmp_path: Path) -> None:
+    c = _two_nodes()
+    for agent in c.agents.values():
+        agent.rows = [r._replace(frames=("tick", "tick_loop", "main")) for r in agent.rows]
+    folded, svg = tmp_path / "web.folded", tmp_path / "web.svg"
+    opts = client.Options("deploy/web", ("tick",), "stacks", duration=1.0, folded=str(folded), flamegraph=str(svg))
+    assert client.run(opts, c.api, Directory(c.api, "ctrace-system"), c.out, c.err) == 0  # type: ignore[arg-type]
+    assert folded.read_text() == "default/web-1;main;tick_loop;tick 1000\ndefault/web-2;main;tick_loop;tick 2000\n"
+    assert "default/web-2" in svg.read_text()
+    assert "    3000  tick  (node1 default/web-1: 1000, node2 default/web-2: 2000)" in c.out.getvalue()
