@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from ctrace import flame
 from ctrace.agent import protocol
 from ctrace.fanout import client, follow, members, merge
 from ctrace.fanout.agents import Directory
+from ctrace.run import flame
 from tests.conftest import ROOT
 from tests.fanout_fakes import Agent, Api, pod, uid
 

@@ -259,7 +259,7 @@ class Fanout:
         return 0
 
     def _write_files(self) -> None:
-        from ctrace import flame
+        from ctrace.run import flame
 
         counts = self.merged.folded()
         if self.opts.folded:

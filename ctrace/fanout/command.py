@@ -34,12 +34,6 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int | None:
     from ctrace.fanout.agents import Directory
     from ctrace.resolvers.kubernetes import Api
 
-    if not args.func and not getattr(args, "program", None):
-        raise UsageError("--func is required", "e.g. --func main.tick")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError("--duration must be positive", "e.g. --run --duration 5")
-    if args.output not in ("text", "json") or args.quiet:
-        raise UsageError("--run on pods prints text or -o json", "drop -q and -o wide/yaml")
     if (args.folded or args.flamegraph) and (args.action or "stacks") != "stacks":
         raise UsageError("--folded and --flamegraph need the stacks action", "drop --action")
     opts = client.Options(
@@ -50,11 +44,11 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int | None:
         lib=args.lib,
         container=ctx.k8s.container,
         duration=args.duration,
-        program=getattr(args, "program", None),
+        program=args.program,
         folded=args.folded,
         flamegraph=args.flamegraph,
         json=args.output == "json",
-        agent_namespace=getattr(args, "agent_namespace", None) or "ctrace-system",
+        agent_namespace=args.agent_namespace or "ctrace-system",
         k8s_flags=_k8s_flags(ctx),
     )
     api = Api(ctx.k8s)

@@ -21,17 +21,18 @@ if TYPE_CHECKING:
 
     from ctrace.fanout.members import Member
 
-PROBE = {"entry": "uprobe", "uretprobe": "uretprobe", "return": "return"}
-
 
 def argv(run: protocol.Run, m: Member, k8s_flags: list[str]) -> list[str]:
     req = run.request
     out = [sys.executable, "-m", "ctrace", "target", f"pod/{m.name}", "-n", m.namespace, "-c", m.container]
-    for func in req.functions:
-        out += ["--func", func]
-    out += ["--action", req.action, "--probe", PROBE[req.probe], "--run", "-o", "json", *k8s_flags]
+    if req.program is not None:
+        out.append(f"--program={req.program}")
+    else:
+        out += [f"--func={f}" for f in req.functions]
+        out += ["--action", req.action, "--probe", protocol.CTRACE_PROBE[req.probe]]
+    out += ["--run", "-o", "json", *k8s_flags]
     if req.lib:
-        out += ["--lib", req.lib]
+        out.append(f"--lib={req.lib}")
     if req.duration:
         out += ["--duration", f"{req.duration:g}"]
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from ctrace.record import TYPE_CHECKING
-from ctrace.stacks import printable
+from ctrace.run.stacks import printable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
