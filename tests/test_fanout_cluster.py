@@ -63,12 +63,12 @@ def _no_bpftrace_within(cluster: Cluster, seconds: float) -> dict[str, list[int]
 def test_one_command_traces_both_nodes_labelled_and_merged(web: Cluster) -> None:
     placed = _placed(web)
     assert set(placed.values()) == set(NODES), placed  # one replica on each node
-    client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "6")
+    client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "8")
     assert client.wait(60) == 0, client.text()
     seen = _events(client)
     assert set(seen) == {f"{node} {pod}" for pod, node in placed.items()}, client.text()
     for key, seqs in seen.items():
-        assert len(seqs) >= RATE * 3, key  # ~6 s at RATE/s, minus attach time
+        assert len(seqs) >= RATE * 2, key  # 8 s at RATE/s, minus the attach (a cold agent: ctrace, bpftrace)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"{key}: a call was lost or repeated"
     rows = [line.split() for line in client.lines() if line.split()[:1] in (["total"], *([n] for n in NODES))]
     per_pod = {(r[0], r[1]): int(r[-1]) for r in rows if r[0] != "total"}
