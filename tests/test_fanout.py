@@ -57,6 +57,8 @@ def test_tracker_attaches_ready_pods_and_says_the_others() -> None:
     ]
     assert [c.line() for c in t.update("MODIFIED", pod("web-2", "node2", uid(2)))] == ["+ pod/web-2 on node2"]
     assert t.update("MODIFIED", pod("web-2", "node2", uid(2))) == []  # same container: no second run
+    (leaving,) = follow.Tracker(None).start([pod("web-9", "node1", uid(9), deleting=True)])
+    assert leaving.line() == "- pod/web-9: deleted (not traced)"  # leaving as the run starts: no failure
 
 
 def test_tracker_follows_scale_up_deletion_and_restart() -> None:

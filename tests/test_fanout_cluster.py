@@ -114,14 +114,21 @@ def test_follow_scale_up_delete_and_ctrl_c(web: Cluster) -> None:
     assert total[:3] == ["total", "3", "pods"] and int(total[-1]) > 0, client.text()  # the merged table, after Ctrl-C
     left = _no_bpftrace_within(web, 5)
     assert not any(left.values()), f"bpftrace left after Ctrl-C: {left}"
-    web.kubectl("scale", "deploy/web", "-n", NS, "--replicas=2")
-    web.rollout("deploy/web", NS)
+    _respread(web)
+
+
+def _respread(cluster: Cluster) -> None:
+    """Two replicas again, one on each node (a scale-down keeps whichever pods it keeps)."""
+    cluster.kubectl("scale", "deploy/web", "-n", NS, "--replicas=0")
+    fc.wait_until(lambda: not _placed(cluster), 60)
+    cluster.kubectl("scale", "deploy/web", "-n", NS, "--replicas=2")
+    cluster.rollout("deploy/web", NS)
 
 
 def test_sigkill_of_the_client_leaves_no_bpftrace_on_any_node(web: Cluster) -> None:
     client = _client(web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "count")
     try:
-        running = fc.wait_until(lambda: all(fc.bpftrace_on(web).values()), 30)
+        running = fc.wait_until(lambda: all(fc.bpftrace_on(web)[n] for n in set(_placed(web).values())), 30)
         assert running, f"bpftrace did not start on every node: {fc.bpftrace_on(web)}\n{client.text()}"
     finally:
         client.kill()  # SIGKILL: no "stop", the port-forwards just vanish

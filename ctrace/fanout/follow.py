@@ -48,11 +48,12 @@ class Tracker:
                 continue
             uid = pod.get("metadata", {}).get("uid", "")
             reason = members.why_not(pod, self.container) or "it is not ready"
-            if members.gone(pod):
+            if members.gone(pod):  # leaving as the run starts: not one of the pods to trace
                 self.gone.add(uid)
+                out.append(Change("-", members.label(pod), None, f"{reason} (not traced)"))
             else:
                 self.waiting.add(uid)
-            out.append(Change("!", members.label(pod), None, f"{reason}; not traced (yet)"))
+                out.append(Change("!", members.label(pod), None, f"{reason}; not traced (yet)"))
         return out
 
     def update(self, kind: str, pod: PodJSON) -> list[Change]:
