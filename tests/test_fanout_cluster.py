@@ -138,16 +138,19 @@ def test_sigkill_of_the_client_leaves_no_bpftrace_on_any_node(web: Cluster) -> N
 
 
 def test_a_node_without_agent_is_one_line_and_the_other_node_still_traced(web: Cluster) -> None:
-    """Agents of the ctrace-agent DaemonSet of a namespace of their own on one node only, and a
-    pod there that looks like an agent (same labels, no owner) on the other node: ignored."""
+    """Agents of the ctrace-agent DaemonSet of a namespace of their own on one node only, and on
+    the other node a pod that looks like an agent (same labels, Ready) but is another DaemonSet's
+    (a bare pod with those labels would be adopted by ctrace-agent): ignored."""
     ns = "fanout-one-agent"
+    web.kubectl("delete", "namespace", ns, "--ignore-not-found", "--wait=true", timeout=240)
     fc.agents(web, ns, node=NODES[0])
     ds = json.loads(web.kubectl("get", "ds/ctrace-agent", "-n", ns, "-o", "json").stdout)
     template = ds["spec"]["template"]
-    spec = {**template["spec"], "nodeSelector": {"kubernetes.io/hostname": NODES[1]}}
-    meta = {"name": "ctrace-agent-fake", "namespace": ns, "labels": template["metadata"]["labels"]}
-    web.apply(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}))
-    web.kubectl("wait", "--for=condition=Ready", "pod/ctrace-agent-fake", "-n", ns, "--timeout=120s", timeout=150)
+    template["spec"]["nodeSelector"] = {"kubernetes.io/hostname": NODES[1]}
+    other = {"name": "lookalike", "namespace": ns}
+    spec = {"selector": ds["spec"]["selector"], "template": template}
+    web.apply(json.dumps({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": other, "spec": spec}))
+    web.rollout("ds/lookalike", ns)
     try:
         client = _client(
             web.kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "4", agents=ns
