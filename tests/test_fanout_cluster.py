@@ -185,9 +185,11 @@ def test_unprivileged_user_traces_with_ctrace_user_and_is_told_what_is_missing_w
     web.kubectl("create", "clusterrolebinding", "fanout-test-user", "--clusterrole=ctrace-user", f"--user={user}")
     web.kubectl("create", "rolebinding", "fanout-test-user", "-n", fc.AGENT_NS, "--role=ctrace-user", f"--user={user}")
     try:
-        for verb, resource in (("create", "pods/exec"), ("get", "pods/exec")):
-            said = web.kubectl("auth", "can-i", verb, resource, "-n", fc.AGENT_NS, f"--as={user}", check=False)
-            assert said.stdout.strip() == "no", (verb, resource)
+        for verb, sub in (("create", "exec"), ("get", "exec"), ("get", "portforward"), ("create", "portforward")):
+            said = web.kubectl(  # "pods/exec" would be a pod named exec: the subresource is a flag
+                "auth", "can-i", verb, "pods", f"--subresource={sub}", "-n", fc.AGENT_NS, f"--as={user}", check=False
+            )
+            assert said.stdout.strip() == ("yes" if sub == "portforward" else "no"), (verb, sub)
         allowed = _client(
             web.user_kubeconfig, "deploy/web", "-n", NS, "--func", "tick", "--action", "args", "--duration", "4"
         )
