@@ -60,22 +60,44 @@ def tick_image(cluster: Cluster) -> str:
 def agents(cluster: Cluster, namespace: str = AGENT_NS, node: str | None = None) -> None:
     """The DaemonSet of manifests/agent.yaml running this tree's ctrace, in ``namespace`` (the
     run's --agent-namespace: the tests' agents stay apart from ctrace-system's), on every node
-    or on ``node`` only."""
-    if AGENT_IMAGE not in cluster.loaded:
-        built = subprocess.run([str(ROOT / "hack" / "agent-image.sh"), AGENT_IMAGE], capture_output=True, text=True)
-        assert built.returncode == 0, built.stderr[-3000:]
-        cluster.load(AGENT_IMAGE)
+    or on ``node`` only. The image is tagged by its content, so a changed tree rolls the
+    DaemonSet and an unchanged one leaves the warm agents as they are."""
+    image = _agent_image(cluster)
     (ds,) = [d for d in yaml.safe_load_all((ROOT / "manifests" / "agent.yaml").read_text()) if d]
     ds["metadata"]["namespace"] = namespace
     spec = ds["spec"]["template"]["spec"]
     spec.pop("serviceAccountName", None)  # the agent reads no API: CRI metadata on its node
-    spec["containers"][0]["image"] = AGENT_IMAGE
+    spec["containers"][0]["image"] = image
     if node:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     cluster.kubectl("create", "namespace", namespace, check=False)
     cluster.apply(json.dumps(ds))
-    cluster.kubectl("rollout", "restart", "ds/ctrace-agent", "-n", namespace)  # the image just loaded
-    cluster.rollout("ds/ctrace-agent", namespace)
+    want = 1 if node else len(cluster.json("get", "nodes")["items"])
+
+    def ready() -> bool:  # rollout status returned while the last node's old agent was still replaced
+        got = cluster.json("get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=ctrace-agent")["items"]
+        fresh = [
+            p
+            for p in got
+            if p["spec"]["containers"][0]["image"] == image
+            and not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+        ]
+        return len(fresh) == want == len(got)
+
+    assert wait_until(ready, 240, step=1.0), cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide").stdout
+
+
+def _agent_image(cluster: Cluster) -> str:
+    built = subprocess.run([str(ROOT / "hack" / "agent-image.sh"), AGENT_IMAGE], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    ident = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", AGENT_IMAGE], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    image = f"{AGENT_IMAGE}-{ident.removeprefix('sha256:')[:12]}"
+    subprocess.run(["docker", "tag", AGENT_IMAGE, image], check=True)
+    cluster.load(image)
+    return image
 
 
 def deployment(name: str, namespace: str, replicas: int, rate: int) -> str:
