@@ -34,7 +34,7 @@ def client(kubeconfig: Path, *args: str) -> tuple[list[str], list[str], int, int
     cmd = [sys.executable, "-m", "ctrace", "target", "deploy/tick", "-n", NS, "--func", "tick", "--run"]
     start = time.monotonic()
     proc = subprocess.Popen(
-        [*cmd, *args, "--kubeconfig", str(kubeconfig)],
+        [*cmd, *args, "--kubeconfig", str(kubeconfig), "--agent-namespace", fc.AGENT_NS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

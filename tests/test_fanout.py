@@ -334,3 +334,17 @@ def test_folded_and_flamegraph_are_one_file_for_the_workload(tmp_path: Path) -> 
     assert folded.read_text() == "default/web-1;main;tick_loop;tick 1000\ndefault/web-2;main;tick_loop;tick 2000\n"
     assert "default/web-2" in svg.read_text()
     assert "    3000  tick  (node1 default/web-1: 1000, node2 default/web-2: 2000)" in c.out.getvalue()
+
+
+def test_an_agent_pod_that_does_not_listen_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    c = _two_nodes()
+    mute = socket.create_server(("127.0.0.1", 0))  # accepts, says nothing, closes: a pod running sleep
+    threading.Thread(target=lambda: mute.accept()[0].close(), daemon=True).start()
+    c.agents["ctrace-agent-b"].port = mute.getsockname()[1]
+    assert c.run(action="args", duration=1.5) == 1
+    said = "! pod/web-2 on node2: agent pod ctrace-agent-b did not answer on 127.0.0.1:7117"
+    said += " (is it running 'ctrace agent'?)"
+    (line,) = [line for line in c.err.getvalue().splitlines() if line.startswith("! pod/web-2")]
+    assert line.startswith(said + ": the connection "), line  # closed, or reset: the run's request was unread

@@ -66,21 +66,30 @@ class Session:
     def _read(self, sock: Any) -> str:
         """Lines until "end" or the connection closes; the reason when it closed early."""
         reader = sock.makefile("rb")
+        heard = False
         try:
             for line in reader:
                 try:
                     msg = protocol.decode_agent(line)
                 except ProtocolError as err:
                     return f"the agent on {self.member.node} sent a line ctrace cannot read: {err.message}"
+                heard = True
                 self._out.put((self, msg))
                 if isinstance(msg, (protocol.End, protocol.Error)):
                     return ""
         except OSError as err:
-            return f"the connection to {self.agent} broke: {err}"
+            return self._early(heard, f"broke ({err.strerror or err})")
         finally:
             reader.close()
             self.close()
-        return f"the connection to {self.agent} closed before the run ended"
+        return self._early(heard, "closed before the run ended")
+
+    def _early(self, heard: bool, what: str) -> str:
+        if heard:
+            return f"the connection to {self.agent} {what}"
+        # The port-forward itself succeeds; nothing listening in the pod shows as a closed stream.
+        where = f"127.0.0.1:{protocol.PORT}"
+        return f"{self.agent} did not answer on {where} (is it running 'ctrace agent'?): the connection {what}"
 
     def send(self, msg: protocol.Message) -> None:
         with self._lock:
