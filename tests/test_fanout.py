@@ -241,8 +241,13 @@ def test_a_pod_whose_process_went_away_is_said_and_counts_as_traced() -> None:
 
 def test_a_bad_pattern_is_a_usage_error_before_any_agent_is_asked() -> None:
     m = members.Member("default", "web-1", uid(1), "node1", "app", "c1")
-    with pytest.raises(Exception, match="holds"):
+    with pytest.raises(Exception, match="^--func 'x;rm' holds ';'"):
         client.request_for(client.Options("deploy/web", ("x;rm",), "count"), m)
+    c = _two_nodes()
+    bad = client.Options("deploy/web", ("x;rm",), "count")
+    with pytest.raises(Exception, match="^--func"):
+        client.run(bad, c.api, Directory(c.api, "ctrace-system"), c.out, c.err)  # type: ignore[arg-type]
+    assert c.err.getvalue() == "" and c.api.forwards == []  # nothing listed, nothing said, no agent asked
 
 
 # ---- permissions

@@ -8,6 +8,7 @@ attaches new pods and detaches gone ones, and on Ctrl-C or at the end of --durat
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from ctrace.agent import protocol
 from ctrace.errors import CtraceError, NotFound, UsageError
 from ctrace.fanout import follow, local, merge
 from ctrace.fanout.local import Local
+from ctrace.fanout.members import Member
 from ctrace.fanout.session import Closed, Failed, Session, plain
 from ctrace.record import TYPE_CHECKING, Record
 
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
     from typing import Any, TextIO
 
     from ctrace.fanout.agents import Directory
-    from ctrace.fanout.members import Member
     from ctrace.resolvers.kubernetes import Api
 
 WATCH_SECONDS = 120  # the server ends a watch after this; it is started again from where it was
@@ -57,12 +58,18 @@ def request_for(opts: Options, m: Member) -> protocol.Run:
     try:
         protocol.decode_client(protocol.encode(run))
     except CtraceError as err:
-        raise UsageError(err.message, "see 'ctrace target --help'") from err
+        said = re.sub(r"^run\.request\.(\w+)(\[\d+\])?", lambda m: FLAGS.get(m[1], m[1]), err.message)
+        raise UsageError(said, "see 'ctrace target --help'") from err
     return run
+
+
+FLAGS = {"functions": "--func", "lib": "--lib", "program": "-e", "duration": "--duration", "container": "-c"}
+PLACEHOLDER = Member("default", "x", "00000000-0000-0000-0000-000000000000", "", "x", "")  # checks the flags alone
 
 
 def run(opts: Options, api: Api, directory: Directory, out: TextIO, err: TextIO | None = None) -> int | None:
     """The fan-out's exit code; None when every pod is on this very node (the local path runs them)."""
+    request_for(opts, PLACEHOLDER)  # a bad pattern is one line before any pod is listed
     labels, fields = api.pod_query(opts.target)
     listed, version = api.list_pods(labels, fields)
     if not listed:
