@@ -17,6 +17,8 @@ import yaml
 from tests import fanout_cluster as fc
 from tests.fanout_cluster import Cluster
 
+pytestmark = pytest.mark.cluster
+
 NODES = ("ctrace-worker1", "ctrace-worker2")
 NS = "fanout-test"
 RATE = 50  # calls a second per pod: every event printed, none lost
