@@ -254,13 +254,13 @@ def test_a_bad_pattern_is_a_usage_error_before_any_agent_is_asked() -> None:
 
 
 def test_forbidden_names_verb_resource_and_namespace() -> None:
-    from ctrace.resolvers.kubernetes import _forbidden
+    from ctrace.resolvers.apierrors import forbidden
 
     body = json.dumps({"message": 'pods "a" is forbidden: User "bob" cannot create resource "pods/portforward" '
                        'in API group "" in the namespace "ctrace-system"'})  # fmt: skip
     want = 'User "bob" cannot create resource "pods/portforward" in the namespace "ctrace-system"'
-    assert _forbidden(body) == want
-    assert _forbidden(f"Handshake status 403 Forbidden -+-+- {{}} -+-+- {body.encode()!r}") == want
+    assert forbidden(body) == want
+    assert forbidden(f"Handshake status 403 Forbidden -+-+- {{}} -+-+- {body.encode()!r}") == want
 
 
 def _rbac() -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
 from ctrace.model import AGENT_NAMESPACE, Container, Pod, Process
 from ctrace.proc import cgroups, placement
 from ctrace.record import TYPE_CHECKING
-from ctrace.resolvers import host, pods
+from ctrace.resolvers import apierrors, host, pods
 from ctrace.resolvers.base import Context, K8sOptions
 
 if TYPE_CHECKING:
@@ -176,18 +176,12 @@ class Api:
             raise _translate(err, what, self) from err
 
     def find_pods(self, target: str) -> list[pods.PodJSON]:
-        split = pods.split_target(target) if target else None
-        if split is None and target and not self.opts.selector:
-            split = ("pod", target)
-        if split is None:
-            return self.select(self.opts.selector or "")
-        kind, name = split
-        if kind == "pod":
+        labels, fields = self.pod_query(target)
+        if fields:  # pod/NAME: read, so a missing pod is a 404 that names it
+            name = fields.partition("=")[2]
             pod: pods.PodJSON = self.call(f"pod {self.namespace}/{name}", "read_namespaced_pod", name, self.namespace)
             return [pod]
-        method = {"deployment": "deployment", "daemonset": "daemon_set", "statefulset": "stateful_set"}[kind]
-        workload = self.call(f"{kind} {self.namespace}/{name}", f"read_namespaced_{method}", name, self.namespace)
-        return self.select(pods.selector_string(workload.get("spec", {}).get("selector", {})))
+        return self.select(labels)
 
     def select(self, selector: str) -> list[pods.PodJSON]:
         if self.opts.all_namespaces:
@@ -361,7 +355,7 @@ def _translate(err: Exception, what: str, api: Api, verb: str = "read") -> Ctrac
     from kubernetes.client.exceptions import ApiException
 
     if isinstance(err, ApiException):
-        status, body = _status(err)
+        status, body = apierrors.status(err)
         if status == 404:
             return NotFound(f"{what} not found", api.get_hint())
         if status == 401:
@@ -369,7 +363,7 @@ def _translate(err: Exception, what: str, api: Api, verb: str = "read") -> Ctrac
                 "the API server rejected the credentials (401 Unauthorized)", "refresh the token in your kubeconfig"
             )
         if status == 403:
-            said = _forbidden(body) or f"cannot {verb} {what}"
+            said = apierrors.forbidden(body) or f"cannot {verb} {what}"
             return EnvironmentProblem(
                 f"the API server forbids it: {said} (403 Forbidden)",
                 "bind the ctrace-user ClusterRole and the ctrace-user Role in ctrace-system (manifests/rbac-user.yaml)",
@@ -387,29 +381,3 @@ def _translate(err: Exception, what: str, api: Api, verb: str = "read") -> Ctrac
             "check --kubeconfig, --context and the network",
         )
     return EnvironmentProblem(f"unexpected error reading {what}: {type(err).__name__}: {err}")
-
-
-def _status(err: Any) -> tuple[int, str]:
-    """The HTTP status and body of a failed call; the websocket calls (port-forward) report
-    theirs as status 0 with 'Handshake status 403 Forbidden ... b'{Status JSON}'' in the reason."""
-    if err.status:
-        return int(err.status), str(err.body or "")
-    import re
-
-    reason = str(err.reason or "")
-    found = re.search(r"Handshake status (\d{3})", reason)
-    return (int(found.group(1)), reason) if found else (0, reason)
-
-
-def _forbidden(body: str) -> str:
-    """The API server's own words for a 403, which name the user, verb, resource and namespace:
-    'User "bob" cannot create resource "pods/portforward" in API group "" in the namespace "ctrace-system"'."""
-    import re
-
-    for _ in range(2):  # JSON escapes the quotes, and a bytes repr (the websocket's) the backslashes
-        body = body.replace("\\\\", "\\").replace('\\"', '"')
-    where = r'(?: in the namespace "[^"]*"| at the cluster scope)?'
-    found = re.search(rf'(User "[^"]*" cannot [^"]*"[^"]*"[^"]*"[^"]*"{where})', body)
-    if found:
-        return found.group(1).replace(' in API group ""', "")
-    return ""
