@@ -27,6 +27,7 @@ unit:
 
 bench: setup
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.fanout
 
 kind-test: setup
 	hack/kind-test.sh

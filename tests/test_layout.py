@@ -16,10 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ctrace"
 
 GROUND = "ground"  # errors, record, model, progress: every room may use them
-# Each room and the rooms it may import from: cli -> agent -> run -> plan -> bpftrace -> elf,
-# plan -> resolvers -> proc. agent (issue 21): the node agent and --run -o json, on run's pieces.
+# Each room and the rooms it may import from: cli -> fanout -> agent -> run -> plan -> bpftrace -> elf,
+# plan -> resolvers -> proc. agent (issue 21): the node agent and --run -o json, on run's pieces;
+# fanout (issue 21): --run on every pod through the agents, speaking agent's protocol.
 BELOW: dict[str, set[str]] = {
-    "cli": {"agent", "run", "plan", "bpftrace", "resolvers", "elf", "proc"},
+    "cli": {"fanout", "agent", "run", "plan", "bpftrace", "resolvers", "elf", "proc"},
+    "fanout": {"agent", "run", "plan", "bpftrace", "resolvers", "elf", "proc"},
     "agent": {"run", "plan", "bpftrace", "resolvers", "elf", "proc"},
     "run": {"plan", "bpftrace", "resolvers", "elf", "proc"},
     "plan": {"bpftrace", "resolvers", "elf", "proc"},

@@ -120,6 +120,9 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
     from ctrace.plan import targets
 
     check_target_flags(args)
+    code = _fanout(args, ctx, out)
+    if code is not None:
+        return code
     ctx = ctx._replace(all_matches=args.all)
     request = _request(args, ctx)
     if request.program is not None:
@@ -139,6 +142,13 @@ def target(args: argparse.Namespace, ctx: Context, out: TextIO) -> int:
 
     render.plan(result, args.output, args.quiet, out)
     return 0
+
+
+def _fanout(args: argparse.Namespace, ctx: Context, out: TextIO) -> int | None:
+    """--run on pods: every pod through its node's agent (issue 21); None: they run here."""
+    from ctrace.fanout import command as fanout
+
+    return fanout.target(args, ctx, out) if fanout.applies(args, ctx) else None
 
 
 def _request(args: argparse.Namespace, ctx: Context) -> Request:

@@ -133,6 +133,7 @@ def _pods(p: Parser) -> None:
     g.add_argument("-A", "--all-namespaces", action="store_true", help="with -l: pods of every namespace")
     g.add_argument("-l", "--selector", help="pods matching this label selector")
     g.add_argument("-c", "--container", help="container of the pod (default: kubectl's default container)")
+    g.add_argument("--agent-namespace", metavar="NS", help="with --run: where the ctrace agents run (ctrace-system)")
 
 
 def _target(p: Parser) -> None:

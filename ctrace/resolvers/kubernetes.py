@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 from ctrace.errors import CtraceError, EnvironmentProblem, NotFound
 from ctrace.model import AGENT_NAMESPACE, Container, Pod, Process
 from ctrace.proc import cgroups, placement
 from ctrace.record import TYPE_CHECKING
-from ctrace.resolvers import host, pods
+from ctrace.resolvers import apierrors, host, pods
 from ctrace.resolvers.base import Context, K8sOptions
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
+
+_FORWARDS = threading.Lock()
 
 NAME = "k8s"
 AGENT_SELECTOR = "app.kubernetes.io/name=ctrace-agent"
@@ -172,18 +176,12 @@ class Api:
             raise _translate(err, what, self) from err
 
     def find_pods(self, target: str) -> list[pods.PodJSON]:
-        split = pods.split_target(target) if target else None
-        if split is None and target and not self.opts.selector:
-            split = ("pod", target)
-        if split is None:
-            return self.select(self.opts.selector or "")
-        kind, name = split
-        if kind == "pod":
+        labels, fields = self.pod_query(target)
+        if fields:  # pod/NAME: read, so a missing pod is a 404 that names it
+            name = fields.partition("=")[2]
             pod: pods.PodJSON = self.call(f"pod {self.namespace}/{name}", "read_namespaced_pod", name, self.namespace)
             return [pod]
-        method = {"deployment": "deployment", "daemonset": "daemon_set", "statefulset": "stateful_set"}[kind]
-        workload = self.call(f"{kind} {self.namespace}/{name}", f"read_namespaced_{method}", name, self.namespace)
-        return self.select(pods.selector_string(workload.get("spec", {}).get("selector", {})))
+        return self.select(labels)
 
     def select(self, selector: str) -> list[pods.PodJSON]:
         if self.opts.all_namespaces:
@@ -194,6 +192,76 @@ class Api:
             )
         items: list[pods.PodJSON] = data.get("items", [])
         return items
+
+    def pod_query(self, target: str) -> tuple[str, str]:
+        """(label selector, field selector) of the pods a target means, for a list and a watch."""
+        split = pods.split_target(target) if target else None
+        if split is None and target and not self.opts.selector:
+            split = ("pod", target)
+        if split is None:
+            return self.opts.selector or "", ""
+        kind, name = split
+        if kind == "pod":
+            return "", f"metadata.name={name}"
+        method = {"deployment": "deployment", "daemonset": "daemon_set", "statefulset": "stateful_set"}[kind]
+        workload = self.call(f"{kind} {self.namespace}/{name}", f"read_namespaced_{method}", name, self.namespace)
+        return pods.selector_string(workload.get("spec", {}).get("selector", {})), ""
+
+    def list_pods(self, labels: str, fields: str, namespace: str | None = None) -> tuple[list[pods.PodJSON], str]:
+        """The matching pods and the list's resourceVersion (where a watch starts)."""
+        ns = namespace or ("" if self.opts.all_namespaces else self.namespace)
+        where = f"pods in {ns}" if ns else "pods"
+        query = {"label_selector": labels, "field_selector": fields}
+        if ns:
+            data = self.call(where, "list_namespaced_pod", ns, **query)
+        else:
+            data = self.call(where, "list_pod_for_all_namespaces", **query)
+        return data.get("items", []), data.get("metadata", {}).get("resourceVersion", "")
+
+    def watch_pods(self, labels: str, fields: str, version: str, seconds: int) -> Iterator[tuple[str, pods.PodJSON]]:
+        """(ADDED|MODIFIED|DELETED, pod) from ``version`` on, for at most ``seconds`` (the server ends it)."""
+        from kubernetes import client, watch
+
+        api = client.CoreV1Api(self.client)
+        ns = "" if self.opts.all_namespaces else self.namespace
+        method, args = (api.list_namespaced_pod, (ns,)) if ns else (api.list_pod_for_all_namespaces, ())
+        query = {"label_selector": labels, "field_selector": fields, "resource_version": version}
+        try:
+            events = watch.Watch().stream(
+                method, *args, timeout_seconds=seconds, _request_timeout=seconds + 10, deserialize=False, **query
+            )
+            for got in events:
+                if got.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    yield got["type"], got["object"]
+        except Exception as err:
+            raise _translate(err, f"pods in {ns or 'all namespaces'} (watch)", self) from err
+
+    def machine_id(self, node: str) -> str | None:
+        """status.nodeInfo.machineID of a node (None when it cannot be read)."""
+        try:
+            got = self.call(f"node {node}", "read_node", node)
+        except CtraceError:
+            return None
+        return got.get("status", {}).get("nodeInfo", {}).get("machineID") or None
+
+    def portforward(self, namespace: str, pod: str, port: int) -> Any:
+        """A socket to ``port`` on the pod's loopback, through the API server (pods/portforward).
+
+        In-process (the client's websocket port-forward) rather than a `kubectl port-forward`
+        child: it dies with ctrace by construction (nothing to reap or leak after SIGKILL), it
+        authenticates exactly as the pod listing did, and needs no kubectl on PATH."""
+        from kubernetes import client
+        from kubernetes.stream import portforward
+
+        # The stream helpers swap call_api on the ApiClient they are given while they run:
+        # a client of their own, one at a time, keeps the list and watch calls untouched.
+        with _FORWARDS:
+            api = client.CoreV1Api(client.ApiClient(self.client.configuration))
+            try:
+                forward = portforward(api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
+            except Exception as err:
+                raise _translate(err, f"pods/portforward of {namespace}/{pod}", self, verb="create") from err
+        return forward.socket(port)
 
     def agent_on(self, node: str) -> str | None:
         """The ctrace node agent pod on ``node`` (manifests/agent.yaml), if one runs."""
@@ -283,29 +351,33 @@ def _read(path: str) -> str:
         return ""
 
 
-def _translate(err: Exception, what: str, api: Api) -> CtraceError:
+def _translate(err: Exception, what: str, api: Api, verb: str = "read") -> CtraceError:
     from kubernetes.client.exceptions import ApiException
 
     if isinstance(err, ApiException):
-        if err.status == 404:
+        status, body = apierrors.status(err)
+        if status == 404:
             return NotFound(f"{what} not found", api.get_hint())
-        if err.status == 401:
+        if status == 401:
             return EnvironmentProblem(
                 "the API server rejected the credentials (401 Unauthorized)", "refresh the token in your kubeconfig"
             )
-        if err.status == 403:
+        if status == 403:
+            said = apierrors.forbidden(body) or f"cannot {verb} {what}"
             return EnvironmentProblem(
-                f"the API server forbids reading {what} (403 Forbidden)",
-                "ctrace needs get and list on pods; check with 'kubectl auth can-i list pods'",
+                f"the API server forbids it: {said} (403 Forbidden)",
+                "bind the ctrace-user ClusterRole and the ctrace-user Role in ctrace-system (manifests/rbac-user.yaml)",
             )
-        return EnvironmentProblem(f"the API server answered {err.status} {err.reason} for {what}")
+        if status:
+            return EnvironmentProblem(f"the API server answered {status} {err.reason} for {what}")
     if "timed out" in str(err).lower() or "timeout" in type(err).__name__.lower():
         return EnvironmentProblem(
             f"the API server did not answer within {api.opts.request_timeout:g}s",
             "check the cluster, or --request-timeout",
         )
-    if isinstance(err, (OSError, ValueError)) or "urllib3" in type(err).__module__:
+    if isinstance(err, (OSError, ValueError)) or "urllib3" in type(err).__module__ or isinstance(err, ApiException):
         return EnvironmentProblem(
-            f"cannot reach the API server: {err}", "check --kubeconfig, --context and the network"
+            f"cannot reach the API server for {what}: {str(err).strip()[:300]}",
+            "check --kubeconfig, --context and the network",
         )
     return EnvironmentProblem(f"unexpected error reading {what}: {type(err).__name__}: {err}")

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
         uid: str
         annotations: dict[str, str]
         labels: dict[str, str]
+        deletionTimestamp: str
+        resourceVersion: str
+        ownerReferences: list[dict[str, object]]
 
     class ContainerSpec(TypedDict, total=False):
         name: str
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
     class PodStatus(TypedDict, total=False):
         phase: str
         containerStatuses: list[ContainerStatus]
+        conditions: list[dict[str, str]]
 
     class PodJSON(TypedDict, total=False):
         metadata: Meta
