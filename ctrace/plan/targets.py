@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 
 from ctrace import elf
-from ctrace.bpftrace import actions, emit
+from ctrace.bpftrace import actions, binding, emit
 from ctrace.elf import cache as elf_cache
 from ctrace.errors import CtraceError, NotFound, UsageError
 from ctrace.model import Binary, Process, Remote, Target
@@ -71,6 +71,7 @@ def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
 def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Target]:
     cache = ElfCache(ctx.cache_dir)
     loaded = _load_all(procs, ctx, cache, request.lib)
+    whole = binding.whole_containers([i.process for i in loaded], request.target, ctx.proc_root, request.runtime)
     out = []
     failures = []
     gone: list[NotFound] = []
@@ -91,7 +92,7 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
             raise _go_uretprobe(item)
         actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
         try:
-            found = probes(item, chosen, ctx, request)
+            found = probes(item, chosen, ctx, request, whole.get(item.process.pid))
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
