@@ -312,6 +312,33 @@ def test_all_replicas_each_event_once(bpftrace: Bpftrace, containers: Containers
         check_latency(hists[pb], LONG, CALLS)
 
 
+STACK_HEAD = re.compile(r"^pid=(\d+) \(([^)]*)\)$", re.M)  # --action stack: each event's first line
+NAMED = re.compile(r"^\s+(\d+)\s+serve\s+PID (\d+) \(tally, ([^)]*)\)$", re.M)  # run/stacks.py's report
+
+
+@pytest.mark.parametrize("action", ["stack", "stacks"])
+def test_all_replicas_stacks_each_event_once(bpftrace: Bpftrace, containers: Containers, action: str) -> None:
+    """The stack actions over the same replicas: each call one stack, named by PID and container."""
+    a, b = containers.replicas
+    pa, pb = pid_of(a), pid_of(b)
+    decoys = family(containers.decoy)
+    what = (f"{P}rep", "--all", "--func", "serve", "--action", action)
+    at = pa, breakpoint_at(pa, (f"pid:{pa}", "--func", "serve"))
+    r = ctrace_run(bpftrace, what, usr2(pa, pb, *decoys), at)
+    clean(r)
+    seen: Counter[tuple[int, str]] = Counter()
+    if action == "stack":
+        seen.update((int(pid), who) for pid, who in STACK_HEAD.findall(r.out))
+    else:
+        for n, pid, who in NAMED.findall(r.out):
+            seen[(int(pid), who)] += int(n)
+    owner = {pa: f"docker container {a}", pb: f"docker container {b}"}
+    cells = [f"{name} {seen[(pid, owner[pid])]}/{CALLS}" for name, pid in (("rep-1", pa), ("rep-2", pb))]
+    others = sum(n for (pid, _), n in seen.items() if pid not in owner)
+    report(f"--all over two replicas, {action}", bpftrace, ", ".join([*cells, f"other PIDs {others}"]))
+    assert seen == Counter({(pa, owner[pa]): CALLS, (pb, owner[pb]): CALLS}), (r.out, r.err)
+
+
 def test_all_attaches_a_shared_image_file_once(containers: Containers) -> None:
     """The printed --all program has one uprobe on serve for the two replicas: their files
     are one lower-layer inode behind two overlay mounts (two st_dev)."""
