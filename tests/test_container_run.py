@@ -236,6 +236,11 @@ def test_container_of_two_processes_is_one_program(bpftrace: Bpftrace, container
     at = init, breakpoint_at(init, (f"pid:{init}", "--func", "serve"))
     r = ctrace_run(bpftrace, what, usr2(init, child, *decoys), at)
     clean(r)
+    # The file's other users named before the run are the decoy's (and other containers'),
+    # never the container's own processes: they are the target.
+    shared = re.findall(r"^ctrace: warning: pid (\d+): /tally is the same file as process\(es\) ([\d, ]+)", r.err, re.M)
+    assert sorted(int(pid) for pid, _ in shared) == sorted([init, child]), r.err
+    assert all({init, child}.isdisjoint(int(p) for p in others.split(", ")) for _, others in shared), r.err
     assert f"ctrace: PID {init} = docker container {containers.two}\n" in r.err
     assert f"ctrace: PID {child} = docker container {containers.two}\n" in r.err
     spaces = re.findall(r"^ctrace: bound to every process of .*$", r.err, re.M)
