@@ -238,13 +238,15 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
     return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end), owner)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/()+,-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/+-]")
 
 
 def _literal(label: str) -> str:
     """A label as it may stand in a bpftrace string (and printf argument): no quote,
-    backslash or '%'; short enough for bpftrace 0.17's 64-byte strings."""
-    return _UNSAFE.sub("_", label)[:60]
+    backslash or '%', nor the parentheses and commas that delimit it in the output
+    (agent/stream.py reads it back); short enough for bpftrace 0.17's 64-byte strings.
+    "docker container web (pod ns/web-1)" -> "docker container web pod ns/web-1"."""
+    return _UNSAFE.sub("_", label.replace("(", "").replace(")", ""))[:60]
 
 
 def _last(chosen: Sequence[Scope]) -> int | None:
