@@ -41,7 +41,7 @@ def trace(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
                 "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
             )
         return runner.run(chosen.argv, request.duration)
-    legend(result, sys.stderr, _statement(chosen, result, request, ctx))  # beside ctrace's warnings
+    legend(result, sys.stderr, combined_statement(chosen, result, request, ctx))  # beside ctrace's warnings
     if actions.ACTIONS[request.action].named:
         from ctrace.run import stacks
 
@@ -123,7 +123,7 @@ def legend(result: Plan, out: TextIO, statement: str | None = None) -> None:
     out.flush()  # before bpftrace writes to the terminal
 
 
-def _statement(chosen: Command, result: Plan, request: Request, ctx: Context) -> str | None:
+def combined_statement(chosen: Command, result: Plan, request: Request, ctx: Context) -> str | None:
     """What a program over several probes (plan/combined.py) admits."""
     if chosen.form != "combined":
         return None
