@@ -96,6 +96,8 @@ class Probe(Record):
     why_unsafe: str = ""  # why the command carries --unsafe, when it does
     bound: str = ""  # what the recommended command admits (binding.statement)
     path: str = ""  # the file the recommended command opens, to attach each file once (--run --all)
+    exits: tuple[str, ...] = ()  # latency: where the recommended command sees the call return
+    exit_kind: str = ""  # how ``exits`` are probed: "uretprobe", or "uprobe" on each RET (Go)
 
 
 class Target(Record):

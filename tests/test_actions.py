@@ -79,7 +79,7 @@ def test_latency_program_shape() -> None:
     assert actions.latency(block) == (
         "uprobe:/bin/x:f /pid == 42/ { @start[tid] = nsecs; } "
         "uretprobe:/bin/x:f /pid == 42 && @start[tid]/ "
-        "{ @usecs[pid] = hist((uint64)((int64)nsecs - (int64)@start[tid]) / (uint64)1000); delete(@start[tid]); } "
+        '{ @usecs[pid, "f"] = hist((uint64)((int64)nsecs - (int64)@start[tid]) / (uint64)1000); delete(@start[tid]); } '
         "END { clear(@start); }"
     )
 
@@ -97,3 +97,19 @@ def test_latency_keys_go_by_goroutine_and_deletes_per_dialect() -> None:
     text = actions.latency(block)
     assert '@start[pid, reg("r14")] = nsecs;' in text
     assert '$gone = delete(@start[pid, reg("r14")]);' in text and "uprobe:/bin/g:0x10 /@start" in text
+
+
+def test_programs_over_several_containers_name_each_event() -> None:
+    """In a combined program over several owners (binding.owner) every key and printed line
+    names the event's container; latency keeps one entry map per function."""
+    owner = "@ctrace_names[@ctrace_mntns[curtask->nsproxy->mnt_ns->ns.inum]]"
+    block = actions.Block(
+        ("uprobe:/bin/x:f",), "", "f", "c", owner=owner, start="@start2", exits=("uretprobe:/bin/x:f",)
+    )
+    assert actions.count(block) == f'uprobe:/bin/x:f {{ @calls[pid, "f", {owner}] = count(); }}'
+    args = actions.args(block)
+    assert 'printf("pid=%d (%s) f arg0=0x%lx' in args and f", pid, {owner}, arg0," in args
+    assert actions.stack(block) == f'uprobe:/bin/x:f {{ printf("pid=%d (%s) f%s\\n", pid, {owner}, ustack); }}'
+    text = actions.latency(block)
+    assert f'@usecs[pid, "f", {owner}] = hist(' in text and "@start2[tid] = nsecs;" in text
+    assert text.endswith("END { clear(@start2); }") and "@start[" not in text

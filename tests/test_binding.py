@@ -313,24 +313,37 @@ def test_binding_program_shape() -> None:
     b = binding.bind(both)
     text = binding.program(b, f"uprobe:/bin/x:f /{binding.guard(b, '@start[tid]')}/ {{ }}", end=["clear(@start);"])
     assert text.count("BEGIN") == 1 and text.count("END") == 1
-    assert "@ctrace_mntns[4026532000] = 1;" in text and "@ctrace_pids[20] = 1; @ctrace_pids[21] = 1;" in text
+    # Two owners (a container, host processes): each seeded with its number, named in a map.
+    assert "@ctrace_mntns[4026532000] = 1;" in text and "@ctrace_pids[20] = 2; @ctrace_pids[21] = 2;" in text
+    assert '@ctrace_names[1] = "docker container a"; @ctrace_names[2] = "host process";' in text
+    assert "@ctrace_pids[args->child_pid] = @ctrace_pids[pid];" in text  # a child keeps its parent's
+    assert b.owner == "@ctrace_names[@ctrace_mntns[curtask->nsproxy->mnt_ns->ns.inum] + @ctrace_pids[pid]]"
+    one = binding.bind(both[1:])  # one owner: the legend names it, the events need not
+    assert (one.owner, one.begin) == ("", ("@ctrace_pids[20] = 1;", "@ctrace_pids[21] = 1;"))
+    assert "@ctrace_pids[args->child_pid] = 1;" in one.blocks[0]
     assert "@ctrace_pids[10]" not in text  # the container is bound by its namespace
     assert "(@ctrace_mntns[curtask->nsproxy->mnt_ns->ns.inum] || @ctrace_pids[pid]) && @start[tid]" in text
 
 
-def test_distinct_dedupes_one_file(prefork: Prefork) -> None:
-    """Two paths to one file and site are one attachment; another site is not."""
-    alias = prefork.dynamic.with_name(prefork.dynamic.name + "-link")
+def test_one_attachment_per_file_and_function(prefork: Prefork, tmp_path: Path) -> None:
+    """Two paths to one file are one attachment per function, through the init's path first;
+    another function is another; a path that no longer opens (its process exited) is left out."""
+    from ctrace.model import Binary, Probe, Process, Target
+    from ctrace.plan import combined
+
+    alias = tmp_path / "alias"
     alias.symlink_to(prefork.dynamic)
-    parts = [
-        binding.Part(1, str(prefork.dynamic), (f"uprobe:{prefork.dynamic}:serve", f"uprobe:{prefork.dynamic}:main")),
-        binding.Part(2, str(alias), (f"uprobe:{alias}:serve", f"uretprobe:{alias}:serve")),
-    ]
-    assert binding.distinct(parts) == [
-        f"uprobe:{prefork.dynamic}:serve",
-        f"uprobe:{prefork.dynamic}:main",
-        f"uretprobe:{alias}:serve",
-    ]
+
+    def target(pid: int, path: Path, symbols: Sequence[str], init: bool = False) -> Target:
+        proc = Process(pid, (pid,), "pf", str(path), init=init)
+        probes = tuple(Probe(s, 0, (), "name", points=(f"uprobe:{path}:{s}",), path=str(path)) for s in symbols)
+        return Target(proc, Binary(str(path), str(path), None, None, False, "c"), probes)
+
+    worker = target(2, alias, ("serve", "main"))
+    init = target(1, prefork.dynamic, ("serve",), init=True)
+    gone = target(3, tmp_path / "gone", ("other",))
+    got = [(u.target.process.pid, u.probe.symbol) for u in combined.units([worker, gone, init])]
+    assert got == [(1, "serve"), (2, "main")]
 
 
 def test_scopes_from_mount_namespaces(prefork: Prefork, started: Started) -> None:
@@ -354,7 +367,8 @@ def test_scopes_from_mount_namespaces(prefork: Prefork, started: Started) -> Non
     assert binding.scopes([proc(own.pid, "c1")], [], btf=True)[0].kind == binding.PROCESSES
     assert binding.scopes([proc(own.pid, "c1")], ["c1"], btf=False)[0].mnt_ns == ()
     b = binding.bind(got)
-    assert f"@ctrace_mntns[{ns}] = 1;" in b.begin and f"@ctrace_pids[{host.pid}] = 1;" in b.begin
+    # Two containers: each seeded with its own number, which names it (binding.owner).
+    assert f"@ctrace_mntns[{ns}] = 1;" in b.begin and f"@ctrace_pids[{host.pid}] = 2;" in b.begin
 
 
 def test_which_targets_name_a_whole_container() -> None:

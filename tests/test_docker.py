@@ -426,7 +426,7 @@ def _shape(text: str, name: str, image: str) -> list[str]:
     text = text.replace(f"container {name}", "container NAME").replace(f"image {image}", "image IMAGE")
     text = re.sub(r"[0-9a-f]{6,}(\.\.\.[0-9a-f]+)?", "HEX", text)
     # A warning depends on what else runs (another container of the same image): not the example's.
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("warning:")]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("warning:")]
     return [re.sub(r"\d+", "N", line) for line in lines]
 
 

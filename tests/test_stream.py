@@ -94,3 +94,51 @@ def test_a_users_program_is_text_and_bpftrace_errors_reach_the_end() -> None:
     assert end == p.End(
         1, "bpftrace exited with status 1: stdin:1:10-20: ERROR: system() is an unsafe function being used in safe mode"
     )
+
+
+def test_programs_over_several_containers_and_functions() -> None:
+    """plan/combined.py's keys and lines: the function in the latency key, the event's
+    container (binding.owner) after it, in parentheses on a printed line."""
+    two = {7: Labels(container="web-1"), 9: Labels(container="web-2")}
+    s, out = stream("count", two)
+    for line in (
+        "Attached 3 probes",
+        "@calls[7, f, docker container web-1]: 5",
+        "@calls[9, f, docker container web-2]: 3",
+    ):
+        s.line(line)
+    s.finish()
+    (_, agg) = messages(out)
+    assert isinstance(agg, p.Aggregate)
+    assert [(r.pid, r.func, r.calls, r.container) for r in agg.rows] == [
+        (7, "ns::f(int)", 5, "web-1"),
+        (9, "ns::f(int)", 3, "web-2"),
+    ]
+
+    s, out = stream("latency", two)
+    lines = ("@usecs[7, f, docker container web-1]:", "[8K, 16K)  5 |@@@|", "", "@usecs[9, g]:", "[1]  2 |@@|", "")
+    for line in ("Attached 5 probes", *lines):
+        s.line(line)
+    s.finish()
+    (_, agg) = messages(out)
+    assert isinstance(agg, p.Aggregate)
+    assert [(r.pid, r.func, r.buckets) for r in agg.rows] == [
+        (7, "ns::f(int)", ((8192, 16384, 5),)),
+        (9, "g", ((1, 2, 2),)),  # a label the program does not name: as printed
+    ]
+
+    s, out = stream("args", two)
+    s.line("pid=9 (docker container web-2 pod shop/web-2) f arg0=0x21 arg1=0x0 arg2=0x0 arg3=0x0 arg4=0x0 arg5=0x0")
+    (_, event) = messages(out)
+    assert isinstance(event, p.Event) and (event.pid, event.func, event.args[:1] if event.args else None) == (
+        9,
+        "ns::f(int)",
+        ("0x21",),
+    )
+
+    s, out = stream("stack", two)
+    for line in ("pid=7 (docker container web-1)", "        f+0", ""):
+        s.line(line)
+    s.finish()
+    (_, event) = messages(out)
+    assert isinstance(event, p.Event) and (event.pid, event.frames, event.container) == (7, ("f+0",), "web-1")

@@ -41,7 +41,7 @@ def run(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
             "--run -o json runs on this node, and the pod runs on another",
             "kubectl ctrace runs it through that node's agent",
         )
-    stream = make_stream(result, request.action, out)
+    stream = make_stream(result, request.action, out, watch.combined_statement(chosen, result, request, ctx))
     if actions.ACTIONS[request.action].named:
         return _ended(
             stream,
@@ -134,16 +134,17 @@ class Lines:
         """Each line is written as it comes."""
 
 
-def make_stream(result: Plan, action: str | None, out: TextIO) -> Stream:
-    """A stream labelled with each target's pod or container, its legend as "started" says it."""
+def make_stream(result: Plan, action: str | None, out: TextIO, statement: str | None = None) -> Stream:
+    """A stream labelled with each target's pod or container, its legend as "started" says it
+    (``statement``: what the one program over several probes admits, watch.combined_statement)."""
     from ctrace.bpftrace import binding
     from ctrace.bpftrace.emit import label
 
     procs = [t.process for t in result.targets]
     labels: dict[int, Labels] = {p.pid: labels_of(p) for p in procs}
     functions = {label(p.demangled or p.symbol): p.demangled or p.symbol for t in result.targets for p in t.probes}
-    legend = binding.legend(procs) + list(dict.fromkeys(p.bound for t in result.targets for p in t.probes if p.bound))
-    return Stream(out, action, functions, labels, legend)
+    said = [statement] if statement else [p.bound for t in result.targets for p in t.probes if p.bound]
+    return Stream(out, action, functions, labels, binding.legend(procs) + list(dict.fromkeys(said)))
 
 
 def run_program(request: Request, run: bool, ctx: Context, out: TextIO) -> int:

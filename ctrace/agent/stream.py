@@ -42,10 +42,15 @@ def labels_of(proc: Process) -> Labels:
     return Labels(container=(c.name.lstrip("/") or c.id[:12]) if c is not None else None)
 
 
-_EVENT = re.compile(r"pid=(\d+) (\S+)(?: (.*))?\Z")  # actions.args and actions.stack: "pid=N label ..."
+# A program over several containers (plan/combined.py) also names the event's container
+# (binding.owner): "pid=N (docker container web-1) label ...", "@calls[N, label, docker
+# container web-1]". A label has no space (emit.label) and an owner always has one.
+_OWNER = r"[^()\],]* [^()\],]*"
+# actions.args and actions.stack: "pid=N label ..." (a combined stack program: "pid=N" alone)
+_EVENT = re.compile(rf"pid=(\d+)(?: \({_OWNER}\))?(?: (\S+))?(?: (.*))?\Z")
 _ARG = re.compile(r"(arg\d|retval)=(0x[0-9a-f]+)\Z")
-_COUNT = re.compile(r'@calls\[(\d+), "?(.*?)"?\]: (\d+)\Z')
-_HIST_KEY = re.compile(r"@usecs\[(\d+)\]:\s*\Z")
+_COUNT = re.compile(rf'@calls\[(\d+), "?(\S*?)"?(?:, {_OWNER})?\]: (\d+)\Z')
+_HIST_KEY = re.compile(rf'@usecs\[(\d+)(?:, "?(\S*?)"?)?(?:, {_OWNER})?\]:\s*\Z')  # older programs: @usecs[PID]
 _BUCKET = re.compile(r"\[(\d+[KMGT]?)(?:, (\d+[KMGT]?))?[\])]\s+(\d+) \|")  # [8K, 16K) or [0]
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -151,6 +156,10 @@ class Stream:
     def _func(self, label: str) -> str:
         return self.functions.get(label, label)
 
+    def _first(self) -> str:
+        """The function of a line or key that names none (one function probed)."""
+        return next(iter(self.functions.values()), "")
+
     def _args(self, text: str) -> p.Event | None:
         m = _EVENT.match(text)
         if m is None or m.group(3) is None:
@@ -172,7 +181,8 @@ class Stream:
         self._flush_stack()
         m = _EVENT.match(text)
         if m is not None and m.group(3) is None:
-            self._stack = p.Event(int(m.group(1)), self._func(m.group(2)))
+            label = m.group(2)
+            self._stack = p.Event(int(m.group(1)), self._func(label) if label else self._first())
         elif text.strip():
             self.log(text)
 
@@ -206,17 +216,16 @@ class Stream:
         return [p.Row(int(m.group(1)), self._func(m.group(2)), calls=int(m.group(3))) for m in found if m]
 
     def _latency(self) -> list[p.Row]:
-        """``@usecs[PID]:`` then its buckets; the program probes one function (commands.chosen_command)."""
-        func = next(iter(self.functions.values()), "")
-        rows: dict[int, list[tuple[int, int, int]]] = {}
-        pid = None
+        """``@usecs[PID, label]:`` then its buckets (``@usecs[PID]``: the one function probed)."""
+        rows: dict[tuple[int, str], list[tuple[int, int, int]]] = {}
+        key: tuple[int, str] | None = None
         for text in self._maps:
-            if (key := _HIST_KEY.match(text)) is not None:
-                pid = int(key.group(1))
-                rows[pid] = []
-            elif pid is not None and (found := bucket(text)) is not None:
-                rows[pid].append(found)
-        return [p.Row(pid, func, buckets=tuple(b)) for pid, b in rows.items()]
+            if (m := _HIST_KEY.match(text)) is not None:
+                key = int(m.group(1)), self._func(m.group(2)) if m.group(2) else self._first()
+                rows[key] = []
+            elif key is not None and (found := bucket(text)) is not None:
+                rows[key].append(found)
+        return [p.Row(pid, func, buckets=tuple(b)) for (pid, func), b in rows.items()]
 
     def _stacks_row(self, n: Named) -> p.Row:
         func = self._func(n.stack.probe)

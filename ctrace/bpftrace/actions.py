@@ -33,6 +33,8 @@ class Block(Record):
     dialect: Dialect = Dialect()
     exits: tuple[str, ...] = ()  # latency: where the call returns
     exit_kind: str = "uretprobe"  # how ``exits`` are probed ("uprobe" on each RET for Go)
+    owner: str = ""  # over several containers: the event's container or pod (binding.Binding.owner)
+    start: str = "@start"  # latency's map of entry times: one per function in a combined program
 
 
 class Action(Record):
@@ -59,10 +61,22 @@ def head(b: Block) -> str:
     return f"{', '.join(b.points)}{when(b.bind)}"
 
 
+def _who(b: Block) -> tuple[str, str]:
+    """printf's format and arguments naming the event: ``pid=N``, and ``(its container)``
+    in a program over several."""
+    return (" (%s)", f", {b.owner}") if b.owner else ("", "")
+
+
+def _key(b: Block) -> str:
+    """An aggregation's key: the PID, the function, and the container when there are several."""
+    return f'pid, "{b.label}"' + (f", {b.owner}" if b.owner else "")
+
+
 def stack(b: Block) -> str:
     """Each event: a ``pid=N label`` line, then the frames (ustack starts with a newline)."""
     name = f" {b.label}" if b.label else ""
-    return f'{head(b)} {{ printf("pid=%d{name}%s\\n", pid, ustack); }}'
+    fmt, who = _who(b)
+    return f'{head(b)} {{ printf("pid=%d{fmt}{name}%s\\n", pid{who}, ustack); }}'
 
 
 def stacks(b: Block) -> str:
@@ -79,7 +93,7 @@ def stacks(b: Block) -> str:
 
 
 def count(b: Block) -> str:
-    return f'{head(b)} {{ @calls[pid, "{b.label}"] = count(); }}'
+    return f"{head(b)} {{ @calls[{_key(b)}] = count(); }}"
 
 
 # Go's register ABI (Go 1.17+, amd64) passes integer arguments and results in RAX, RBX,
@@ -91,12 +105,13 @@ _C_ARGS = ("arg0", "arg1", "arg2", "arg3", "arg4", "arg5")
 def args(b: Block) -> str:
     """The arguments at an entry; at a return the return value (a uretprobe has no
     arguments: bpftrace rejects arg0 there)."""
+    fmt, who = _who(b)
     if b.probe == "uprobe":
         regs = _GO_ARGS if b.language == "go" else _C_ARGS
         fields = " ".join(f"arg{i}=0x%lx" for i in range(len(regs)))
-        return f'{head(b)} {{ printf("pid=%d {b.label} {fields}\\n", pid, {", ".join(regs)}); }}'
+        return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} {fields}\\n", pid{who}, {", ".join(regs)}); }}'
     value = "retval" if b.probe == "uretprobe" else 'reg("ax")'  # a uprobe on RET: the result is in RAX
-    return f'{head(b)} {{ printf("pid=%d {b.label} retval=0x%lx\\n", pid, {value}); }}'
+    return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} retval=0x%lx\\n", pid{who}, {value}); }}'
 
 
 def latency(b: Block) -> str:
@@ -106,13 +121,13 @@ def latency(b: Block) -> str:
     amd64 ABI keeps in R14), because a goroutine that blocks resumes on another thread.
     The casts keep 0.27 from warning about signed division and implicit int casts."""
     key = 'pid, reg("r14")' if b.language == "go" else "tid"
-    start = f"@start[{key}]"
+    start = f"{b.start}[{key}]"
     took = f"(uint64)((int64)nsecs - (int64){start}) / (uint64)1000"
     exits = ", ".join(b.exits)
     return (
         f"{head(b)} {{ {start} = nsecs; }} "
-        f"{exits}{when(b.bind, start)} {{ @usecs[pid] = hist({took}); {b.dialect.delete(start)} }} "
-        "END { clear(@start); }"  # calls still in flight at Ctrl-C are not results
+        f"{exits}{when(b.bind, start)} {{ @usecs[{_key(b)}] = hist({took}); {b.dialect.delete(start)} }} "
+        f"END {{ clear({b.start}); }}"  # calls still in flight at Ctrl-C are not results
     )
 
 
@@ -127,8 +142,13 @@ ACTIONS: dict[str, Action] = {
             combines=EACH,
             named=True,
         ),
-        Action("count", "calls per PID", count),
-        Action("args", "arg0..arg5 at the entry (Go's registers for Go), the return value at a return", args),
+        Action("count", "calls per PID", count, combines=EACH),
+        Action(
+            "args",
+            "arg0..arg5 at the entry (Go's registers for Go), the return value at a return",
+            args,
+            combines=EACH,
+        ),
         Action(
             "latency",
             "entry to return, a histogram per PID (Go: keyed by goroutine, a uprobe on each RET)",
@@ -136,6 +156,7 @@ ACTIONS: dict[str, Action] = {
             probes=("uprobe",),
             exits=True,
             refused_hint="drop --probe: --action latency probes the entry and every return itself",
+            combines=EACH,
         ),
     )
 }

@@ -33,6 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ctrace.model import Process
+from ctrace.proc import mapped
 from ctrace.proc.procfs import mount_ns
 from ctrace.record import TYPE_CHECKING, Record
 
@@ -53,6 +54,7 @@ PROCESSES = "processes"
 BTF = "/sys/kernel/btf/vmlinux"
 PIDS = "@ctrace_pids"
 MNTNS = "@ctrace_mntns"
+NAMES = "@ctrace_names"  # a combined program over several containers: scope number -> its label
 MNTNS_OF_TASK = "curtask->nsproxy->mnt_ns->ns.inum"
 # A block without braces inside: BEGIN and END of the programs ctrace writes.
 _BLOCK = {name: re.compile(rf"(?:\A|\s)\b{name} \{{ ([^{{}}]*?) ?\}}") for name in ("BEGIN", "END")}
@@ -88,6 +90,7 @@ class Binding(Record):
     statement: str  # one sentence saying what the program is bound to, for the output
     pid_option: int | None = None  # the PID for bpftrace -p, when -p may be given at all
     end: tuple[str, ...] = ()  # statements for the END block: clear the binding's maps
+    owner: str = ""  # over several containers (--run --all): an expression naming the event's container
 
 
 def label(proc: Process) -> str:
@@ -166,14 +169,30 @@ def scope_of(
     return scopes([proc], named_containers(target, runtime, [proc]), proc_root, btf)[0]
 
 
-def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:
+def whole_containers(
+    procs: Sequence[Process], target: str, proc_root: str = "/proc", runtime: str | None = None
+) -> dict[int, Scope]:
+    """Each process of a container ``target`` names as a whole -> that container's scope, of
+    all its processes: every program printed for one of them admits the whole container."""
+    found = scopes(procs, named_containers(target, runtime, procs), proc_root)
+    return {m.pid: s for s in found if s.kind == CONTAINER for m in s.members}
+
+
+def _pid_blocks(dialect: Facts | None, inherit: bool = False) -> tuple[str, ...]:
     # The statement differs by release: a bare delete() warns from 0.24, its value is an error before.
     gone = dialect.delete(f"{PIDS}[tid]") if dialect is not None else f"delete({PIDS}[tid]);"
+    value = f"{PIDS}[pid]" if inherit else "1"  # a named program: the child keeps its parent's container
     return (
         # The fork tracepoint runs in the parent: pid is the parent's process, child_pid the new task.
-        f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = 1; }}",
+        f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = {value}; }}",
         f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {gone} }}",
     )
+
+
+def owners(chosen: Sequence[Scope]) -> list[str]:
+    """The distinct labels of what ``chosen`` admits: a container scope's name, each loose
+    process's container (or "host process"). More than one: events must say whose they are."""
+    return list(dict.fromkeys(s.name if s.kind == CONTAINER else m.label for s in chosen for m in s.members))
 
 
 def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | None = None) -> Binding:
@@ -181,36 +200,63 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
     bpftrace ``dialect`` describes (None: the statements every release takes).
 
     ``pinned``: the PID the program must give bpftrace with -p because its path is inside
-    that process's mount namespace; the statement says what -p then adds."""
-    spaces = sorted({ns for s in chosen if s.kind == CONTAINER for ns in s.mnt_ns})
+    that process's mount namespace; the statement says what -p then adds.
+
+    Over processes of more than one container (or host) the maps hold a number per label
+    instead of 1, a forked child inherits its parent's, and ``owner`` names the event's one
+    (a string map read by that number: measured on 0.17, 0.23 and 0.27)."""
+    labels = owners(chosen)
+    named = len(labels) > 1
     by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns}
-    pids = sorted({m.pid for s in chosen if id(s) not in by_ns for m in s.members})
-    begin = [f"{MNTNS}[{ns}] = 1;" for ns in spaces] + [f"{PIDS}[{p}] = 1;" for p in pids]
+
+    def number(s: Scope, m: Member | None = None) -> int:
+        return labels.index(s.name if s.kind == CONTAINER or m is None else m.label) + 1 if named else 1
+
+    spaces = {ns: number(s) for s in chosen if id(s) in by_ns for ns in s.mnt_ns}
+    pids = {m.pid: number(s, m) for s in chosen if id(s) not in by_ns for m in s.members}
+    begin = [f"{MNTNS}[{ns}] = {n};" for ns, n in sorted(spaces.items())]
+    begin += [f"{PIDS}[{p}] = {n};" for p, n in sorted(pids.items())]
     tests = [f"{MNTNS}[{MNTNS_OF_TASK}]"] if spaces else []
     # bpftrace prints every map left at exit: the binding's are not results.
     end = [f"clear({MNTNS});"] if spaces else []
     blocks: tuple[str, ...] = ()
     if pids:
-        blocks = _pid_blocks(dialect)
+        blocks = _pid_blocks(dialect, named)
         tests.append(f"{PIDS}[pid]")
         end.append(f"clear({PIDS});")
+    owner = ""
+    if named:
+        begin += [f'{NAMES}[{i}] = "{_literal(name)}";' for i, name in enumerate(labels, 1)]
+        end.append(f"clear({NAMES});")
+        # A process is in one of them: the other map's lookup reads 0.
+        owner = f"{NAMES}[{' + '.join(tests)}]"
     last = _last(chosen)
     if last is not None:
         # As bpftrace -p did: a program on one process stops when it exits (its main thread).
         blocks = (*blocks, f"tracepoint:sched:sched_process_exit /tid == {last}/ {{ exit(); }}")
     text = statement(chosen, pinned, dialect) + (f"; it stops when PID {last} exits" if last is not None else "")
-    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
+    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end), owner)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/+-]")
+
+
+def _literal(label: str) -> str:
+    """A label as it may stand in a bpftrace string (and printf argument): no quote,
+    backslash or '%', nor the parentheses and commas that delimit it in the output
+    (agent/stream.py reads it back); short enough for bpftrace 0.17's 64-byte strings.
+    "docker container web (pod ns/web-1)" -> "docker container web pod ns/web-1"."""
+    return _UNSAFE.sub("_", label.replace("(", "").replace(")", ""))[:60]
 
 
 def _last(chosen: Sequence[Scope]) -> int | None:
     """The PID whose exit ends the program: its one process, or its container's init (a
     container lives on after a worker exits); None when it covers more."""
     members = [m for s in chosen for m in s.members]
-    if len({m.pid for m in members}) != 1:
-        return None
-    if chosen[0].kind == CONTAINER and not members[0].init:
-        return None
-    return members[0].pid
+    if len(chosen) == 1 and chosen[0].kind == CONTAINER:
+        inits = [m.pid for m in members if m.init]
+        return inits[0] if len(inits) == 1 else None
+    return members[0].pid if len({m.pid for m in members}) == 1 else None
 
 
 def statement(chosen: Sequence[Scope], pinned: int | None = None, dialect: Facts | None = None) -> str:
@@ -266,46 +312,12 @@ def program(binding: Binding, probes: str, begin: Sequence[str] = (), end: Seque
     return " ".join(parts)
 
 
-class Part(Record):
-    """One target's attach points in a combined program (``--run --all``)."""
-
-    pid: int
-    path: str  # the path bpftrace opens, to tell the same file by device and inode
-    points: tuple[str, ...]  # ``kind:path:site``, as emit.points makes them
-    unsafe: bool = False
-
-
-def file_key(path: str) -> tuple[int, int] | str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return path
-    return (st.st_dev, st.st_ino)
-
-
-def site_of(point: str, path: str) -> tuple[str, str]:
-    """(probe kind, site) of an attach point ``kind:LITERAL:site`` made from ``path``."""
-    kind, _, rest = point.partition(":")
-    for literal in (path, f'"{path}"'):
-        if rest.startswith(literal + ":"):
-            return kind, rest[len(literal) + 1 :]
-    return kind, rest
-
-
-def distinct(parts: Sequence[Part]) -> list[str]:
-    """The attach points with one per (file, probe kind, site): two PIDs that run one file
-    through two paths (/proc/A/root/..., /proc/B/root/...) must not attach it twice, or
-    every event of either prints twice."""
-    seen: set[object] = set()
-    out = []
-    for part in parts:
-        key = file_key(part.path)
-        for point in part.points:
-            k = (key, *site_of(point, part.path))
-            if k not in seen:
-                seen.add(k)
-                out.append(point)
-    return out
+def file_key(path: str) -> object | None:
+    """The file a uprobe through ``path`` lands on; None when it does not open (its process
+    exited). Not (dev, inode): each overlayfs mount has its own st_dev, and the kernel attaches
+    to the lower layer's inode (trace_uprobe.c, d_real_inode), so two replicas of one image
+    attach once, and are one file by inode, size and mtime (ctrace/proc/mapped.py)."""
+    return mapped.key(path)
 
 
 def legend(procs: Sequence[Process]) -> list[str]:

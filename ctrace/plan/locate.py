@@ -11,8 +11,11 @@ from ctrace.errors import CtraceError, NotFound, NotTraceable
 from ctrace.model import Binary, Process
 from ctrace.proc import mapped, paths, procfs
 from ctrace.progress import progress
-from ctrace.record import Record
+from ctrace.record import TYPE_CHECKING, Record
 from ctrace.resolvers import Context
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 
 class Loaded(Record):
@@ -95,8 +98,8 @@ def _merged(proc: Process, path: str, host_path: str) -> str | None:
     return candidate if paths.same_file(candidate, host_path) else None
 
 
-def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool) -> list[str]:
-    others = mapped.sharers(host_path, proc.pid, ctx.proc_root, libraries=lib)
+def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool, mates: Collection[int]) -> list[str]:
+    others = [p for p in mapped.sharers(host_path, proc.pid, ctx.proc_root, libraries=lib) if p not in mates]
     if not others:
         return []
     shown = ", ".join(str(p) for p in others[:8]) + (f" and {len(others) - 8} more" if len(others) > 8 else "")
@@ -106,10 +109,12 @@ def _shared(proc: Process, path: str, host_path: str, ctx: Context, lib: bool) -
     ]
 
 
-def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None) -> Loaded:
-    """Where the process's binary (or ``lib``) is, seen from inside and from the host."""
+def load(proc: Process, ctx: Context, cache: ElfCache, lib: str | None = None, mates: Collection[int] = ()) -> Loaded:
+    """Where the process's binary (or ``lib``) is, seen from inside and from the host.
+    ``mates``: the other processes of the target (its container's, when it names the whole
+    container), which the warning about other users of the file leaves out."""
     path, host_path, warnings = _locate(proc, ctx, lib)
-    warnings = [*proc.notes, *warnings, *_shared(proc, path, host_path, ctx, lib is not None)]
+    warnings = [*proc.notes, *warnings, *_shared(proc, path, host_path, ctx, lib is not None, mates)]
     with procfs.translated(proc.pid, "binary"):  # it may exit while we read
         info = cache.inspect(host_path, f"{ctx.proc_root}/{proc.pid}/root", os.path.dirname(path))
     deleted = proc.deleted and lib is None

@@ -1,4 +1,5 @@
-"""From matched functions to probes: each path form's command, and ``--run --all``'s one program.
+"""From matched functions to probes: each path form's command (plan/combined.py makes one
+program of several).
 
 The choice of site (name or address) is bpftrace/sites.py's; the program text is the
 action's row (bpftrace/actions.py), bound by bpftrace/binding.py and quoted by emit.
@@ -14,7 +15,7 @@ from ctrace.elf.reader import ElfFile, open_elf
 from ctrace.errors import NotTraceable
 from ctrace.model import Command, Probe, Symbol
 from ctrace.plan.locate import Loaded, own_mount_ns, path_forms
-from ctrace.plan.request import Plan, Request
+from ctrace.plan.request import Request
 from ctrace.record import Record
 from ctrace.resolvers import Context
 
@@ -36,6 +37,8 @@ class Made(Record):
     why_unsafe: str
     bound: str  # what the program admits (binding.statement)
     path: str
+    exits: tuple[str, ...] = ()  # latency: where the call returns
+    exit_kind: str = ""
 
 
 class Subject(Record):
@@ -48,11 +51,15 @@ class Subject(Record):
     scope: binding.Scope
 
 
-def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
+def probes(
+    loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request, scope: binding.Scope | None = None
+) -> list[Probe]:
+    """Each function's probe; ``scope``: the whole container the process is in, when the
+    target names it (binding.whole_containers), else the process's own."""
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
-    scope = binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
+    scope = scope or binding.scope_of(loaded.process, request.target, ctx.proc_root, runtime=request.runtime)
     subject = Subject(loaded, elf_file, NameIndex(loaded.info.symbols), request, scope)
     out = []
     left_out: list[NotTraceable] = []
@@ -93,6 +100,8 @@ def _probe(sym: Symbol, usable: Sequence[Made], shown: str | None, probe: str, p
         why_unsafe=first.why_unsafe,
         bound=first.bound,
         path=first.path,
+        exits=first.exits,
+        exit_kind=first.exit_kind,
     )
 
 
@@ -144,7 +153,8 @@ def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable |
     text = request.dialect.configured(binding.program(bound, row.program(block)))
     cmd = emit.command(form.name, pid, text, bool(why), bound.pid_option is not None, request.dialect.program)
     attach = "name" if where[0].kind.startswith("name") else "address"
-    return Made(cmd, attach, block.points, sites.describe(where), why, bound.statement, form.path)
+    described = sites.describe(where)
+    return Made(cmd, attach, block.points, described, why, bound.statement, form.path, block.exits, exit_kind)
 
 
 def _exits(subject: Subject, sym: Symbol, spans: sites.Spans) -> tuple[list[Site], str]:
@@ -160,32 +170,3 @@ def _sites(subject: Subject, sym: Symbol, spans: sites.Spans, probe: str) -> lis
         return sites.return_sites(sym, subject.elf_file, spans, path, subject.name_index, dialect)
     where = sites.entry_site(sym, subject.elf_file, spans, subject.name_index, dialect, path)
     return [where] if where is not None else []
-
-
-def combined(result: Plan, request: Request, ctx: Context) -> Command:
-    """One stack program for every probe of every target (``--run --all``): each file and
-    site attached once however many PIDs run it, bound to all the targets' scopes."""
-    procs = [t.process for t in result.targets]
-    whole = binding.named_containers(request.target, request.runtime, procs)
-    bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
-    parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
-    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
-    row = actions.ACTIONS[request.action]
-    program = row.program(block) if row.combines == actions.WHOLE else _per_function(parts, result, block, row)
-    text = request.dialect.configured(binding.program(bound, program))
-    return emit.command("combined", 0, text, any(p.unsafe for p in parts), False, request.dialect.program)
-
-
-def _per_function(parts: Sequence[binding.Part], result: Plan, block: actions.Block, row: actions.Action) -> str:
-    """An action combined per function (stacks): one block per function, each keyed by its
-    own label, over the distinct points."""
-    kept = set(block.points)
-    probes = [p for t in result.targets for p in t.probes]
-    out = []
-    for part, p in zip(parts, probes):
-        points = tuple(x for x in part.points if x in kept)
-        kept.difference_update(points)
-        if points:
-            label = emit.label(p.demangled or p.symbol)
-            out.append(row.program(block._replace(points=points, label=label, probe=p.probe)))
-    return " ".join(out)

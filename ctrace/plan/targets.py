@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ctrace import elf
-from ctrace.bpftrace import actions, emit
+from ctrace.bpftrace import actions, binding, emit
 from ctrace.elf import cache as elf_cache
 from ctrace.errors import CtraceError, NotFound, UsageError
 from ctrace.model import Binary, Process, Remote, Target
@@ -70,7 +70,9 @@ def _remote(proc: Process, patterns: Sequence[str], ctx: Context) -> Remote:
 
 def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Target]:
     cache = ElfCache(ctx.cache_dir)
-    loaded = _load_all(procs, ctx, cache, request.lib)
+    mates = binding.whole_containers(procs, request.target, ctx.proc_root, request.runtime)
+    loaded = _load_all(procs, ctx, cache, request.lib, {pid: {m.pid for m in s.members} for pid, s in mates.items()})
+    whole = binding.whole_containers([i.process for i in loaded], request.target, ctx.proc_root, request.runtime)
     out = []
     failures = []
     gone: list[NotFound] = []
@@ -91,7 +93,7 @@ def targets(procs: Sequence[Process], request: Request, ctx: Context) -> list[Ta
             raise _go_uretprobe(item)
         actions.check_language(actions.ACTIONS[request.action], item.info.language, item.binary.path)
         try:
-            found = probes(item, chosen, ctx, request)
+            found = probes(item, chosen, ctx, request, whole.get(item.process.pid))
         except NotFound as err:  # the process exited while its file was read
             gone.append(err)
             continue
@@ -131,12 +133,15 @@ def _frame_pointers(item: Loaded, ctx: Context) -> list[str]:
     return framepointers.target_warnings(item.binary.host_path, info.language, info.symbols, pid, ctx.proc_root)
 
 
-def _load_all(procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str | None) -> list[Loaded]:
-    """Load every process; one that exits meanwhile is dropped, unless it was the only one."""
+def _load_all(
+    procs: Sequence[Process], ctx: Context, cache: ElfCache, lib: str | None, mates: Mapping[int, Collection[int]]
+) -> list[Loaded]:
+    """Load every process; one that exits meanwhile is dropped, unless it was the only one.
+    ``mates``: each process of a container the target names -> the container's processes."""
     loaded, errors = [], []
     for proc in procs:
         try:
-            loaded.append(load(proc, ctx, cache, lib))
+            loaded.append(load(proc, ctx, cache, lib, mates.get(proc.pid, ())))
         except NotFound as err:
             errors.append(err)
     if not loaded and errors:

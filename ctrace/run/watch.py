@@ -18,7 +18,7 @@ from ctrace.record import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from ctrace.model import Command
+    from ctrace.model import Command, Process
     from ctrace.plan.request import Plan, Request
     from ctrace.resolvers import Context
 
@@ -41,7 +41,7 @@ def trace(result: Plan, request: Request, ctx: Context, out: TextIO) -> int:
                 "run the printed kubectl exec command with --folded FILE: the file is written in the agent",
             )
         return runner.run(chosen.argv, request.duration)
-    legend(result, sys.stderr)  # beside ctrace's warnings: stdout is the trace's own
+    legend(result, sys.stderr, combined_statement(chosen, result, request, ctx))  # beside ctrace's warnings
     if actions.ACTIONS[request.action].named:
         from ctrace.run import stacks
 
@@ -67,7 +67,7 @@ def run_traced(result: Plan, request: Request, proc_root: str, start: Callable[[
     import signal
     import threading
 
-    started = {t.process.pid: procfs.start_time(t.process.pid, proc_root) for t in result.targets}
+    started = {p.pid: procfs.start_time(p.pid, proc_root) for p in watched(result, request)}
     done = threading.Event()
 
     def gone() -> list[int]:
@@ -98,20 +98,45 @@ def run_traced(result: Plan, request: Request, proc_root: str, start: Callable[[
     return code
 
 
-def legend(result: Plan, out: TextIO) -> None:
-    """Before --run output: the container or pod of each PID, and what the program admits."""
+def watched(result: Plan, request: Request) -> list[Process]:
+    """The processes whose end ends the run: each target, but of a container named as a
+    whole only its init when that is a target (a worker that exits is the container's
+    business: a prefork server replaces them all the time)."""
+    from ctrace.bpftrace import binding
+
+    procs = [t.process for t in result.targets]
+    whole = set(binding.named_containers(request.target, request.runtime, procs))
+    inits = {p.container.id for p in procs if p.init and p.container is not None and p.container.id in whole}
+    return [p for p in procs if p.init or p.container is None or p.container.id not in inits]
+
+
+def legend(result: Plan, out: TextIO, statement: str | None = None) -> None:
+    """Before --run output (stdout is the trace's own): the container or pod of each PID,
+    and what the program admits (``statement``: the one program's, else each probe's)."""
     from ctrace.bpftrace import binding
 
     for line in binding.legend([t.process for t in result.targets]):
         out.write(f"ctrace: {line}\n")
-    for statement in dict.fromkeys(p.bound for t in result.targets for p in t.probes if p.bound):
-        out.write(f"ctrace: {statement}\n")
+    said = [statement] if statement else [p.bound for t in result.targets for p in t.probes if p.bound]
+    for text in dict.fromkeys(said):
+        out.write(f"ctrace: {text}\n")
     out.flush()  # before bpftrace writes to the terminal
 
 
+def combined_statement(chosen: Command, result: Plan, request: Request, ctx: Context) -> str | None:
+    """What a program over several probes (plan/combined.py) admits."""
+    if chosen.form != "combined":
+        return None
+    from ctrace.plan import combined
+
+    return combined.binding_of(result, request, ctx).statement
+
+
 def chosen_command(result: Plan, request: Request, ctx: Context) -> Command:
-    """The single command --run starts; several probes need --all (one program)."""
+    """The single command --run starts: a probe's own, or one program for all of them
+    (a container's processes, or --all)."""
     from ctrace.bpftrace import actions
+    from ctrace.plan import combined
 
     probes = [(t.process.pid, p) for t in result.targets for p in t.probes]
     if result.remote:
@@ -120,12 +145,8 @@ def chosen_command(result: Plan, request: Request, ctx: Context) -> Command:
         raise UsageError("--run cannot run pods on other nodes from here", "run the printed kubectl exec commands")
     if len(probes) == 1:
         return probes[0][1].commands[0]
-    if not request.everything and len(result.targets) > 1:
+    if not request.everything and len(result.targets) > 1 and not combined.one_container(result, request):
         raise UsageError(f"--run found {len(probes)} probes to run", "add --all to run them as one bpftrace program")
     if not actions.ACTIONS[request.action].combines:
-        raise UsageError(
-            f"--run --all combines stack probes only, not --action {request.action}", "run one target at a time"
-        )
-    from ctrace.plan import probes as planned
-
-    return planned.combined(result, request, ctx)
+        raise UsageError(f"--action {request.action} cannot run as one program", "run one target at a time")
+    return combined.command(result, request, ctx)
