@@ -32,7 +32,7 @@ BELOW: dict[str, set[str]] = {
     GROUND: set(),
 }
 # Run the command line: the modules above cli (the agent's child is the CLI in a process group of its own).
-ENTRY = {"ctrace.__main__", "ctrace.agent.child"}
+ENTRY = {"ctrace.__main__", "ctrace._agent_child"}
 MAX_LINES, MAX_COMMANDS = 400, 250
 
 

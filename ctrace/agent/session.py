@@ -1,6 +1,6 @@
 """One connection of ``ctrace agent``: hello, one run request, the trace as a child, its lines, the end.
 
-The trace is ``ctrace target CONTAINER_ID --runtime R ... --run -o json`` (child.py),
+The trace is ``ctrace target CONTAINER_ID --runtime R ... --run -o json`` (ctrace/_agent_child.py),
 its argv built from validated fields only (protocol.py), never through a shell and
 never with --unsafe, in a process group of its own: a crash or hang of the trace
 never takes the agent down, and the group is what is stopped. Ending (PROTOCOL.md):
@@ -178,7 +178,7 @@ class Session:
 
 def command(req: p.Request, placed: Placed, config: Config) -> list[str]:
     """The child's argv: every user value a validated field, each one argument (``--flag=value``)."""
-    argv = [sys.executable, "-m", "ctrace.agent.child", "target", *placed.argv]
+    argv = [sys.executable, "-m", "ctrace._agent_child", "target", *placed.argv]
     if req.program is not None:
         argv.append(f"--program={req.program}")
     else:

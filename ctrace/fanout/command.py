@@ -19,8 +19,12 @@ PROBE = {"uprobe": "entry", "uretprobe": "uretprobe", "return": "return"}  # ctr
 def applies(args: argparse.Namespace, ctx: Context) -> bool:
     """--run on a Kubernetes target with an API server to ask, and not inside an agent (where
     NODE_NAME is set and a pod is traced on this node, by the local path)."""
+    import os
+
     from ctrace.resolvers import kubernetes
 
+    if os.environ.get("CTRACE_AGENT_CHILD"):  # the agent's own child (ctrace/_agent_child.py)
+        return False
     if not args.run or args.tool != "bpftrace" or args.runtime not in (None, "k8s"):
         return False
     if not kubernetes.claims(args.target or "", ctx) or not kubernetes.configured(ctx.k8s):
