@@ -24,6 +24,8 @@ command -v zsh >/dev/null || need+=(zsh)          # completion is tested in bash
 command -v chromium >/dev/null || need+=(chromium)  # the flame graph SVG is checked in a real browser
 command -v debootstrap >/dev/null || need+=(debootstrap)  # the bpftrace version matrix's chroots
 command -v rustc >/dev/null || need+=(rustc)              # the Rust cells of the action x probe matrix
+command -v rsync >/dev/null || need+=(rsync)              # Kubernetes' make, for the local cluster (hack/k8s-build.sh)
+command -v openssl >/dev/null || need+=(openssl)          # the local cluster's certificates
 # Every runtime of tests/test_runtimes.py: a containerd of the tests' own (and ctr, the runc shim), podman.
 command -v containerd >/dev/null || need+=(containerd)
 command -v containerd-shim-runc-v2 >/dev/null || need+=(containerd)
@@ -54,6 +56,13 @@ fi
 # Debian's other bpftrace releases (cached chroots), for the tests' version matrix.
 if [ "$(id -u)" = 0 ]; then
     hack/bpftrace-versions.sh >/dev/null
+fi
+
+# The local Kubernetes cluster of the tests (hack/cluster.sh): Kubernetes 1.20 built from
+# Debian's source and the nodes' and agent's root filesystems, cached under /var/cache/ctrace-k8s
+# (10-20 minutes once; a changed source version builds again).
+if [ "$(id -u)" = 0 ]; then
+    hack/cluster.sh prepare >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -19,9 +19,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster, Kube
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = Path(__file__).resolve().parent / "fixtures" / "src"
@@ -395,3 +398,53 @@ def ux_container(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iter
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the session's cluster down runs after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster_down") is not None)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """The local Kubernetes cluster (hack/cluster.sh): up once per session (built on first use
+    and cached under /var/cache/ctrace-k8s), down at its end. One that was up before the session
+    (a developer's) is used and left up."""
+    from tests import cluster as local
+
+    need(os.geteuid() == 0, "the local cluster needs root (docker, veth, cgroups)")
+    need(shutil.which("docker") is not None, "docker is not installed")
+    need(subprocess.run(["docker", "info"], capture_output=True).returncode == 0, "no docker daemon answers")
+    need(shutil.which("debootstrap") is not None, "debootstrap is not installed (make test installs it)")
+    local.make_subreaper()
+    was_up = local.is_up()
+    found = local.up(was_up)
+    yield found
+    if was_up:
+        if not local.is_up():
+            local.up(was_up)  # a test took it down: leave it as it was found
+    elif local.STATE.exists():
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest, built: Built) -> Kube:
+    """The kind suite's cluster: kind's context where hack/kind-test.sh made one
+    (CTRACE_KIND_CONTEXT), else the local cluster with manifests/ applied as they are."""
+    from tests import cluster as local
+
+    context = os.environ.get("CTRACE_KIND_CONTEXT", "")
+    if context:
+        return local.Kube("kubectl", ("--context", context))
+    return local.deploy_manifests(request.getfixturevalue("cluster"), built["cilium-agent"])
+
+
+@pytest.fixture(scope="session")
+def k8s_namespace(cluster: Cluster, built: Built) -> Iterator[str]:
+    """A namespace of the session's own on the local cluster, with tests/cluster.py's WORKLOADS."""
+    from tests import cluster as local
+
+    namespace = f"ctrace-test-{os.getpid()}"
+    local.deploy_workloads(cluster, namespace, built["cilium-agent"])
+    yield namespace
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -1,10 +1,9 @@
-"""A small Kubernetes API server on 127.0.0.1 for the tests.
+"""A small fake Kubernetes API server on 127.0.0.1, for what a real one will not do on demand.
 
-No cluster can be created on the machines that run this suite (no kind, no node
-images), so this is the one fake: it serves real Pod, Deployment and DaemonSet
-JSON, the shapes the official client and kubectl read, whose container IDs
-point at real docker containers started by the tests. Everything from the pod
-lookup to the firing bpftrace command is real except this server.
+The Kubernetes tests run against a real cluster (hack/cluster.sh, tests/test_kubernetes.py);
+this fake stays for a request that never answers, a 500, a pod on a node that is not this
+machine, and an API that contradicts the runtime. It serves real Pod, Deployment and DaemonSet
+JSON, the shapes the official client and kubectl read.
 """
 
 from __future__ import annotations

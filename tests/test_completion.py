@@ -12,12 +12,15 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests import terminal
 from tests.conftest import Built, Processes, ctrace, need
-from tests.k8s_api import ApiServer, pod
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster
 
 
 def candidates(*words: str, prog: str = "ctrace") -> tuple[list[str], str]:
@@ -173,21 +176,26 @@ def test_zsh_and_bash_agree_with_the_candidates(tmp_path: Path) -> None:
     assert res.out.splitlines()[:-1] == found
 
 
-def test_pods_complete_under_kubectl(tmp_path: Path) -> None:
-    """Under kubectl a bare NAME is a pod: kubectl ctrace target <TAB> offers the namespace's pods."""
+@pytest.mark.cluster
+def test_pods_complete_under_kubectl(cluster: Cluster, k8s_namespace: str, tmp_path: Path) -> None:
+    """Under kubectl a bare NAME is a pod: kubectl ctrace target <TAB> offers the namespace's pods,
+    as the local cluster's real API server lists them."""
+    import yaml
+
     need(shutil.which("kubectl") is not None, "kubectl is not installed (make test installs it)")
-    server = ApiServer()
-    server.pods = [pod(f"web-{i}", "shop", "containerd://" + f"{i}" * 64, "node-a") for i in (1, 2)]
-    try:
-        cfg = server.kubeconfig(tmp_path / "config", namespace="shop")
-        env = {**os.environ, "PATH": f"{terminal.BINDIR}:{os.environ['PATH']}", "KUBECONFIG": str(cfg)}
-        out = subprocess.run(
-            ["kubectl", "__complete", "ctrace", "target", "web-"], capture_output=True, text=True, env=env
-        )
-        assert out.stdout.splitlines() == ["web-1", "web-2", ":4"], out
-        plain = ctrace("__complete", "--", "target", "pod/web", env=env)
-        assert plain.out.splitlines() == ["pod/web-1", "pod/web-2", ":4"]
-        # no pods offered to the ctrace CLI for a bare word: there a bare word is a process or container
-        assert not [c for c in ctrace("__complete", "--", "target", "web-", env=env).out.splitlines() if "web" in c]
-    finally:
-        server.stop()
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["contexts"][0]["context"]["namespace"] = k8s_namespace
+    cfg = tmp_path / "config"
+    cfg.write_text(yaml.safe_dump(config))
+    names = sorted(p["metadata"]["name"] for p in cluster.json("get", "pods", "-n", k8s_namespace)["items"])
+    ops = [n for n in names if n.startswith("cilium-operator-")]
+    assert len(ops) == 2
+    env = {**os.environ, "PATH": f"{terminal.BINDIR}:{os.environ['PATH']}", "KUBECONFIG": str(cfg)}
+    out = subprocess.run(
+        ["kubectl", "__complete", "ctrace", "target", "cilium-operator-"], capture_output=True, text=True, env=env
+    )
+    assert out.stdout.splitlines() == [*ops, ":4"], out
+    plain = ctrace("__complete", "--", "target", "pod/cilium-operator", env=env)
+    assert plain.out.splitlines() == [*(f"pod/{n}" for n in ops), ":4"]
+    # no pods offered to the ctrace CLI for a bare word: there a bare word is a process or container
+    assert not [c for c in ctrace("__complete", "--", "target", "two-", env=env).out.splitlines() if "two" in c]

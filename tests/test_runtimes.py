@@ -404,6 +404,8 @@ def test_kubeconfig_of_missing_files_resolves_from_cri_metadata(cri: Running, tm
 
 
 def test_with_an_api_server_the_two_sources_agree(cri: Running, tmp_path: Path) -> None:
+    """The fake API server (tests/k8s_api.py): a real one never names, for a container of this
+    test's own containerd, a pod the runtime's CRI metadata contradicts (the "liar")."""
     from tests.k8s_api import ApiServer, pod
 
     server = ApiServer()

@@ -1,0 +1,3 @@
+module ctrace.local/runc-wrapper
+
+go 1.19
