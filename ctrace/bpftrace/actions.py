@@ -33,6 +33,8 @@ class Block(Record):
     dialect: Dialect = Dialect()
     exits: tuple[str, ...] = ()  # latency: where the call returns
     exit_kind: str = "uretprobe"  # how ``exits`` are probed ("uprobe" on each RET for Go)
+    pid: str = "pid"  # the PID printed and keyed: binding.Binding.pid (another expression in a child PID namespace)
+    tid: str = "tid"  # a thread's key: binding.Binding.tid
 
 
 class Action(Record):
@@ -45,6 +47,7 @@ class Action(Record):
     refused_hint: str = ""  # the way out for a --probe it does not take
     combines: str = ""  # how --run --all makes one program of it (WHOLE or EACH); "" refuses
     named: bool = False  # ctrace reads its output and names the stacks (run/stacks.py), so --folded, --flamegraph
+    ustack: bool = False  # the program reads ustack (dialect.ustack_reads_ns_pid)
 
 
 def when(*conditions: str) -> str:
@@ -62,7 +65,7 @@ def head(b: Block) -> str:
 def stack(b: Block) -> str:
     """Each event: a ``pid=N label`` line, then the frames (ustack starts with a newline)."""
     name = f" {b.label}" if b.label else ""
-    return f'{head(b)} {{ printf("pid=%d{name}%s\\n", pid, ustack); }}'
+    return f'{head(b)} {{ printf("pid=%d{name}%s\\n", {b.pid}, ustack); }}'
 
 
 def stacks(b: Block) -> str:
@@ -75,11 +78,11 @@ def stacks(b: Block) -> str:
     frame yet), and at a RET (--probe return) the function has popped it already: at both,
     the return address on top of the stack is that caller. A uretprobe fires in the caller."""
     caller = '*(uint64 *)reg("sp")' if b.probe in ("uprobe", "return") else "0"
-    return f'{head(b)} {{ @stacks["{b.label}", pid, {caller}, ustack(perf)] = count(); }}'
+    return f'{head(b)} {{ @stacks["{b.label}", {b.pid}, {caller}, ustack(perf)] = count(); }}'
 
 
 def count(b: Block) -> str:
-    return f'{head(b)} {{ @calls[pid, "{b.label}"] = count(); }}'
+    return f'{head(b)} {{ @calls[{b.pid}, "{b.label}"] = count(); }}'
 
 
 # Go's register ABI (Go 1.17+, amd64) passes integer arguments and results in RAX, RBX,
@@ -94,9 +97,9 @@ def args(b: Block) -> str:
     if b.probe == "uprobe":
         regs = _GO_ARGS if b.language == "go" else _C_ARGS
         fields = " ".join(f"arg{i}=0x%lx" for i in range(len(regs)))
-        return f'{head(b)} {{ printf("pid=%d {b.label} {fields}\\n", pid, {", ".join(regs)}); }}'
+        return f'{head(b)} {{ printf("pid=%d {b.label} {fields}\\n", {b.pid}, {", ".join(regs)}); }}'
     value = "retval" if b.probe == "uretprobe" else 'reg("ax")'  # a uprobe on RET: the result is in RAX
-    return f'{head(b)} {{ printf("pid=%d {b.label} retval=0x%lx\\n", pid, {value}); }}'
+    return f'{head(b)} {{ printf("pid=%d {b.label} retval=0x%lx\\n", {b.pid}, {value}); }}'
 
 
 def latency(b: Block) -> str:
@@ -105,13 +108,13 @@ def latency(b: Block) -> str:
     Keyed by thread for C, C++ and Rust; for Go by goroutine (the g pointer, which Go's
     amd64 ABI keeps in R14), because a goroutine that blocks resumes on another thread.
     The casts keep 0.27 from warning about signed division and implicit int casts."""
-    key = 'pid, reg("r14")' if b.language == "go" else "tid"
+    key = f'{b.pid}, reg("r14")' if b.language == "go" else b.tid
     start = f"@start[{key}]"
     took = f"(uint64)((int64)nsecs - (int64){start}) / (uint64)1000"
     exits = ", ".join(b.exits)
     return (
         f"{head(b)} {{ {start} = nsecs; }} "
-        f"{exits}{when(b.bind, start)} {{ @usecs[pid] = hist({took}); {b.dialect.delete(start)} }} "
+        f"{exits}{when(b.bind, start)} {{ @usecs[{b.pid}] = hist({took}); {b.dialect.delete(start)} }} "
         "END { clear(@start); }"  # calls still in flight at Ctrl-C are not results
     )
 
@@ -119,13 +122,20 @@ def latency(b: Block) -> str:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("stack", "the user stack (ustack) printed per call, the default without --run", stack, combines=WHOLE),
+        Action(
+            "stack",
+            "the user stack (ustack) printed per call, the default without --run",
+            stack,
+            combines=WHOLE,
+            ustack=True,
+        ),
         Action(
             "stacks",
             "stacks counted per function and PID, named by ctrace; the default with --run",
             stacks,
             combines=EACH,
             named=True,
+            ustack=True,
         ),
         Action("count", "calls per PID", count),
         Action("args", "arg0..arg5 at the entry (Go's registers for Go), the return value at a return", args),

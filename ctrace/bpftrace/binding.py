@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from ctrace.bpftrace import pidns
 from ctrace.model import Process
 from ctrace.proc.procfs import mount_ns
 from ctrace.record import TYPE_CHECKING, Record
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
         @property
         def pid_filters_uprobes(self) -> bool: ...
 
+        @property
+        def pidns(self) -> pidns.PidNs | None: ...
+
         def delete(self, element: str) -> str: ...
 
 
@@ -52,6 +56,7 @@ CONTAINER = "container"
 PROCESSES = "processes"
 BTF = "/sys/kernel/btf/vmlinux"
 PIDS = "@ctrace_pids"
+KIDS = "@ctrace_kids"  # in a child PID namespace: children forked after attach, by the kernel's PID
 MNTNS = "@ctrace_mntns"
 MNTNS_OF_TASK = "curtask->nsproxy->mnt_ns->ns.inum"
 # A block without braces inside: BEGIN and END of the programs ctrace writes.
@@ -88,6 +93,8 @@ class Binding(Record):
     statement: str  # one sentence saying what the program is bound to, for the output
     pid_option: int | None = None  # the PID for bpftrace -p, when -p may be given at all
     end: tuple[str, ...] = ()  # statements for the END block: clear the binding's maps
+    pid: str = "pid"  # the traced process's PID as ctrace's /proc names it, for what actions print and key
+    tid: str = "tid"  # a thread's key (latency's start stamp), never printed
 
 
 def label(proc: Process) -> str:
@@ -166,13 +173,29 @@ def scope_of(
     return scopes([proc], named_containers(target, runtime, [proc]), proc_root, btf)[0]
 
 
-def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:
+def _delete(dialect: Facts | None, element: str) -> str:
     # The statement differs by release: a bare delete() warns from 0.24, its value is an error before.
-    gone = dialect.delete(f"{PIDS}[tid]") if dialect is not None else f"delete({PIDS}[tid]);"
+    return dialect.delete(element) if dialect is not None else f"delete({element});"
+
+
+def _pid_blocks(dialect: Facts | None) -> tuple[str, ...]:
     return (
         # The fork tracepoint runs in the parent: pid is the parent's process, child_pid the new task.
         f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = 1; }}",
-        f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {gone} }}",
+        f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {_delete(dialect, f'{PIDS}[tid]')} }}",
+    )
+
+
+def _nested_pid_blocks(dialect: Facts | None, ns: pidns.PidNs) -> tuple[str, ...]:
+    """The PID map in a child PID namespace: seeded with ctrace's PIDs; a child forked later
+    is known by the kernel's PID only (the fork tracepoint gives no task to read its number
+    in ctrace's namespace from), so it goes to a second map keyed by that."""
+    pid, tid = pidns.pid_of(ns), pidns.tid_of(ns)
+    return (
+        f"tracepoint:sched:sched_process_fork /{PIDS}[{pid}] || {KIDS}[curtask->tgid]/ "
+        f"{{ {KIDS}[args->child_pid] = 1; }}",
+        f"tracepoint:sched:sched_process_exit /{PIDS}[{tid}]/ {{ {_delete(dialect, f'{PIDS}[{tid}]')} }}",
+        f"tracepoint:sched:sched_process_exit /{KIDS}[curtask->pid]/ {{ {_delete(dialect, f'{KIDS}[curtask->pid]')} }}",
     )
 
 
@@ -182,24 +205,31 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
 
     ``pinned``: the PID the program must give bpftrace with -p because its path is inside
     that process's mount namespace; the statement says what -p then adds."""
-    spaces = sorted({ns for s in chosen if s.kind == CONTAINER for ns in s.mnt_ns})
+    ns = dialect.pidns if dialect is not None else None
+    pid, tid = (pidns.pid_of(ns), pidns.tid_of(ns)) if ns is not None else ("pid", "tid")
+    spaces = sorted({n for s in chosen if s.kind == CONTAINER for n in s.mnt_ns})
     by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns}
     pids = sorted({m.pid for s in chosen if id(s) not in by_ns for m in s.members})
-    begin = [f"{MNTNS}[{ns}] = 1;" for ns in spaces] + [f"{PIDS}[{p}] = 1;" for p in pids]
+    begin = [pidns.seed(ns)] if ns is not None else []
+    begin += [f"{MNTNS}[{n}] = 1;" for n in spaces] + [f"{PIDS}[{p}] = 1;" for p in pids]
     tests = [f"{MNTNS}[{MNTNS_OF_TASK}]"] if spaces else []
     # bpftrace prints every map left at exit: the binding's are not results.
     end = [f"clear({MNTNS});"] if spaces else []
     blocks: tuple[str, ...] = ()
     if pids:
-        blocks = _pid_blocks(dialect)
-        tests.append(f"{PIDS}[pid]")
-        end.append(f"clear({PIDS});")
+        blocks = _pid_blocks(dialect) if ns is None else _nested_pid_blocks(dialect, ns)
+        tests.append(f"{PIDS}[{pid}]" if ns is None else f"{PIDS}[{pid}] || {KIDS}[curtask->tgid]")
+        end += [f"clear({PIDS});"] if ns is None else [f"clear({PIDS});", f"clear({KIDS});"]
     last = _last(chosen)
     if last is not None:
         # As bpftrace -p did: a program on one process stops when it exits (its main thread).
-        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /tid == {last}/ {{ exit(); }}")
+        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /{tid} == {last}/ {{ exit(); }}")
     text = statement(chosen, pinned, dialect) + (f"; it stops when PID {last} exits" if last is not None else "")
-    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end))
+    if ns is not None:
+        end.append(f"clear({pidns.MAP});")
+        text += f"; PIDs as ctrace's PID namespace {ns.inum} (level {ns.level}) counts them"
+    key = "curtask->pid" if ns is not None else "tid"  # the kernel's thread ID: a key, never shown
+    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end), pid, key)
 
 
 def _last(chosen: Sequence[Scope]) -> int | None:

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from ctrace.bpftrace import actions, binding, emit, sites
 from ctrace.bpftrace.sites import NameIndex, Site
 from ctrace.elf.reader import ElfFile, open_elf
-from ctrace.errors import NotTraceable
-from ctrace.model import Command, Probe, Symbol
+from ctrace.errors import EnvironmentProblem, NotTraceable
+from ctrace.model import Command, Probe, Process, Symbol
 from ctrace.plan.locate import Loaded, own_mount_ns, path_forms
 from ctrace.plan.request import Plan, Request
 from ctrace.record import Record
@@ -48,7 +48,31 @@ class Subject(Record):
     scope: binding.Scope
 
 
+def check_stacks(request: Request, procs: Sequence[Process]) -> list[str]:
+    """From ctrace's child PID namespace: refuse a stack action this bpftrace cannot run, and
+    warn where bpftrace would name the frames itself (bpftrace/pidns.py)."""
+    d, row = request.dialect, actions.ACTIONS[request.action]
+    if d.pidns is None or not row.ustack:
+        return []
+    deeper = [p.pid for p in procs if len(p.nspid) > 1]
+    if d.ustack_reads_ns_pid and deeper:
+        raise EnvironmentProblem(
+            f"bpftrace {d.name} cannot read the user stacks of PID {deeper[0]} from ctrace's child PID namespace: "
+            "its ustack fails with get_ns_current_pid_tgid -22 for a process of a deeper namespace "
+            "(bpftrace issue 4384)",
+            "use a bpftrace 0.17 (--bpftrace PATH), or --action count, args or latency, "
+            "or run ctrace in the host's PID namespace",
+        )
+    if row.named or d.ustack_reads_ns_pid:
+        return []
+    return [
+        f"bpftrace {d.name} names the frames it prints from /proc/PID of the init namespace's PID, which in "
+        "ctrace's child PID namespace is another process or none: add --run, and ctrace names them"
+    ]
+
+
 def probes(loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request) -> list[Probe]:
+    loaded.warnings.extend(check_stacks(request, [loaded.process]))
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
@@ -132,6 +156,8 @@ def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable |
         dialect=request.dialect,
         exits=tuple(sites.points(literal, exits, exit_kind)) if exits else (),
         exit_kind=exit_kind,
+        pid=bound.pid,
+        tid=bound.tid,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
     text = request.dialect.configured(binding.program(bound, row.program(block)))
@@ -163,7 +189,8 @@ def combined(result: Plan, request: Request, ctx: Context) -> Command:
     whole = binding.named_containers(request.target, request.runtime, procs)
     bound = binding.bind(binding.scopes(procs, whole, ctx.proc_root), request.dialect)
     parts = [binding.Part(t.process.pid, p.path, p.points, p.unsafe) for t in result.targets for p in t.probes]
-    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "")
+    check_stacks(request, procs)
+    block = actions.Block(tuple(binding.distinct(parts)), bound.predicate, "", "", pid=bound.pid, tid=bound.tid)
     row = actions.ACTIONS[request.action]
     program = row.program(block) if row.combines == actions.WHOLE else _per_function(parts, result, block, row)
     text = request.dialect.configured(binding.program(bound, program))
