@@ -78,6 +78,9 @@ def main() -> None:
         if mode == "plan":
             plan = subprocess.run([*ctrace, "-o", "json"], capture_output=True, text=True, cwd=ROOT, timeout=120)
             report["plan"] = {"code": plan.returncode, "out": plan.stdout, "err": plan.stderr}
+            asked = [*ctrace, "--action", "count", "-o", "json"]
+            count = subprocess.run(asked, capture_output=True, text=True, cwd=ROOT, timeout=120)
+            report["count_plan"] = {"code": count.returncode, "out": count.stdout, "err": count.stderr}
             if plan.returncode == 0:
                 argv = json.loads(plan.stdout)["targets"][0]["probes"][0]["argv"]
                 report["run"] = exercise(argv, target, decoy)

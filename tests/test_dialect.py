@@ -47,7 +47,7 @@ def test_facts_follow_the_version() -> None:
     assert not dialect.Dialect((0, 19, 0)).pid_filters_uprobes and dialect.Dialect((0, 20, 0)).pid_filters_uprobes
     assert old.delete("@s[tid]") == mid.delete("@s[tid]") == "delete(@s[tid]);"
     assert new.delete("@s[tid]") == "$gone = delete(@s[tid]);"
-    assert not old.ustack_reads_ns_pid and mid.ustack_reads_ns_pid and new.ustack_reads_ns_pid
+    assert not old.ns_pid_helper and mid.ns_pid_helper and new.ns_pid_helper
 
 
 def test_in_a_child_pid_namespace_every_pid_is_read_at_its_level() -> None:

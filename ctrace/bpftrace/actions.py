@@ -47,7 +47,7 @@ class Action(Record):
     refused_hint: str = ""  # the way out for a --probe it does not take
     combines: str = ""  # how --run --all makes one program of it (WHOLE or EACH); "" refuses
     named: bool = False  # ctrace reads its output and names the stacks (run/stacks.py), so --folded, --flamegraph
-    ustack: bool = False  # the program reads ustack (dialect.ustack_reads_ns_pid)
+    ustack: bool = False  # the program reads ustack (dialect.ns_pid_helper)
 
 
 def when(*conditions: str) -> str:

@@ -205,7 +205,7 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
 
     ``pinned``: the PID the program must give bpftrace with -p because its path is inside
     that process's mount namespace; the statement says what -p then adds."""
-    ns = dialect.pidns if dialect is not None else None
+    ns: pidns.PidNs | None = getattr(dialect, "pidns", None)  # a Facts without it: the host
     pid, tid = (pidns.pid_of(ns), pidns.tid_of(ns)) if ns is not None else ("pid", "tid")
     spaces = sorted({n for s in chosen if s.kind == CONTAINER for n in s.mnt_ns})
     by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns}

@@ -68,11 +68,12 @@ class Dialect(Record):
         return self.version >= (0, 20, 0)
 
     @property
-    def ustack_reads_ns_pid(self) -> bool:
-        """Whether ``ustack`` (and ``pid``, ``tid``) go through get_ns_current_pid_tgid when
-        bpftrace runs in a child PID namespace: 0.23 and 0.27 do (measured: "retcode -22",
-        bpftrace issue 4384, for a task of a deeper namespace, and the stack is lost); 0.17
-        reads the init namespace's PID (measured). Releases between are taken to do it."""
+    def ns_pid_helper(self) -> bool:
+        """Whether ``pid``, ``tid``, ``ustack`` and -p's filter go through get_ns_current_pid_tgid
+        when bpftrace runs in a child PID namespace: 0.23 and 0.27 do (measured: "retcode -22",
+        bpftrace issue 4384, for a task of a deeper namespace: the stack is lost, and -p warns in
+        every tracepoint); 0.17 reads the init namespace's PID (measured). Releases between are
+        taken to do it."""
         return self.version > OLDEST
 
     @property

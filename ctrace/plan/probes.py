@@ -55,7 +55,7 @@ def check_stacks(request: Request, procs: Sequence[Process]) -> list[str]:
     if d.pidns is None or not row.ustack:
         return []
     deeper = [p.pid for p in procs if len(p.nspid) > 1]
-    if d.ustack_reads_ns_pid and deeper:
+    if d.ns_pid_helper and deeper:
         raise EnvironmentProblem(
             f"bpftrace {d.name} cannot read the user stacks of PID {deeper[0]} from ctrace's child PID namespace: "
             "its ustack fails with get_ns_current_pid_tgid -22 for a process of a deeper namespace "
@@ -63,7 +63,7 @@ def check_stacks(request: Request, procs: Sequence[Process]) -> list[str]:
             "use a bpftrace 0.17 (--bpftrace PATH), or --action count, args or latency, "
             "or run ctrace in the host's PID namespace",
         )
-    if row.named or d.ustack_reads_ns_pid:
+    if row.named or d.ns_pid_helper:
         return []
     return [
         f"bpftrace {d.name} names the frames it prints from /proc/PID of the init namespace's PID, which in "
@@ -135,6 +135,8 @@ def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable |
     if literal is None:
         return None
     loaded, request = subject.loaded, subject.request
+    if form.name == "pid-path" and request.dialect.pidns is not None and request.dialect.ns_pid_helper:
+        return None  # -p's filter fails for a deeper namespace's task here (dialect.ns_pid_helper)
     row = actions.ACTIONS[request.action]
     try:
         where = _sites(subject, sym, form.spans, request.probe)
