@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,26 @@ def test_facts_follow_the_version() -> None:
     assert not dialect.Dialect((0, 19, 0)).pid_filters_uprobes and dialect.Dialect((0, 20, 0)).pid_filters_uprobes
     assert old.delete("@s[tid]") == mid.delete("@s[tid]") == "delete(@s[tid]);"
     assert new.delete("@s[tid]") == "$gone = delete(@s[tid]);"
+    assert not old.ns_pid_helper and mid.ns_pid_helper and new.ns_pid_helper
+
+
+def test_in_a_child_pid_namespace_every_pid_is_read_at_its_level() -> None:
+    """bpftrace/pidns.py: the binding and the actions use no pid or tid builtin there."""
+    from ctrace.bpftrace import actions, binding, pidns
+
+    ns = pidns.PidNs(4026532178, 1)
+    d = dialect.Dialect((0, 17, 0), pidns=ns)
+    one = binding.Scope(binding.PROCESSES, (binding.Member(42),))
+    bound = binding.bind([one], d)
+    block = actions.Block(("uprobe:/f:f",), bound.predicate, "f", "c", dialect=d, pid=bound.pid, tid=bound.tid)
+    for name, row in actions.ACTIONS.items():
+        text = binding.program(bound, row.program(block._replace(exits=("uretprobe:/f:f",))))
+        assert text.startswith("BEGIN { @ctrace_pidns[4026532178] = 1; @ctrace_pids[42] = 1; }"), name
+        assert "((struct upid *)(curtask->group_leader->thread_pid + 1) + 1)" in text, name
+        assert f"/{pidns.tid_of(ns)} == 42/ {{ exit(); }}" in text, name
+        assert re.search(r"(?<![>\w])(pid|tid)\b", text.replace("pid=%d", "")) is None, name
+    host = binding.bind([one], dialect.Dialect((0, 17, 0)))
+    assert (host.pid, host.tid, host.predicate) == ("pid", "tid", "@ctrace_pids[pid]")
 
 
 def test_bad_bpftrace_paths(built: Built, processes: Processes, tmp_path: Path) -> None:

@@ -35,6 +35,8 @@ class Block(Record):
     exit_kind: str = "uretprobe"  # how ``exits`` are probed ("uprobe" on each RET for Go)
     owner: str = ""  # over several containers: the event's container or pod (binding.Binding.owner)
     start: str = "@start"  # latency's map of entry times: one per function in a combined program
+    pid: str = "pid"  # the PID printed and keyed: binding.Binding.pid (another expression in a child PID namespace)
+    tid: str = "tid"  # a thread's key: binding.Binding.tid
 
 
 class Action(Record):
@@ -47,6 +49,7 @@ class Action(Record):
     refused_hint: str = ""  # the way out for a --probe it does not take
     combines: str = ""  # how --run --all makes one program of it (WHOLE or EACH); "" refuses
     named: bool = False  # ctrace reads its output and names the stacks (run/stacks.py), so --folded, --flamegraph
+    ustack: bool = False  # the program reads ustack (dialect.ns_pid_helper)
 
 
 def when(*conditions: str) -> str:
@@ -69,14 +72,14 @@ def _who(b: Block) -> tuple[str, str]:
 
 def _key(b: Block) -> str:
     """An aggregation's key: the PID, the function, and the container when there are several."""
-    return f'pid, "{b.label}"' + (f", {b.owner}" if b.owner else "")
+    return f'{b.pid}, "{b.label}"' + (f", {b.owner}" if b.owner else "")
 
 
 def stack(b: Block) -> str:
     """Each event: a ``pid=N label`` line, then the frames (ustack starts with a newline)."""
     name = f" {b.label}" if b.label else ""
     fmt, who = _who(b)
-    return f'{head(b)} {{ printf("pid=%d{fmt}{name}%s\\n", pid{who}, ustack); }}'
+    return f'{head(b)} {{ printf("pid=%d{fmt}{name}%s\\n", {b.pid}{who}, ustack); }}'
 
 
 def stacks(b: Block) -> str:
@@ -89,7 +92,7 @@ def stacks(b: Block) -> str:
     frame yet), and at a RET (--probe return) the function has popped it already: at both,
     the return address on top of the stack is that caller. A uretprobe fires in the caller."""
     caller = '*(uint64 *)reg("sp")' if b.probe in ("uprobe", "return") else "0"
-    return f'{head(b)} {{ @stacks["{b.label}", pid, {caller}, ustack(perf)] = count(); }}'
+    return f'{head(b)} {{ @stacks["{b.label}", {b.pid}, {caller}, ustack(perf)] = count(); }}'
 
 
 def count(b: Block) -> str:
@@ -109,9 +112,9 @@ def args(b: Block) -> str:
     if b.probe == "uprobe":
         regs = _GO_ARGS if b.language == "go" else _C_ARGS
         fields = " ".join(f"arg{i}=0x%lx" for i in range(len(regs)))
-        return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} {fields}\\n", pid{who}, {", ".join(regs)}); }}'
+        return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} {fields}\\n", {b.pid}{who}, {", ".join(regs)}); }}'
     value = "retval" if b.probe == "uretprobe" else 'reg("ax")'  # a uprobe on RET: the result is in RAX
-    return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} retval=0x%lx\\n", pid{who}, {value}); }}'
+    return f'{head(b)} {{ printf("pid=%d{fmt} {b.label} retval=0x%lx\\n", {b.pid}{who}, {value}); }}'
 
 
 def latency(b: Block) -> str:
@@ -120,7 +123,7 @@ def latency(b: Block) -> str:
     Keyed by thread for C, C++ and Rust; for Go by goroutine (the g pointer, which Go's
     amd64 ABI keeps in R14), because a goroutine that blocks resumes on another thread.
     The casts keep 0.27 from warning about signed division and implicit int casts."""
-    key = 'pid, reg("r14")' if b.language == "go" else "tid"
+    key = f'{b.pid}, reg("r14")' if b.language == "go" else b.tid
     start = f"{b.start}[{key}]"
     took = f"(uint64)((int64)nsecs - (int64){start}) / (uint64)1000"
     exits = ", ".join(b.exits)
@@ -134,13 +137,20 @@ def latency(b: Block) -> str:
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("stack", "the user stack (ustack) printed per call, the default without --run", stack, combines=WHOLE),
+        Action(
+            "stack",
+            "the user stack (ustack) printed per call, the default without --run",
+            stack,
+            combines=WHOLE,
+            ustack=True,
+        ),
         Action(
             "stacks",
             "stacks counted per function and PID, named by ctrace; the default with --run",
             stacks,
             combines=EACH,
             named=True,
+            ustack=True,
         ),
         Action("count", "calls per PID", count, combines=EACH),
         Action(

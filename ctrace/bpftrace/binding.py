@@ -32,6 +32,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
+from ctrace.bpftrace import pidns
 from ctrace.model import Process
 from ctrace.proc import mapped
 from ctrace.proc.procfs import mount_ns
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
         @property
         def pid_filters_uprobes(self) -> bool: ...
 
+        @property
+        def pidns(self) -> pidns.PidNs | None: ...
+
         def delete(self, element: str) -> str: ...
 
 
@@ -53,6 +57,7 @@ CONTAINER = "container"
 PROCESSES = "processes"
 BTF = "/sys/kernel/btf/vmlinux"
 PIDS = "@ctrace_pids"
+KIDS = "@ctrace_kids"  # in a child PID namespace: children forked after attach, by the kernel's PID
 MNTNS = "@ctrace_mntns"
 NAMES = "@ctrace_names"  # a combined program over several containers: scope number -> its label
 MNTNS_OF_TASK = "curtask->nsproxy->mnt_ns->ns.inum"
@@ -91,6 +96,8 @@ class Binding(Record):
     pid_option: int | None = None  # the PID for bpftrace -p, when -p may be given at all
     end: tuple[str, ...] = ()  # statements for the END block: clear the binding's maps
     owner: str = ""  # over several containers (--run --all): an expression naming the event's container
+    pid: str = "pid"  # the traced process's PID as ctrace's /proc names it, for what actions print and key
+    tid: str = "tid"  # a thread's key (latency's start stamp), never printed
 
 
 def label(proc: Process) -> str:
@@ -178,14 +185,32 @@ def whole_containers(
     return {m.pid: s for s in found if s.kind == CONTAINER for m in s.members}
 
 
-def _pid_blocks(dialect: Facts | None, inherit: bool = False) -> tuple[str, ...]:
+def _delete(dialect: Facts | None, element: str) -> str:
     # The statement differs by release: a bare delete() warns from 0.24, its value is an error before.
-    gone = dialect.delete(f"{PIDS}[tid]") if dialect is not None else f"delete({PIDS}[tid]);"
+    return dialect.delete(element) if dialect is not None else f"delete({element});"
+
+
+def _pid_blocks(dialect: Facts | None, inherit: bool = False) -> tuple[str, ...]:
     value = f"{PIDS}[pid]" if inherit else "1"  # a named program: the child keeps its parent's container
     return (
         # The fork tracepoint runs in the parent: pid is the parent's process, child_pid the new task.
         f"tracepoint:sched:sched_process_fork /{PIDS}[pid]/ {{ {PIDS}[args->child_pid] = {value}; }}",
-        f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {gone} }}",
+        f"tracepoint:sched:sched_process_exit /{PIDS}[tid]/ {{ {_delete(dialect, f'{PIDS}[tid]')} }}",
+    )
+
+
+def _nested_pid_blocks(dialect: Facts | None, ns: pidns.PidNs, inherit: bool = False) -> tuple[str, ...]:
+    """The PID map in a child PID namespace: seeded with ctrace's PIDs; a child forked later
+    is known by the kernel's PID only (the fork tracepoint gives no task to read its number
+    in ctrace's namespace from), so it goes to a second map keyed by that."""
+    pid, tid = pidns.pid_of(ns), pidns.tid_of(ns)
+    # A named program: the child keeps its parent's container (one of the two lookups reads 0).
+    value = f"{PIDS}[{pid}] + {KIDS}[curtask->tgid]" if inherit else "1"
+    return (
+        f"tracepoint:sched:sched_process_fork /{PIDS}[{pid}] || {KIDS}[curtask->tgid]/ "
+        f"{{ {KIDS}[args->child_pid] = {value}; }}",
+        f"tracepoint:sched:sched_process_exit /{PIDS}[{tid}]/ {{ {_delete(dialect, f'{PIDS}[{tid}]')} }}",
+        f"tracepoint:sched:sched_process_exit /{KIDS}[curtask->pid]/ {{ {_delete(dialect, f'{KIDS}[curtask->pid]')} }}",
     )
 
 
@@ -205,6 +230,8 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
     Over processes of more than one container (or host) the maps hold a number per label
     instead of 1, a forked child inherits its parent's, and ``owner`` names the event's one
     (a string map read by that number: measured on 0.17, 0.23 and 0.27)."""
+    ns: pidns.PidNs | None = getattr(dialect, "pidns", None)  # a Facts without it: the host
+    pid, tid = (pidns.pid_of(ns), pidns.tid_of(ns)) if ns is not None else ("pid", "tid")
     labels = owners(chosen)
     named = len(labels) > 1
     by_ns = {id(s) for s in chosen if s.kind == CONTAINER and s.mnt_ns}
@@ -212,30 +239,43 @@ def bind(chosen: Sequence[Scope], dialect: Facts | None = None, pinned: int | No
     def number(s: Scope, m: Member | None = None) -> int:
         return labels.index(s.name if s.kind == CONTAINER or m is None else m.label) + 1 if named else 1
 
-    spaces = {ns: number(s) for s in chosen if id(s) in by_ns for ns in s.mnt_ns}
+    spaces = {n: number(s) for s in chosen if id(s) in by_ns for n in s.mnt_ns}
     pids = {m.pid: number(s, m) for s in chosen if id(s) not in by_ns for m in s.members}
-    begin = [f"{MNTNS}[{ns}] = {n};" for ns, n in sorted(spaces.items())]
-    begin += [f"{PIDS}[{p}] = {n};" for p, n in sorted(pids.items())]
+    begin = [pidns.seed(ns)] if ns is not None else []
+    begin += [f"{MNTNS}[{n}] = {v};" for n, v in sorted(spaces.items())]
+    begin += [f"{PIDS}[{p}] = {v};" for p, v in sorted(pids.items())]
     tests = [f"{MNTNS}[{MNTNS_OF_TASK}]"] if spaces else []
+    values = list(tests)  # the maps' numbers, summed to name the event's container
     # bpftrace prints every map left at exit: the binding's are not results.
     end = [f"clear({MNTNS});"] if spaces else []
     blocks: tuple[str, ...] = ()
     if pids:
-        blocks = _pid_blocks(dialect, named)
-        tests.append(f"{PIDS}[pid]")
-        end.append(f"clear({PIDS});")
+        if ns is None:
+            blocks = _pid_blocks(dialect, named)
+            tests.append(f"{PIDS}[pid]")
+            values.append(f"{PIDS}[pid]")
+            end.append(f"clear({PIDS});")
+        else:
+            blocks = _nested_pid_blocks(dialect, ns, named)
+            tests.append(f"{PIDS}[{pid}] || {KIDS}[curtask->tgid]")
+            values += [f"{PIDS}[{pid}]", f"{KIDS}[curtask->tgid]"]
+            end += [f"clear({PIDS});", f"clear({KIDS});"]
     owner = ""
     if named:
         begin += [f'{NAMES}[{i}] = "{_literal(name)}";' for i, name in enumerate(labels, 1)]
         end.append(f"clear({NAMES});")
-        # A process is in one of them: the other map's lookup reads 0.
-        owner = f"{NAMES}[{' + '.join(tests)}]"
+        # A process is in one of them: the others' lookups read 0.
+        owner = f"{NAMES}[{' + '.join(values)}]"
     last = _last(chosen)
     if last is not None:
         # As bpftrace -p did: a program on one process stops when it exits (its main thread).
-        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /tid == {last}/ {{ exit(); }}")
+        blocks = (*blocks, f"tracepoint:sched:sched_process_exit /{tid} == {last}/ {{ exit(); }}")
     text = statement(chosen, pinned, dialect) + (f"; it stops when PID {last} exits" if last is not None else "")
-    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end), owner)
+    if ns is not None:
+        end.append(f"clear({pidns.MAP});")
+        text += f"; PIDs as ctrace's PID namespace {ns.inum} (level {ns.level}) counts them"
+    key = "curtask->pid" if ns is not None else "tid"  # the kernel's thread ID: a key, never shown
+    return Binding(tuple(begin), blocks, " || ".join(tests), text, pinned, tuple(end), owner=owner, pid=pid, tid=key)
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/+-]")

@@ -65,10 +65,17 @@ def where(p: Process) -> str:
     return f"{c.runtime} container {c.name or c.id[:12]}{space} [{c.id[:12]}{image}]{init}{node}"
 
 
+def _first_namespace() -> str:
+    """Whose PIDs /proc shows first: the host's, or (a hostPID agent on a kind-like node) ctrace's own."""
+    from ctrace.proc.procfs import INIT_PID_NS, pid_ns
+
+    return "host" if pid_ns("self") in (None, INIT_PID_NS) else "ctrace's PID namespace"
+
+
 def target(t: Target, out: TextIO, wide: bool, style: Style) -> None:
     p, b = t.process, t.binary
     out.write(style.bold(f"{p.comm}  pid {p.pid}") + f"  {where(p)}\n")
-    out.write(f"  NSpid    {chain(p.nspid)}  (host -> innermost PID namespace)\n")
+    out.write(f"  NSpid    {chain(p.nspid)}  ({_first_namespace()} -> innermost PID namespace)\n")
     state = "stripped" if b.stripped else "not stripped"
     out.write(f"  binary   {b.path}  ({b.language}, {state}, build-id {b.build_id or '-'})\n")
     out.write(f"  host     {b.host_path}\n")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from ctrace.bpftrace import actions, binding, emit
 from ctrace.errors import NotFound
 from ctrace.model import Command, Probe, Target
+from ctrace.plan.probes import check_stacks
 from ctrace.plan.request import Plan, Request
 from ctrace.record import Record
 from ctrace.resolvers import Context
@@ -63,8 +64,11 @@ def command(result: Plan, request: Request, ctx: Context) -> Command:
     chosen = units(result.targets)
     if not chosen:
         raise NotFound("every process of the target exited before bpftrace started", "run it again")
+    check_stacks(request, [t.process for t in result.targets])
     row = actions.ACTIONS[request.action]
-    base = actions.Block((), bound.predicate, "", "", dialect=request.dialect, owner=bound.owner)
+    base = actions.Block(
+        (), bound.predicate, "", "", dialect=request.dialect, owner=bound.owner, pid=bound.pid, tid=bound.tid
+    )
     if row.combines == actions.WHOLE:  # one block over every point, each event headed by its PID
         text = row.program(base._replace(points=tuple(p for u in chosen for p in u.probe.points)))
     else:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from ctrace.bpftrace import actions, binding, emit, sites
 from ctrace.bpftrace.sites import NameIndex, Site
 from ctrace.elf.reader import ElfFile, open_elf
-from ctrace.errors import NotTraceable
-from ctrace.model import Command, Probe, Symbol
+from ctrace.errors import EnvironmentProblem, NotTraceable
+from ctrace.model import Command, Probe, Process, Symbol
 from ctrace.plan.locate import Loaded, own_mount_ns, path_forms
 from ctrace.plan.request import Request
 from ctrace.record import Record
@@ -51,11 +51,35 @@ class Subject(Record):
     scope: binding.Scope
 
 
+def check_stacks(request: Request, procs: Sequence[Process]) -> list[str]:
+    """From ctrace's child PID namespace: refuse a stack action this bpftrace cannot run, and
+    warn where bpftrace would name the frames itself (bpftrace/pidns.py)."""
+    d, row = request.dialect, actions.ACTIONS[request.action]
+    if d.pidns is None or not row.ustack:
+        return []
+    deeper = [p.pid for p in procs if len(p.nspid) > 1]
+    if d.ns_pid_helper and deeper:
+        raise EnvironmentProblem(
+            f"bpftrace {d.name} cannot read the user stacks of PID {deeper[0]} from ctrace's child PID namespace: "
+            "its ustack fails with get_ns_current_pid_tgid -22 for a process of a deeper namespace "
+            "(bpftrace issue 4384)",
+            "use a bpftrace 0.17 (--bpftrace PATH), or --action count, args or latency, "
+            "or run ctrace in the host's PID namespace",
+        )
+    if row.named or d.ns_pid_helper:
+        return []
+    return [
+        f"bpftrace {d.name} names the frames it prints from /proc/PID of the init namespace's PID, which in "
+        "ctrace's child PID namespace is another process or none: add --run, and ctrace names them"
+    ]
+
+
 def probes(
     loaded: Loaded, symbols: Sequence[Symbol], ctx: Context, request: Request, scope: binding.Scope | None = None
 ) -> list[Probe]:
     """Each function's probe; ``scope``: the whole container the process is in, when the
     target names it (binding.whole_containers), else the process's own."""
+    loaded.warnings.extend(check_stacks(request, [loaded.process]))
     elf_file = open_elf(loaded.binary.host_path)
     # What bpftrace sees in the file depends on the path it is given (sites.bcc_visible).
     forms = [Form(f, p, bf, sites.bcc_visible(loaded.info, p)) for f, p, bf in path_forms(loaded, ctx)]
@@ -127,6 +151,8 @@ def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable |
     if literal is None:
         return None
     loaded, request = subject.loaded, subject.request
+    if form.name == "pid-path" and request.dialect.pidns is not None and request.dialect.ns_pid_helper:
+        return None  # -p's filter fails for a deeper namespace's task here (dialect.ns_pid_helper)
     row = actions.ACTIONS[request.action]
     try:
         where = _sites(subject, sym, form.spans, request.probe)
@@ -148,6 +174,8 @@ def _command(subject: Subject, sym: Symbol, form: Form) -> Made | NotTraceable |
         dialect=request.dialect,
         exits=tuple(sites.points(literal, exits, exit_kind)) if exits else (),
         exit_kind=exit_kind,
+        pid=bound.pid,
+        tid=bound.tid,
     )
     why = next((s.unsafe for s in [*where, *exits] if s.unsafe), "")
     text = request.dialect.configured(binding.program(bound, row.program(block)))

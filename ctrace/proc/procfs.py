@@ -219,6 +219,18 @@ def mount_ns(pid: int | str, proc_root: str = PROC) -> int | None:
         return None
 
 
+# The init PID namespace's inode, fixed by the kernel (PROC_PID_INIT_INO).
+INIT_PID_NS = 0xEFFFFFFC
+
+
+def pid_ns(pid: int | str, proc_root: str = PROC) -> int | None:
+    """The inode of /proc/PID/ns/pid (``pid`` may be "self"); None when unreadable."""
+    try:
+        return os.stat(f"{proc_root}/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
 def shares_mount_ns(pid: int, proc_root: str = PROC) -> bool | None:
     """Whether the process sees ctrace's own mount namespace; None when either is unreadable."""
     mine, theirs = mount_ns("self", proc_root), mount_ns(pid, proc_root)
