@@ -40,14 +40,15 @@ def one_container(result: Plan, request: Request) -> bool:
 def units(targets: Sequence[Target]) -> list[Unit]:
     """Each (file, function) once, the init's path first; a path that no longer opens
     (its process exited since it was resolved) is left out."""
-    seen: set[tuple[object, str]] = set()
+    seen: set[tuple[object, str, int]] = set()
     out = []
     for t in sorted(targets, key=lambda t: not t.process.init):  # stable: the others keep their order
         for p in t.probes:
             key = binding.file_key(p.path)
-            if key is None or (key, p.symbol) in seen:
+            # By address too: two functions of one name (static C, C++'s anonymous namespaces) are two.
+            if key is None or (key, p.symbol, p.address) in seen:
                 continue
-            seen.add((key, p.symbol))
+            seen.add((key, p.symbol, p.address))
             out.append(Unit(t, p))
     return out
 
