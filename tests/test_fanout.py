@@ -350,6 +350,6 @@ def test_an_agent_pod_that_does_not_listen_is_named(monkeypatch: pytest.MonkeyPa
     c.agents["ctrace-agent-b"].port = mute.getsockname()[1]
     assert c.run(action="args", duration=1.5) == 1
     said = "! pod/web-2 on node2: agent pod ctrace-agent-b did not answer on 127.0.0.1:7117"
-    said += " (is it running 'ctrace agent'?)"
+    said += " (does it run the ctrace agent command of manifests/agent.yaml?)"
     (line,) = [line for line in c.err.getvalue().splitlines() if line.startswith("! pod/web-2")]
     assert line.startswith(said + ": the connection "), line  # closed, or reset: the run's request was unread

@@ -89,7 +89,8 @@ class Session:
             return f"the connection to {self.agent} {what}"
         # The port-forward itself succeeds; nothing listening in the pod shows as a closed stream.
         where = f"127.0.0.1:{protocol.PORT}"
-        return f"{self.agent} did not answer on {where} (is it running 'ctrace agent'?): the connection {what}"
+        why = "does it run the ctrace agent command of manifests/agent.yaml?"
+        return f"{self.agent} did not answer on {where} ({why}): the connection {what}"
 
     def send(self, msg: protocol.Message) -> None:
         with self._lock:
