@@ -209,25 +209,19 @@ def of(program: str | None, cache_dir: str | None = None) -> Dialect:
 
 
 def _cached_version(path: str, cache_dir: str | None) -> Version | None:
-    import json
+    from ctrace.bpftrace.pidns import read_cache, write_cache
 
     st = os.stat(path)
     key = f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
     store = os.path.join(cache_dir, "bpftrace-versions.json") if cache_dir else None
-    known: dict[str, list[int]] = {}
-    if store is not None:
-        try:
-            with open(store, encoding="utf-8") as f:
-                known = json.load(f)
-        except (OSError, ValueError):
-            known = {}
-    if key in known and len(known[key]) == 3:
+    known = read_cache(store)
+    if isinstance(known.get(key), list) and len(known[key]) == 3:
         a, b, c = known[key]
         return a, b, c
     version = _ask(path)
     if version is not None and store is not None:
         known[key] = list(version)
-        _store(store, known)
+        write_cache(store, known)  # read-only: the next run asks --version once more
     return version
 
 
@@ -239,16 +233,3 @@ def _ask(path: str) -> Version | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return parse_version(out.stdout + out.stderr)
-
-
-def _store(store: str, known: dict[str, list[int]]) -> None:
-    import json
-
-    try:
-        os.makedirs(os.path.dirname(store), exist_ok=True)
-        tmp = f"{store}.{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(known, f)
-        os.replace(tmp, store)
-    except OSError:
-        pass  # a read-only cache only costs the next run one --version

@@ -29,7 +29,10 @@ import os
 
 from ctrace.errors import EnvironmentProblem
 from ctrace.proc.procfs import INIT_PID_NS, pid_ns, start_time
-from ctrace.record import Record
+from ctrace.record import TYPE_CHECKING, Record
+
+if TYPE_CHECKING:
+    from typing import Any
 
 MAP = "@ctrace_pidns"
 ISSUE = "bpftrace issue 4384"
@@ -81,30 +84,43 @@ def _probe() -> str:
 
 def learn(program: str, inum: int, cache_dir: str | None) -> PidNs:
     """The level of namespace ``inum`` (ctrace's), read by ``program`` (bpftrace) once and cached."""
-    import json
-
     store = os.path.join(cache_dir, "pid-namespaces.json") if cache_dir else None
-    known: dict[str, int] = {}
-    if store is not None:
-        try:
-            with open(store, encoding="utf-8") as f:
-                known = json.load(f)
-        except (OSError, ValueError):
-            known = {}
+    known = read_cache(store)
     key = f"{inum}:{start_time(1)}"
     if isinstance(known.get(key), int):
         return PidNs(inum, known[key])
     ns = PidNs(inum, _ask(program, inum))
     if store is not None:
-        try:
-            os.makedirs(cache_dir or ".", exist_ok=True)
-            tmp = f"{store}.{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({**known, key: ns.level}, f)
-            os.replace(tmp, store)
-        except OSError:
-            pass  # a read-only cache costs the next run one bpftrace start
+        write_cache(store, {**known, key: ns.level})  # read-only: the next run starts bpftrace once more
     return ns
+
+
+def read_cache(store: str | None) -> dict[str, Any]:
+    """A JSON cache file of ctrace's (bpftrace versions, PID namespace levels); {} when absent or torn."""
+    import json
+
+    if store is None:
+        return {}
+    try:
+        with open(store, encoding="utf-8") as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def write_cache(store: str, known: dict[str, Any]) -> None:
+    """Replaces the cache file whole (a reader never sees half of it); a read-only cache is skipped."""
+    import json
+
+    try:
+        os.makedirs(os.path.dirname(store) or ".", exist_ok=True)
+        tmp = f"{store}.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(known, f)
+        os.replace(tmp, store)
+    except OSError:
+        pass
 
 
 def _ask(program: str, inum: int) -> int:
