@@ -71,7 +71,9 @@ def test_one_command_traces_both_nodes_labelled_and_merged(web: Cluster) -> None
     assert set(seen) == {f"{node} {pod}" for pod, node in placed.items()}, client.text()
     for key, seqs in seen.items():
         assert len(seqs) >= RATE * 2, key  # 8 s at RATE/s, minus the attach (a cold agent: ctrace, bpftrace)
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"{key}: a call was lost or repeated"
+        # bpftrace reads one perf buffer per CPU, so a call that ran on the other CPU may print a
+        # little later than the next one: the set of calls is the truth, not their order
+        assert sorted(seqs) == list(range(min(seqs), min(seqs) + len(seqs))), f"{key}: a call was lost or repeated"
     rows = [line.split() for line in client.lines() if line.split()[:1] in (["total"], *([n] for n in NODES))]
     per_pod = {(r[0], r[1]): int(r[-1]) for r in rows if r[0] != "total"}
     assert per_pod == {(node, f"{NS}/{pod}"): len(seen[f"{node} {pod}"]) for pod, node in placed.items()}
