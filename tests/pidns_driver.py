@@ -32,25 +32,28 @@ def grandchild(binary: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("the grandchild did not start")
 
 
-def until_attached(proc: subprocess.Popen[str], timeout: float = 60) -> str:
-    """stderr up to bpftrace's Attach line."""
-    assert proc.stderr is not None
-    seen = ""
+def until_attached(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """stdout and stderr up to bpftrace's Attach line (0.17 prints it on stdout, later ones on
+    stderr). Read with os.read, as communicate() reads: nothing waits in a file object's buffer."""
+    assert proc.stdout is not None and proc.stderr is not None
+    seen = {proc.stdout.fileno(): b"", proc.stderr.fileno(): b""}
+    open_ = set(seen)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stderr], [], [], 0.2)[0]:
-            line = proc.stderr.readline()
-            seen += line
-            if line.startswith("Attach"):
-                break
-    return seen
+    while open_ and time.monotonic() < deadline and not any(b"\nAttach" in b"\n" + got for got in seen.values()):
+        for fd in select.select(list(open_), [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            seen[fd] += chunk
+            if not chunk:
+                open_.discard(fd)  # closed: it exited
+    out, err = seen.values()
+    return out.decode(), err.decode()
 
 
 def exercise(argv: list[str], target: int, decoy: int) -> dict[str, Any]:
     """Start ``argv``, make target and decoy call classify() COUNT times, end the target;
     the command must then stop by itself."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    head = until_attached(proc)
+    head_out, head_err = until_attached(proc)
     time.sleep(0.5)
     for pid in (target, decoy):
         os.kill(pid, signal.SIGUSR1)
@@ -64,7 +67,7 @@ def exercise(argv: list[str], target: int, decoy: int) -> dict[str, Any]:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
         stopped = None
-    return {"code": proc.returncode, "out": out, "err": head + err, "stopped_after": stopped}
+    return {"code": proc.returncode, "out": head_out + out, "err": head_err + err, "stopped_after": stopped}
 
 
 def main() -> None:

@@ -42,7 +42,9 @@ def _client(kubeconfig: Path, *args: str, agents: str = fc.AGENT_NS) -> fc.Clien
 
 
 def _placed(cluster: Cluster) -> dict[str, str]:
-    return {name: p["spec"]["nodeName"] for name, p in fc.pods(cluster, NS, "app=web").items()}
+    """Pod -> node, of the pods the scheduler has placed (a new replica has no node for a moment)."""
+    found = fc.pods(cluster, NS, "app=web").items()
+    return {name: p["spec"]["nodeName"] for name, p in found if p["spec"].get("nodeName")}
 
 
 def _events(client: fc.Client) -> dict[str, list[int]]:
