@@ -109,6 +109,17 @@ def bpftrace(request: pytest.FixtureRequest) -> Bpftrace:
 
 
 @pytest.fixture(scope="session")
+def host_bpftrace() -> Bpftrace:
+    """The machine's own bpftrace alone, for a test of what does not change with bpftrace's
+    version (a protocol, a process's lifecycle): once, not once per version of the matrix."""
+    need_bpftrace()
+    found = find_bpftrace("host")
+    need(found is not None, "bpftrace on PATH does not say its version")
+    assert found is not None
+    return found
+
+
+@pytest.fixture(scope="session")
 def bpftraces() -> list[Bpftrace]:
     """Every bpftrace of the matrix at once, for a test whose setup (containers, pods) is
     shared and whose printed programs it then runs under each; under CI=true a missing one fails."""

@@ -4,7 +4,9 @@ The pod is a CRI container (and its sandbox, the decoy: it runs the same binary)
 a containerd this module starts, with the annotations containerd's CRI plugin
 writes: what the agent finds on a node. Every ending of PROTOCOL.md is checked by
 listing processes (psutil), never by a return code: after "stop", after the socket
-closes, after the client falls silent, no bpftrace of the run is left.
+closes, after the client falls silent, no bpftrace of the run is left. What reads
+bpftrace's output (events, maps, the attach) runs under each bpftrace of the matrix;
+the protocol and lifecycle tests under the machine's own (``host_agent``).
 """
 
 from __future__ import annotations
@@ -109,6 +111,15 @@ class Agent:
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory, bpftrace: Bpftrace) -> Iterator[Agent]:
     a = Agent(tmp_path_factory.mktemp("agent-log"), bpftrace)
+    yield a
+    a.stop()
+
+
+@pytest.fixture(scope="module")
+def host_agent(tmp_path_factory: pytest.TempPathFactory, host_bpftrace: Bpftrace) -> Iterator[Agent]:
+    """An agent on the machine's bpftrace, for the protocol and lifecycle tests: what they
+    check does not change with bpftrace's version (how events and maps read does: ``agent``)."""
+    a = Agent(tmp_path_factory.mktemp("agent-log"), host_bpftrace)
     yield a
     a.stop()
 
@@ -251,35 +262,35 @@ def test_per_call_events_are_labelled_as_they_happen(pod: Pod, agent: Agent) -> 
     c.close()
 
 
-def test_a_closed_connection_ends_the_run(pod: Pod, agent: Agent) -> None:
-    c, _ = started(agent, request("stacks"))
+def test_a_closed_connection_ends_the_run(pod: Pod, host_agent: Agent) -> None:
+    c, _ = started(host_agent, request("stacks"))
     c.close()
-    gone_within(pod, agent, 10)
+    gone_within(pod, host_agent, 10)
 
 
-def test_a_silent_client_ends_the_run(pod: Pod, agent: Agent) -> None:
-    c, _ = started(agent, request("count"))
+def test_a_silent_client_ends_the_run(pod: Pod, host_agent: Agent) -> None:
+    c, _ = started(host_agent, request("count"))
     c.pinging.clear()
     time.sleep(0.2)  # a ping being sent as pinging stopped
     silent_since = c.sent_last
-    gone_at = time.monotonic() + gone_within(pod, agent, 15)
+    gone_at = time.monotonic() + gone_within(pod, host_agent, 15)
     assert gone_at - silent_since < 10  # gone within 10 s of the last line the client sent
     assert gone_at - silent_since > p.SILENCE - 0.5  # and not before the client fell silent
     c.close()
 
 
-def test_version_mismatch_is_one_error(pod: Pod, agent: Agent) -> None:
-    before = agent.runs()
-    c = Client(agent.port)
+def test_version_mismatch_is_one_error(pod: Pod, host_agent: Agent) -> None:
+    before = host_agent.runs()
+    c = Client(host_agent.port)
     assert isinstance(c.read(), p.Hello)
     c.send(p.Run("0.0.1", request().request))
     msgs = [m for m in iter(c.read, None)]
     assert len(msgs) == 1 and isinstance(msgs[0], p.Error)
     assert msgs[0].message == p.version_mismatch("0.0.1", p.VERSION, NODE)
-    assert agent.runs() == before
+    assert host_agent.runs() == before
     c.close()
     # A newer client's request, with a field this version does not know: still the version's line.
-    c = Client(agent.port)
+    c = Client(host_agent.port)
     assert isinstance(c.read(), p.Hello)
     newer = json.loads(raw(trace_id="x"))
     c.send(json.dumps({**newer, "version": "9.0.0"}).encode() + b"\n")
@@ -299,25 +310,25 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("line", HOSTILE.values(), ids=list(HOSTILE))
-def test_hostile_requests_run_nothing(pod: Pod, agent: Agent, line: str) -> None:
-    before = agent.runs()
-    c = Client(agent.port)
+def test_hostile_requests_run_nothing(pod: Pod, host_agent: Agent, line: str) -> None:
+    before = host_agent.runs()
+    c = Client(host_agent.port)
     assert isinstance(c.read(), p.Hello)
     c.send(line.rstrip("\n").encode() + b"\n")
     msgs = [m for m in iter(c.read, None)]
     assert len(msgs) == 1 and isinstance(msgs[0], p.Error), msgs
-    assert agent.runs() == before
-    assert not psutil.Process(agent.proc.pid).children(recursive=True)
+    assert host_agent.runs() == before
+    assert not psutil.Process(host_agent.proc.pid).children(recursive=True)
     c.close()
 
 
-def test_a_pod_not_on_this_node_and_a_replaced_pod(pod: Pod, agent: Agent) -> None:
+def test_a_pod_not_on_this_node_and_a_replaced_pod(pod: Pod, host_agent: Agent) -> None:
     for msg, said in (
         (request()._replace(request=request().request._replace(pod=f"{P}-elsewhere")), "does not run on node"),
         (request()._replace(request=request().request._replace(pod_uid="0" * 8 + UID[8:])), "it was replaced"),
         (request()._replace(request=request().request._replace(container="sidecar")), "does not run in pod"),
     ):
-        c = Client(agent.port)
+        c = Client(host_agent.port)
         assert isinstance(c.read(), p.Hello)
         c.send(msg)
         (error,) = [m for m in iter(c.read, None)]
@@ -357,7 +368,7 @@ def test_a_program_where_the_daemonset_allows_it(
 
 
 def test_a_pod_the_runtimes_do_not_name_is_found_through_the_api(
-    pod: Pod, bpftrace: Bpftrace, tmp_path_factory: pytest.TempPathFactory
+    pod: Pod, host_bpftrace: Bpftrace, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """With API access the agent takes the API's pod when CRI metadata has none, on its own node only."""
     from tests.k8s_api import ApiServer
@@ -371,7 +382,7 @@ def test_a_pod_the_runtimes_do_not_name_is_found_through_the_api(
     ]
     tmp = tmp_path_factory.mktemp("agent-api")
     config = server.kubeconfig(tmp / "config", namespace=NAMESPACE)
-    agent = Agent(tmp, bpftrace, KUBECONFIG=str(config))
+    agent = Agent(tmp, host_bpftrace, KUBECONFIG=str(config))
     try:
         docker_pid = int(run(["docker", "inspect", "-f", "{{.State.Pid}}", pod.docker_id]).stdout)
         ask = p.Run(p.VERSION, p.Request(NAMESPACE, "apionly", uid, ("hello",), "count", duration=3.0))
@@ -401,13 +412,13 @@ def test_a_pod_the_runtimes_do_not_name_is_found_through_the_api(
 
 
 def test_an_agent_killed_with_sigkill_leaves_no_trace(
-    pod: Pod, bpftrace: Bpftrace, tmp_path_factory: pytest.TempPathFactory
+    pod: Pod, host_bpftrace: Bpftrace, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Its child gets SIGTERM when the agent dies (PR_SET_PDEATHSIG) and kills its group, bpftrace with it."""
     import ctypes
 
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the orphans come here to be reaped
-    doomed = Agent(tmp_path_factory.mktemp("agent-killed"), bpftrace)
+    doomed = Agent(tmp_path_factory.mktemp("agent-killed"), host_bpftrace)
     c, _ = started(doomed, request("stacks"))
     below = [proc.pid for proc in psutil.Process(doomed.proc.pid).children(recursive=True)]
     assert below and tracers(pod)
@@ -425,8 +436,8 @@ def test_an_agent_killed_with_sigkill_leaves_no_trace(
     c.close()
 
 
-def test_a_broken_line_during_a_run_stops_it(pod: Pod, agent: Agent) -> None:
-    c, _ = started(agent, request("count"))
+def test_a_broken_line_during_a_run_stops_it(pod: Pod, host_agent: Agent) -> None:
+    c, _ = started(host_agent, request("count"))
     c.send(b'{"type": "ping", "then": "rm -rf /"}\n')
     msgs = c.until(p.End, timeout=10)
     errors = [m for m in msgs if isinstance(m, p.Error)]
@@ -434,7 +445,7 @@ def test_a_broken_line_during_a_run_stops_it(pod: Pod, agent: Agent) -> None:
     assert msgs[-1] == p.End(
         p.STOPPED, "the client sent what is not the protocol: ping: unknown field 'then' (known: none)"
     )
-    gone_within(pod, agent, 5)
+    gone_within(pod, host_agent, 5)
     c.close()
 
 
