@@ -61,8 +61,17 @@ tar -c --exclude=./usr/share/doc --exclude=./usr/share/man --exclude=./usr/share
     --exclude=./var/cache/apt --exclude=./var/lib/apt/lists -C "$stage" . |
     docker import -c 'ENV PYTHONPATH=/opt/ctrace/src:/opt/ctrace/lib' - "ctrace/agent:$key" >/dev/null
 echo "hack/agent-image.sh: built ctrace/agent:$key" >&2
-# Earlier builds of this script (tagged by their content key) are not kept.
-docker images ctrace/agent --format '{{.Tag}}' | grep -E '^[0-9a-f]{12}$' | grep -vx "$key" |
-    while read -r old; do docker rmi "ctrace/agent:$old" >/dev/null 2>&1 || true; done
+# Earlier builds of this script are not kept, under any tag (the tests tag each build by its
+# content, ctrace/agent:fanout-test-ID) or none (a tag moved on): each import is a layer of half
+# a gigabyte of its own, and a machine that ran the tests kept one per change. Ours are known
+# by the PYTHONPATH the import above sets.
+current=$(docker image inspect -f '{{.Id}}' "ctrace/agent:$key")
+{
+    docker images ctrace/agent --no-trunc --format '{{.ID}}'
+    docker images --filter dangling=true --no-trunc --format '{{.ID}}'
+} | sort -u | grep -vx "$current" | while read -r old; do
+    env=$(docker image inspect -f '{{.Config.Env}}' "$old" 2>/dev/null) || continue
+    case $env in *PYTHONPATH=/opt/ctrace/src:/opt/ctrace/lib*) docker rmi -f "$old" >/dev/null 2>&1 || true ;; esac
+done
 docker tag "ctrace/agent:$key" "$tag"
 echo "$tag"
