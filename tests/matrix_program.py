@@ -4,9 +4,10 @@ must fire.
 
 Where a probe fires is read from the machine code, not from ctrace: the function's entry
 from ``nm``, its RET instructions from ``objdump``, and the load bias from
-``/proc/PID/maps``; a uprobe head of a cell's program is copied with the body
-``@ip_cN[reg("ip")] = count()`` (issue 22: on bpftrace 0.23 and 0.27 ``"name with *"+N``
-fired at the entry).
+``/proc/PID/maps``; a uprobe head of a cell's program is copied with a body that prints
+``ipN ADDRESS`` from ``reg("ip")`` (issue 22: on bpftrace 0.23 and 0.27 ``"name with *"+N``
+fired at the entry). Printed as it fires, not kept in a map: bpftrace 0.17 now and then
+fails to load its END program and then prints no map at all (dialect.EXIT_DEFECTS).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def blocks(program: str) -> list[tuple[str, str]]:
 
 
 def site_blocks(n: int, program: str, pid: int) -> list[str]:
-    """Each uprobe of the program again, counting where it fires for ``pid`` in ``@ip_cN``."""
+    """Each uprobe of the program again, printing ``ipN ADDRESS`` where it fires for ``pid``."""
     heads = [head.split(" /", 1)[0] for head, _ in blocks(program) if head.startswith("uprobe:")]
-    return [f'{h} /pid == {pid}/ {{ @ip_c{n}[reg("ip")] = count(); }}' for h in dict.fromkeys(heads)]
+    return [f'{h} /pid == {pid}/ {{ printf("ip{n} %lu\\n", reg("ip")); }}' for h in dict.fromkeys(heads)]
 
 
 def merge(cells: Iterable[tuple[int, str]], sites: Iterable[str] = ()) -> str:
@@ -105,7 +106,7 @@ def share(rows: list[tuple[str, int]], bucket: str) -> float:
 
 def fired_at(n: int, out: str) -> set[int]:
     """The addresses cell ``n``'s uprobes fired at (site_blocks)."""
-    return {int(a) for a in re.findall(rf"^@ip_c{n}\[(\d+)\]: \d+", out, re.M)}
+    return {int(a) for a in re.findall(rf"^ip{n} (\d+)$", out, re.M)}
 
 
 def function_sites(path: Path, name: str) -> tuple[int, set[int]]:
