@@ -148,7 +148,8 @@ class Node:
                 self.containerd.wait()
 
     def _stop_others(self) -> None:
-        remove_containers(self.docker_names)
+        if self.docker_names:
+            subprocess.run(["docker", "rm", "-f", *self.docker_names], capture_output=True)
         for name in self.podman_names:
             subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
         if self.podman_image:
@@ -165,20 +166,6 @@ class Node:
         subprocess.run(["docker", "rmi", "-f", self.image, f"{P}/node:1"], capture_output=True)
         subprocess.run(["umount", "-R", str(self.tmp / "state")], capture_output=True)
         shutil.rmtree(self.tmp / "root", ignore_errors=True)
-
-
-def remove_containers(names: Sequence[str]) -> None:
-    """``docker rm -f``, again while any is left: the kind-like node container was killed but
-    not removed by the first one now and then in a whole run (one was left per run), its
-    nested containers still going; what is still left after that is said, not hidden."""
-    left, said = list(names), ""
-    for _ in range(20):
-        if not left:
-            return
-        said = subprocess.run(["docker", "rm", "-f", *left], capture_output=True, text=True).stderr
-        left = [n for n in left if subprocess.run(["docker", "inspect", n], capture_output=True).returncode == 0]
-        time.sleep(0.5 if left else 0)
-    sys.stderr.write(f"test_runtimes: docker could not remove {', '.join(left)}: {said.strip()}\n")
 
 
 def docker_answers() -> bool:
